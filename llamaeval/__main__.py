@@ -1,0 +1,3 @@
+from llamaeval.cli import main
+
+raise SystemExit(main())
