@@ -1,0 +1,110 @@
+"""llamaeval.engine — parse, chunk, embed, index and search, offline (the local server's engine).
+
+Knows nothing of HTTP. Needs the ``server`` extra (onnxruntime, tokenizers, bm25s,
+PyStemmer, pypdf, threadpoolctl, the MiniLM int8 model package). Importing it does
+no work: the model loads on the first embedding, indexes load on ``Index.load``.
+
+Ingestion
+---------
+``parse_document(data, file_name) -> ParsedDocument`` reads ``SUPPORTED_EXTENSIONS``:
+.txt/.text (UTF-8, UTF-16 with BOM), .md/.markdown (title = first heading),
+.html/.htm (scripts/styles dropped, title = <title> or first <h1>), .pdf (text layer
+via pypdf; title from metadata), .json (every string value, short ones as
+"key: value"; title from a top-level "title"/"name"/"headline"/"subject"),
+.jsonl (one record per line), .csv/.tsv (one "column: value; ..." line per row),
+.xml (all text; entity declarations refused). Anything else, undecodable bytes,
+binary content, a PDF without text layer or an empty result raises ``ParseError``
+whose message is the human reason.
+
+``chunk_document(doc, ChunkingConfig(chunk_size=256, chunk_overlap=32), embedder)``
+cuts the text into windows of ``chunk_size`` MiniLM word pieces overlapping by
+``chunk_overlap`` (0..chunk_size/2), snapped to word starts; each ``Chunk`` carries
+``start_char``/``end_char`` with ``doc.text[start_char:end_char] == chunk.text``.
+
+``Embedder`` — all-MiniLM-L6-v2 int8 ONNX, 384 dimensions, mean pooling + L2 norm,
+passages truncated at 256 word pieces (queries 128), loaded lazily, thread-safe.
+
+``build_index(entries, embeddings, config, directory)`` writes a self-contained
+directory: ``bm25/`` (bm25s), ``embeddings.npy`` (float32, exact search),
+``entries.jsonl``, ``config.json`` (the RetrievalConfig), ``manifest.json``.
+``Index.load(directory, embedder, reranker=None)`` reads it back.
+
+Search modes (``Index.search(query, mode, top_k)``, ``top_k`` in 1..MAX_TOP_K=200)
+-------------------------------------------------------------------------------
+Every mode first embeds the query (stage ``embed``), scores every chunk with BM25
+(``bm25``) and with exact cosine similarity (``dense``), then fuses (``fuse``).
+
+``fast``      hybrid: union of each retriever's ``fast_candidates`` best chunks,
+              fused by ``fusion`` ("convex": (1-dense_weight)*minmax(bm25) +
+              dense_weight*minmax(cosine), min-max over each retriever's pool; or
+              "rrf": 2*((1-dense_weight)/(rrf_k+rank_bm25) + dense_weight/(rrf_k+rank_dense))).
+              Hit ``stage_scores``: bm25, dense, fused.
+``accurate``  the same fusion over a larger pool (``accurate_candidates`` per
+              retriever); the ``rerank_depth`` best fused chunks are rescored by the
+              second stage (``second_stage="ltr"``): a linear learning-to-rank model over
+              features (bm25, dense, fused scores, document-level chunk-max of bm25 and
+              dense, idf-weighted query-term coverage, title match and proximity
+              (matched terms / smallest window holding them), chunk length). Weights ship
+              in ``ltr_model`` (trained by benchmarks/train_ltr.py). Stage scores add
+              ``ltr``; a plug-in ``Reranker`` adds ``rerank``.
+``advanced``  accurate plus query expansion (stage ``expand``): from the ``prf_docs``
+              best fused chunks, RM3-style expansion of the BM25 query (``prf_terms``
+              idf-weighted feedback terms mixed in with weight ``prf_weight``) and Rocchio
+              on the query vector (q + ``rocchio_beta`` * centroid, renormalised); the
+              expanded retrieval is fused again and both candidate sets are rescored
+              by its own learned model with the expansion scores as extra features;
+              then document-aware aggregation (``doc_aggregation="max+sum"``: each chunk
+              gains ``doc_sum_weight`` x the scores of the other chunks of its file in
+              the reranked set). Stage scores add bm25_prf, dense_prf, fused_prf, ltr,
+              doc_aggregate.
+
+A user cross-encoder plugs in as ``Index.load(dir, embedder, reranker=obj)`` where
+``obj.score(query, passages) -> np.ndarray`` (the ``Reranker`` protocol); in
+accurate/advanced its scores are blended into the second stage:
+``(1-reranker_weight)*minmax(second stage) + reranker_weight*minmax(reranker)``
+(default 1.0: the reranker's order).
+
+RetrievalConfig parameters (all in ``to_dict()``; ``from_dict`` rejects unknown keys)
+-----------------------------------------------------------------------------------
+bm25_k1 (1.2), bm25_b (0.75), bm25_method ("lucene"|"robertson"|"atire"),
+stemmer ("english", any PyStemmer algorithm, or "none"), stopwords ("english"|"none")
+  — these shape the BM25 index (changing them needs a rebuild);
+fusion ("convex"|"rrf"), dense_weight (0..1), rrf_k, fast_candidates (100),
+accurate_candidates (300), rerank_depth (100), second_stage ("ltr"|"none"),
+reranker_weight (0..1), prf_docs, prf_terms, prf_weight (0..1), rocchio_beta,
+doc_aggregation ("max"|"max+sum"), doc_sum_weight, ltr_model (the learned weights).
+
+Determinism: rankings never depend on hash order — ties break by chunk order,
+BM25 query terms are summed in sorted order. Numpy BLAS runs single-threaded
+during a search (threadpoolctl), so it does not fight onnxruntime for the cores.
+"""
+
+from __future__ import annotations
+
+from llamaeval.engine._chunk import Chunk, ChunkingConfig, chunk_document
+from llamaeval.engine._config import MAX_TOP_K, MODES, RetrievalConfig
+from llamaeval.engine._embed import Embedder
+from llamaeval.engine._index import Index, IndexEntry, SearchHit, SearchResponse, build_index
+from llamaeval.engine._parse import SUPPORTED_EXTENSIONS, ParsedDocument, ParseError, parse_document
+from llamaeval.engine._rerank import LinearRanker, Reranker
+
+__all__ = [
+    "MODES",
+    "MAX_TOP_K",
+    "SUPPORTED_EXTENSIONS",
+    "ParseError",
+    "ParsedDocument",
+    "parse_document",
+    "ChunkingConfig",
+    "Chunk",
+    "chunk_document",
+    "Embedder",
+    "RetrievalConfig",
+    "IndexEntry",
+    "build_index",
+    "Index",
+    "SearchHit",
+    "SearchResponse",
+    "Reranker",
+    "LinearRanker",
+]

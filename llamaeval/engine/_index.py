@@ -1,0 +1,516 @@
+"""The on-disk index (BM25 + dense vectors + entries) and the three retrieval modes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llamaeval.engine._analyze import Analyzer
+from llamaeval.engine._config import MAX_TOP_K, MODES, RetrievalConfig
+from llamaeval.engine._embed import Embedder
+from llamaeval.engine._rerank import LinearRanker, Reranker
+
+__all__ = ["IndexEntry", "SearchHit", "SearchResponse", "Index", "build_index"]
+
+FORMAT_VERSION = 1
+_ENTRIES = "entries.jsonl"
+_EMBEDDINGS = "embeddings.npy"
+_CONFIG = "config.json"
+_MANIFEST = "manifest.json"
+_BM25_DIR = "bm25"
+
+
+@dataclass
+class IndexEntry:
+    """One searchable chunk and where it came from (``metadata`` = the file's custom metadata)."""
+
+    chunk_id: str
+    file_id: str
+    file_name: str
+    chunk_index: int
+    start_char: int
+    end_char: int
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchHit:
+    """A ranked chunk, its final ``score`` and the score each stage gave it."""
+
+    entry: IndexEntry
+    score: float
+    stage_scores: dict[str, float]
+
+
+@dataclass
+class SearchResponse:
+    """Hits best first, and seconds spent per stage (``embed``, ``bm25``, ``dense``, ``fuse``, ...)."""
+
+    hits: list[SearchHit]
+    timings: dict[str, float]
+
+
+def _top(scores: np.ndarray, n: int, positive_only: bool = False) -> np.ndarray:
+    """Indices of the ``n`` best scores, best first; ties broken by index (chunk order)."""
+    if positive_only:
+        cand = np.flatnonzero(scores > 0)
+    else:
+        cand = np.arange(scores.shape[0])
+    if cand.size > n:
+        part = np.argpartition(-scores[cand], n - 1)[:n]
+        threshold = scores[cand[part]].min()
+        cand = cand[scores[cand] >= threshold]
+    order = np.lexsort((cand, -scores[cand]))
+    return cand[order][:n]
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    if x.size == 0:
+        return x.astype(np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo <= 1e-12:
+        return np.where(x > 0, 1.0, 0.0) if hi > 0 else np.zeros_like(x, dtype=np.float64)
+    return (x.astype(np.float64) - lo) / (hi - lo)
+
+
+def _check_entries(entries: list[IndexEntry], embeddings: np.ndarray) -> np.ndarray:
+    if not entries:
+        raise ValueError("cannot build an index with no entries")
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(entries):
+        raise ValueError(f"embeddings must have shape ({len(entries)}, d), got {tuple(emb.shape)}")
+    ids = [e.chunk_id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise ValueError("chunk_id values must be unique")
+    return emb
+
+
+def _build_bm25(terms: list[list[str]], config: RetrievalConfig) -> Any:
+    import bm25s
+
+    model = bm25s.BM25(k1=config.bm25_k1, b=config.bm25_b, method=config.bm25_method)
+    # "" keeps empty chunks valid for bm25s; it never matches a query term.
+    model.index([t if t else [""] for t in terms], show_progress=False)
+    return model
+
+
+def build_index(entries: list[IndexEntry], embeddings: np.ndarray, config: RetrievalConfig, directory: Path) -> None:
+    """Write a complete, self-contained index of ``entries`` into ``directory`` (created if missing).
+
+    ``embeddings[i]`` is the L2-normalised passage vector of ``entries[i]``. The caller
+    swaps the directory in atomically; nothing outside it is written.
+    """
+    emb = _check_entries(entries, embeddings)
+    if not isinstance(config, RetrievalConfig):
+        raise TypeError("config must be a RetrievalConfig")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    analyzer = Analyzer(config.stemmer, config.stopwords)
+    bm25 = _build_bm25(analyzer.analyze_many([e.text for e in entries]), config)
+    bm25.save(str(directory / _BM25_DIR), show_progress=False)
+    np.save(directory / _EMBEDDINGS, emb)
+    with open(directory / _ENTRIES, "w", encoding="utf-8") as fh:
+        for e in entries:
+            fh.write(json.dumps(asdict(e), ensure_ascii=False) + "\n")
+    (directory / _CONFIG).write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "num_chunks": len(entries),
+        "dimensions": int(emb.shape[1]),
+        "embedding_model": Embedder.model_name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (directory / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+class Index:
+    """A loaded index; ``search(query, mode, top_k)`` answers the three modes.
+
+    Thread-safe for concurrent searches (read-only after load).
+    """
+
+    def __init__(
+        self,
+        entries: list[IndexEntry],
+        embeddings: np.ndarray,
+        config: RetrievalConfig,
+        embedder: Embedder,
+        bm25: Any = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        """In-memory index (``build_index`` + ``Index.load`` is the on-disk route)."""
+        self._emb = _check_entries(entries, embeddings)
+        if embedder is not None and self._emb.shape[1] != embedder.dimensions:
+            raise ValueError(f"index vectors have {self._emb.shape[1]} dimensions, embedder {embedder.dimensions}")
+        if reranker is not None and not callable(getattr(reranker, "score", None)):
+            raise TypeError("reranker must have a score(query, passages) -> np.ndarray method")
+        self.entries = entries
+        self.config = config
+        self.embedder = embedder
+        self.reranker = reranker
+        self.num_chunks = len(entries)
+        self._analyzer = Analyzer(config.stemmer, config.stopwords)
+        if bm25 is None:
+            bm25 = _build_bm25(self._analyzer.analyze_many([e.text for e in entries]), config)
+        self._init_bm25(bm25)
+        files: dict[str, int] = {}
+        self._file_of = np.array([files.setdefault(e.file_id, len(files)) for e in entries], dtype=np.int64)
+        self._title_terms: dict[int, frozenset[str]] = {}
+        models = config.ltr_model["models"]
+        self._rankers = {name: LinearRanker(models[name]) for name in ("accurate", "advanced") if name in models}
+
+    def _init_bm25(self, bm25: Any) -> None:
+        s = bm25.scores
+        self._b_data = np.asarray(s["data"], dtype=np.float32)
+        self._b_indices = np.asarray(s["indices"], dtype=np.int64)
+        self._b_indptr = np.asarray(s["indptr"], dtype=np.int64)
+        self._vocab: dict[str, int] = dict(bm25.vocab_dict)
+        n_docs = self.num_chunks
+        df = np.diff(self._b_indptr).astype(np.float64)
+        self._idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        embedder: Embedder,
+        reranker: Reranker | None = None,
+        config: RetrievalConfig | None = None,
+    ) -> "Index":
+        """Load an index written by ``build_index``.
+
+        ``reranker``: optional plug-in second stage (see ``Reranker``). ``config``: optional
+        override of the stored config; parameters that shape the BM25 index (bm25_*,
+        stemmer, stopwords) must match the stored ones (ValueError otherwise).
+        """
+        import bm25s
+
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / _MANIFEST).read_text("utf-8"))
+            stored = RetrievalConfig.from_dict(json.loads((directory / _CONFIG).read_text("utf-8")))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"not an index directory (missing {Path(exc.filename).name}): {directory}") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported index format {manifest.get('format_version')!r}")
+        if embedder is not None and manifest.get("embedding_model") != embedder.model_name:
+            raise ValueError(
+                f"index was built with {manifest.get('embedding_model')!r}, embedder is {embedder.model_name!r}"
+            )
+        if config is not None:
+            for key in ("bm25_k1", "bm25_b", "bm25_method", "stemmer", "stopwords"):
+                if getattr(config, key) != getattr(stored, key):
+                    raise ValueError(f"{key} differs from the built index; rebuild the index to change it")
+            stored = config
+        entries = []
+        with open(directory / _ENTRIES, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    entries.append(IndexEntry(**json.loads(line)))
+        emb = np.load(directory / _EMBEDDINGS, mmap_mode=None)
+        bm25 = bm25s.BM25.load(str(directory / _BM25_DIR), show_progress=False)
+        return cls(entries, emb, stored, embedder, bm25=bm25, reranker=reranker)
+
+    def with_config(self, config: RetrievalConfig) -> "Index":
+        """A view of this index searching with another config (same BM25 parameters required)."""
+        for key in ("bm25_k1", "bm25_b", "bm25_method", "stemmer", "stopwords"):
+            if getattr(config, key) != getattr(self.config, key):
+                raise ValueError(f"{key} differs from the built index; rebuild the index to change it")
+        clone = object.__new__(Index)
+        clone.__dict__.update(self.__dict__)
+        clone.config = config
+        models = config.ltr_model["models"]
+        clone._rankers = {n: LinearRanker(models[n]) for n in ("accurate", "advanced") if n in models}
+        return clone
+
+    # ------------------------------------------------------------------ scoring primitives
+    def _query_weights(self, query: str) -> dict[str, float]:
+        weights: dict[str, float] = {}
+        for term in self._analyzer(query):
+            weights[term] = weights.get(term, 0.0) + 1.0
+        return weights
+
+    def _bm25_scores(self, weights: dict[str, float]) -> np.ndarray:
+        """BM25 of every chunk for a weighted bag of terms, summed in sorted term order."""
+        scores = np.zeros(self.num_chunks, dtype=np.float32)
+        for term in sorted(weights):
+            tid = self._vocab.get(term)
+            if tid is None or term == "":
+                continue
+            lo, hi = self._b_indptr[tid], self._b_indptr[tid + 1]
+            scores[self._b_indices[lo:hi]] += np.float32(weights[term]) * self._b_data[lo:hi]
+        return scores
+
+    def _dense_scores(self, qv: np.ndarray) -> np.ndarray:
+        return self._emb @ qv.astype(np.float32)
+
+    def _fuse(self, sparse: np.ndarray, dense: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates (union of each retriever's ``depth`` best) and their fused scores."""
+        cfg = self.config
+        top_s = _top(sparse, depth, positive_only=True)
+        top_d = _top(dense, depth)
+        cand = np.union1d(top_s, top_d)
+        w = cfg.dense_weight
+        if cfg.fusion == "rrf":
+            rank_s = np.full(self.num_chunks, np.inf)
+            rank_s[top_s] = np.arange(1, top_s.size + 1)
+            rank_d = np.full(self.num_chunks, np.inf)
+            rank_d[top_d] = np.arange(1, top_d.size + 1)
+            fused = (1 - w) / (cfg.rrf_k + rank_s[cand]) + w / (cfg.rrf_k + rank_d[cand])
+            fused = fused * 2.0  # equal weights give plain RRF
+        else:
+            s_lo = float(sparse[top_s].min()) if top_s.size else 0.0
+            s_hi = float(sparse[top_s].max()) if top_s.size else 0.0
+            d_lo, d_hi = float(dense[top_d].min()), float(dense[top_d].max())
+            ns = np.clip((sparse[cand] - s_lo) / (s_hi - s_lo), 0, None) if s_hi > s_lo else (sparse[cand] > 0) * 1.0
+            nd = np.clip((dense[cand] - d_lo) / (d_hi - d_lo), 0, None) if d_hi > d_lo else np.ones(cand.size)
+            fused = (1 - w) * ns + w * nd
+        return cand, fused.astype(np.float64)
+
+    # ------------------------------------------------------------------ features
+    def _title_terms_of(self, i: int) -> frozenset[str]:
+        terms = self._title_terms.get(i)
+        if terms is None:
+            title = self.entries[i].title or ""
+            terms = frozenset(self._analyzer(title))
+            self._title_terms[i] = terms
+        return terms
+
+    def _features(self, cand: np.ndarray, q_weights: dict[str, float], sparse: np.ndarray,
+                  dense: np.ndarray, fused: np.ndarray) -> dict[str, np.ndarray]:
+        """Second-stage features of the candidates (all computed over the candidate set)."""
+        qterms = sorted(t for t in q_weights if t in self._vocab)
+        idf = {t: float(self._idf[self._vocab[t]]) for t in qterms}
+        idf_total = sum(idf.values()) or 1.0
+        n = cand.size
+        coverage = np.zeros(n)
+        proximity = np.zeros(n)
+        title = np.zeros(n)
+        length = np.zeros(n)
+        qset = set(qterms)
+        for row, i in enumerate(cand):
+            terms = self._analyzer(self.entries[i].text)
+            length[row] = math.log1p(len(terms))
+            present = qset.intersection(terms)
+            coverage[row] = sum(idf[t] for t in present) / idf_total
+            if len(present) >= 2:
+                proximity[row] = _proximity(terms, present)
+            if qset:
+                tt = self._title_terms_of(int(i))
+                title[row] = sum(idf[t] for t in qset & tt) / idf_total
+        bm25_mm = _minmax(sparse[cand])
+        dense_raw = dense[cand].astype(np.float64)
+        dense_mm = _minmax(dense_raw)
+        files = self._file_of[cand]
+        doc_bm25 = _group_max(files, bm25_mm)
+        doc_dense = _group_max(files, dense_mm)
+        rank_fused = np.empty(n)
+        rank_fused[np.lexsort((cand, -fused))] = np.arange(1, n + 1)
+        return {
+            "bm25": bm25_mm,
+            "dense": dense_raw,
+            "dense_mm": dense_mm,
+            "fused": _minmax(fused),
+            "fused_rrf": 1.0 / (60.0 + rank_fused),
+            "doc_bm25_max": doc_bm25,
+            "doc_dense_max": doc_dense,
+            "title": title,
+            "coverage": coverage,
+            "proximity": proximity,
+            "length": length,
+        }
+
+    # ------------------------------------------------------------------ search
+    def search(self, query: str, mode: str = "fast", top_k: int = 10) -> SearchResponse:
+        """Rank chunks for ``query`` in ``mode`` ('fast', 'accurate', 'advanced'); ``top_k`` in 1..MAX_TOP_K."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be an integer in 1..{MAX_TOP_K}, got {top_k!r}")
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._search(query, mode, top_k)
+
+    def _search(self, query: str, mode: str, top_k: int) -> SearchResponse:
+        cfg = self.config
+        timings: dict[str, float] = {}
+        clock = time.perf_counter
+
+        t0 = clock()
+        qv = self.embedder.embed_query(query)
+        t1 = clock()
+        timings["embed"] = t1 - t0
+        q_weights = self._query_weights(query)
+        sparse = self._bm25_scores(q_weights)
+        t2 = clock()
+        timings["bm25"] = t2 - t1
+        dense = self._dense_scores(qv)
+        t3 = clock()
+        timings["dense"] = t3 - t2
+        depth = cfg.fast_candidates if mode == "fast" else cfg.accurate_candidates
+        cand, fused = self._fuse(sparse, dense, depth)
+        t4 = clock()
+        timings["fuse"] = t4 - t3
+        stage: dict[str, np.ndarray] = {"bm25": sparse[cand].astype(np.float64),
+                                        "dense": dense[cand].astype(np.float64), "fused": fused}
+        final = fused
+        if mode == "fast":
+            return self._respond(cand, final, stage, top_k, timings)
+
+        if mode == "advanced":
+            t = clock()
+            exp_weights, exp_qv = self._expand(q_weights, qv, cand, fused)
+            sparse_x = self._bm25_scores(exp_weights)
+            dense_x = self._dense_scores(exp_qv)
+            cand_x, fused_x = self._fuse(sparse_x, dense_x, depth)
+            # keep the original candidates too: expansion may only add
+            base_cand, base_fused = cand, fused
+            cand = np.union1d(base_cand, cand_x)
+            fused_x_all = _lookup(cand_x, fused_x, cand)
+            fused = _lookup(base_cand, base_fused, cand)
+            final = 0.5 * fused + 0.5 * fused_x_all
+            stage = {"bm25": sparse[cand].astype(np.float64), "dense": dense[cand].astype(np.float64),
+                     "fused": fused, "bm25_prf": sparse_x[cand].astype(np.float64),
+                     "dense_prf": dense_x[cand].astype(np.float64), "fused_prf": fused_x_all}
+            timings["expand"] = clock() - t
+
+        # second stage on the rerank_depth best candidates
+        keep = np.lexsort((cand, -final))[: cfg.rerank_depth]
+        keep = keep[np.argsort(cand[keep], kind="stable")]
+        cand, final = cand[keep], final[keep]
+        stage = {k: v[keep] for k, v in stage.items()}
+        if cfg.second_stage == "ltr" and mode in self._rankers:
+            t = clock()
+            feats = self._features(cand, q_weights, sparse, dense, stage["fused"])
+            if mode == "advanced":
+                feats["bm25_prf"] = _minmax(stage["bm25_prf"])
+                feats["dense_prf"] = stage["dense_prf"]
+                feats["fused_prf"] = _minmax(stage["fused_prf"])
+            timings["features"] = clock() - t
+            t = clock()
+            final = self._rankers[mode].score(feats)
+            stage["ltr"] = final
+            timings["ltr"] = clock() - t
+        if self.reranker is not None:
+            t = clock()
+            ce = np.asarray(self.reranker.score(query, [self.entries[i].text for i in cand]), dtype=np.float64)
+            if ce.shape != (cand.size,):
+                raise ValueError(f"reranker returned shape {ce.shape}, expected ({cand.size},)")
+            stage["rerank"] = ce
+            a = min(cfg.reranker_weight, 1.0)
+            final = (1 - a) * _minmax(final) + a * _minmax(ce)
+            timings["rerank"] = clock() - t
+        if mode == "advanced":
+            t = clock()
+            final = self._aggregate(cand, final)
+            stage["doc_aggregate"] = final
+            timings["aggregate"] = clock() - t
+        return self._respond(cand, final, stage, top_k, timings)
+
+    def _expand(self, q_weights: dict[str, float], qv: np.ndarray, cand: np.ndarray,
+                fused: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+        """RM3-style expansion of the sparse query and Rocchio of the dense one, from the
+        ``prf_docs`` best fused candidates."""
+        cfg = self.config
+        if cfg.prf_docs == 0:
+            return dict(q_weights), qv
+        fb = cand[np.lexsort((cand, -fused))[: cfg.prf_docs]]
+        fb_w = _minmax(fused[np.searchsorted(cand, fb)]) + 1e-3  # relevance model weight per feedback doc
+        term_w: dict[str, float] = {}
+        for i, w in zip(fb, fb_w):
+            terms = self._analyzer(self.entries[int(i)].text)
+            if not terms:
+                continue
+            inv = float(w) / len(terms)
+            for t in terms:
+                term_w[t] = term_w.get(t, 0.0) + inv
+        for t in list(term_w):  # idf-weight so that common terms do not dominate
+            tid = self._vocab.get(t)
+            term_w[t] = term_w[t] * (float(self._idf[tid]) if tid is not None else 0.0)
+        best = sorted(term_w.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.prf_terms]
+        total_q = sum(q_weights.values()) or 1.0
+        total_x = sum(v for _, v in best) or 1.0
+        lam = cfg.prf_weight
+        weights = {t: (1 - lam) * w / total_q for t, w in q_weights.items()}
+        for t, v in best:
+            weights[t] = weights.get(t, 0.0) + lam * v / total_x
+        centroid = self._emb[fb].astype(np.float64).mean(axis=0)
+        v = qv.astype(np.float64) + cfg.rocchio_beta * centroid
+        v /= max(np.linalg.norm(v), 1e-12)
+        return weights, v.astype(np.float32)
+
+    def _aggregate(self, cand: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Document-aware scores: each chunk gains ``doc_sum_weight`` x its siblings' scores."""
+        cfg = self.config
+        s = _minmax(scores)
+        if cfg.doc_aggregation == "max" or cfg.doc_sum_weight == 0:
+            return s
+        files = self._file_of[cand]
+        uniq, inv = np.unique(files, return_inverse=True)
+        sums = np.zeros(uniq.size)
+        np.add.at(sums, inv, s)
+        return s + cfg.doc_sum_weight * (sums[inv] - s)
+
+    def _respond(self, cand: np.ndarray, final: np.ndarray, stage: dict[str, np.ndarray],
+                 top_k: int, timings: dict[str, float]) -> SearchResponse:
+        order = np.lexsort((cand, -final))[:top_k]
+        hits = [
+            SearchHit(
+                entry=self.entries[int(cand[j])],
+                score=float(final[j]),
+                stage_scores={k: float(v[j]) for k, v in stage.items()},
+            )
+            for j in order
+        ]
+        return SearchResponse(hits=hits, timings=timings)
+
+    def __repr__(self) -> str:
+        return f"Index(num_chunks={self.num_chunks}, reranker={self.reranker!r})"
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """values[keys == w] for each w of ``wanted`` (sorted ``keys``), 0 where absent."""
+    pos = np.clip(np.searchsorted(keys, wanted), 0, keys.size - 1)
+    return np.where(keys[pos] == wanted, values[pos], 0.0)
+
+
+def _group_max(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
+    uniq, inv = np.unique(groups, return_inverse=True)
+    best = np.full(uniq.size, -np.inf)
+    np.maximum.at(best, inv, values)
+    return best[inv]
+
+
+def _proximity(terms: list[str], present: set[str]) -> float:
+    """Distinct query terms matched / length of the smallest window holding all of them."""
+    need = len(present)
+    counts: dict[str, int] = {}
+    have = 0
+    best = math.inf
+    left = 0
+    for right, t in enumerate(terms):
+        if t in present:
+            counts[t] = counts.get(t, 0) + 1
+            if counts[t] == 1:
+                have += 1
+        while have == need:
+            best = min(best, right - left + 1)
+            lt = terms[left]
+            if lt in present:
+                counts[lt] -= 1
+                if counts[lt] == 0:
+                    have -= 1
+            left += 1
+    return need / best if best < math.inf else 0.0
