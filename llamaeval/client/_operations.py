@@ -1,0 +1,558 @@
+"""Every API operation and helper, written once as sans-I/O operations (see _core).
+
+Each public function validates its arguments eagerly (raising ConfigurationError
+before anything is sent) and returns an operation generator for a driver to run.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from llamaeval._errors import APIError, ConfigurationError, SyncError
+from llamaeval.client._core import Call, Core, Gather, Op, Reply, Sleep, encode_json
+from llamaeval.client._records import (
+    DataSink,
+    DataSource,
+    File,
+    Pipeline,
+    PipelineFile,
+    PipelineJob,
+    Project,
+    Record,
+    frame_from_json,
+    infer_column,
+)
+from llamaeval.client._retrieval import MODES, RetrievalResult, parse_server_timing
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Concurrent uploads per batch in the async client (the sync client uploads one by one).
+UPLOAD_CONCURRENCY = 4
+
+# ----------------------------------------------------------------------- validation
+
+
+def as_id(value: Any, what: str) -> str:
+    """An object id from a string or a record (anything with ``.id``)."""
+    if isinstance(value, Record):
+        value = getattr(value, "id", None) or getattr(value, "file_id", None)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{what} must be a non-empty string id, got {value!r}")
+    return value
+
+
+def _seg(value: Any, what: str) -> str:
+    return quote(as_id(value, what), safe="")
+
+
+def _name(value: Any, what: str = "name") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _config_dict(value: Any, what: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict) and not isinstance(value, Mapping):
+        value = to_dict()
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{what} must be a dict (or have .to_dict()), got {type(value).__name__}")
+    return dict(value)
+
+
+def _positive_number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(f"{what} must be a number > 0 (seconds), got {value!r}")
+    return float(value)
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{what} must be an integer >= 1, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------------ parsing
+
+
+def _array(reply: Reply) -> list[Any]:
+    data = reply.json()
+    if not isinstance(data, list):
+        raise APIError(f"expected a JSON array, got {type(data).__name__}",
+                       status_code=reply.response.status_code, request=reply.request, body=data)
+    return data
+
+
+def _object(reply: Reply) -> dict[str, Any]:
+    data = reply.json()
+    if not isinstance(data, dict):
+        raise APIError(f"expected a JSON object, got {type(data).__name__}",
+                       status_code=reply.response.status_code, request=reply.request, body=data)
+    return data
+
+
+def _single(core: Core, call: Call, parse: Callable[[Reply], Any]) -> Op[Any]:
+    reply = yield from core.request(call)
+    return parse(reply)
+
+
+def _frame_of(cls: type[Record]) -> Callable[[Reply], pd.DataFrame]:
+    return lambda reply: frame_from_json(cls, _array(reply))
+
+
+def _record_of(cls: type[Record]) -> Callable[[Reply], Record]:
+    return lambda reply: cls.from_json(_object(reply))
+
+
+def _frame_or_empty(cls: type[Record]) -> Callable[[Reply], pd.DataFrame]:
+    """For PUT endpoints whose response body the spec leaves open."""
+    def parse(reply: Reply) -> pd.DataFrame:
+        data = reply.json_or_none()
+        return frame_from_json(cls, data if isinstance(data, list) else [])
+    return parse
+
+
+# ----------------------------------------------------------------------- projects
+
+
+def list_projects(core: Core) -> Op[pd.DataFrame]:
+    return _single(core, Call("GET", "/projects"), _frame_of(Project))
+
+
+def create_project(core: Core, name: str) -> Op[Project]:
+    body = encode_json({"name": _name(name)})
+    return _single(core, Call("POST", "/projects", content=body, idempotent=False), _record_of(Project))
+
+
+def get_project(core: Core, project_id: str) -> Op[Project]:
+    return _single(core, Call("GET", f"/projects/{_seg(project_id, 'project_id')}"), _record_of(Project))
+
+
+# -------------------------------------------------------------------------- files
+
+
+def _file_payload(path_or_bytes: Any, name: str | None) -> tuple[str, bytes, str]:
+    """(file name, content, content type) from a path, bytes or a binary file object."""
+    if isinstance(path_or_bytes, (str, os.PathLike)):
+        path = Path(path_or_bytes)
+        if not path.is_file():
+            raise ConfigurationError(f"no such file: {path}")
+        data = path.read_bytes()
+        name = name or path.name
+    elif isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = bytes(path_or_bytes)
+    elif hasattr(path_or_bytes, "read"):
+        data = path_or_bytes.read()
+        if isinstance(data, str):
+            raise ConfigurationError("open the file in binary mode ('rb') to upload it")
+        name = name or Path(getattr(path_or_bytes, "name", "") or "").name or None
+    else:
+        raise ConfigurationError(
+            f"upload takes a path, bytes or a binary file object, got {type(path_or_bytes).__name__}")
+    if not name:
+        raise ConfigurationError("name= is required when uploading bytes (the server parses by extension)")
+    _name(name, "file name")
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return name, data, content_type
+
+
+def _upload_call(project_id: str, payload: tuple[str, bytes, str]) -> Call:
+    return Call("POST", "/files", params={"project_id": project_id}, files={"file": payload}, idempotent=False)
+
+
+def upload_file(core: Core, path_or_bytes: Any, project_id: str, name: str | None = None) -> Op[File]:
+    payload = _file_payload(path_or_bytes, name)
+    call = _upload_call(as_id(project_id, "project_id"), payload)
+    return _single(core, call, _record_of(File))
+
+
+def _add_files_call(pipeline_id: str, files: Any) -> Call:
+    items: list[dict[str, Any]] = []
+    if hasattr(files, "to_dict") and hasattr(files, "columns"):  # a DataFrame
+        if "file_id" not in files.columns:
+            raise ConfigurationError("the files frame needs a 'file_id' column (and optionally 'metadata')")
+        files = files.to_dict("records")
+    if isinstance(files, (str, Mapping)) or not isinstance(files, Iterable):
+        raise ConfigurationError("files must be a list of file ids or of {'file_id', 'metadata'} dicts")
+    for item in files:
+        if isinstance(item, (str, File)):
+            items.append({"file_id": as_id(item, "file_id")})
+        elif isinstance(item, Mapping):
+            entry = {"file_id": as_id(item.get("file_id"), "file_id")}
+            metadata = item.get("metadata")
+            if metadata is not None and not (isinstance(metadata, float) and metadata != metadata):
+                if not isinstance(metadata, Mapping):
+                    raise ConfigurationError(f"metadata of file {entry['file_id']} must be a dict")
+                entry["metadata"] = dict(metadata)
+            items.append(entry)
+        else:
+            raise ConfigurationError(f"cannot add {item!r} to a pipeline: give a file id or a dict")
+    if not items:
+        raise ConfigurationError("files is empty: nothing to add")
+    return Call("PUT", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/files", content=encode_json(items))
+
+
+def add_pipeline_files(core: Core, pipeline_id: str, files: Any) -> Op[pd.DataFrame]:
+    return _single(core, _add_files_call(pipeline_id, files), _frame_or_empty(PipelineFile))
+
+
+def list_pipeline_files(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
+    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/files"),
+                   _frame_of(PipelineFile))
+
+
+# ---------------------------------------------------------------------- pipelines
+
+
+def list_pipelines(core: Core, project_id: str) -> Op[pd.DataFrame]:
+    call = Call("GET", "/pipelines", params={"project_id": as_id(project_id, "project_id")})
+    return _single(core, call, _frame_of(Pipeline))
+
+
+def create_pipeline(core: Core, name: str, project_id: str, sync_interval: int | None = None,
+                    retrieval_config: Any = None, chunking_config: Any = None) -> Op[Pipeline]:
+    body: dict[str, Any] = {"name": _name(name), "project_id": as_id(project_id, "project_id")}
+    if sync_interval is not None:
+        body["sync_interval"] = _positive_int(sync_interval, "sync_interval (seconds)")
+    for key, value in (("retrieval_config", retrieval_config), ("chunking_config", chunking_config)):
+        config = _config_dict(value, key)
+        if config is not None:
+            body[key] = config
+    call = Call("POST", "/pipelines", content=encode_json(body), idempotent=False)
+    return _single(core, call, _record_of(Pipeline))
+
+
+def get_pipeline(core: Core, pipeline_id: str) -> Op[Pipeline]:
+    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}"), _record_of(Pipeline))
+
+
+def delete_pipeline(core: Core, pipeline_id: str) -> Op[None]:
+    return _single(core, Call("DELETE", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}"), lambda reply: None)
+
+
+def sync_pipeline(core: Core, pipeline_id: str) -> Op[PipelineJob]:
+    # Starting a job is not idempotent: retried only when the server cannot have applied it.
+    call = Call("POST", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/sync", idempotent=False)
+    return _single(core, call, _record_of(PipelineJob))
+
+
+def list_pipeline_jobs(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
+    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/jobs"),
+                   _frame_of(PipelineJob))
+
+
+def list_pipeline_data_sinks(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
+    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/data-sinks"),
+                   _frame_of(DataSink))
+
+
+def list_pipeline_data_sources(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
+    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/data-sources"),
+                   _frame_of(DataSource))
+
+
+def _data_source_input(item: Any) -> dict[str, Any]:
+    if isinstance(item, DataSource):
+        out = {"name": item.name, "source_type": item.source_type, "config": item.config}
+        if item.project_id:
+            out["project_id"] = item.project_id
+        out["data_source_id"] = item.id
+        return out
+    if not isinstance(item, Mapping):
+        raise ConfigurationError(f"a data source must be a dict or a DataSource, got {type(item).__name__}")
+    out = dict(item)
+    if not out.get("data_source_id") and not out.get("id"):
+        _name(out.get("name"), "data source name")
+        _name(out.get("source_type"), "source_type")
+    if out.get("config") is not None and not isinstance(out["config"], Mapping):
+        raise ConfigurationError("a data source's config must be a dict")
+    return out
+
+
+def add_pipeline_data_sources(core: Core, pipeline_id: str, data_sources: Any) -> Op[pd.DataFrame]:
+    if isinstance(data_sources, (Mapping, DataSource)):
+        data_sources = [data_sources]
+    items = [_data_source_input(item) for item in data_sources]
+    if not items:
+        raise ConfigurationError("data_sources is empty: nothing to add")
+    call = Call("PUT", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/data-sources", content=encode_json(items))
+    return _single(core, call, _frame_or_empty(DataSource))
+
+
+# ------------------------------------------------------------------- data sources
+
+
+def list_data_sources(core: Core, project_id: str) -> Op[pd.DataFrame]:
+    call = Call("GET", "/data-sources", params={"project_id": as_id(project_id, "project_id")})
+    return _single(core, call, _frame_of(DataSource))
+
+
+def create_data_source(core: Core, name: str, source_type: str, config: Mapping[str, Any] | None = None,
+                       project_id: str | None = None) -> Op[DataSource]:
+    body: dict[str, Any] = {"name": _name(name), "source_type": _name(source_type, "source_type")}
+    if project_id is not None:
+        body["project_id"] = as_id(project_id, "project_id")
+    cfg = _config_dict(config, "config")
+    if cfg is not None:
+        body["config"] = cfg
+    call = Call("POST", "/data-sources", content=encode_json(body), idempotent=False)
+    return _single(core, call, _record_of(DataSource))
+
+
+# ---------------------------------------------------------------------- retrieval
+
+
+def retrieve(core: Core, pipeline_id: str, query: str, mode: str = "fast", top_k: int = 10,
+             extra: Mapping[str, Any] | None = None) -> Op[RetrievalResult]:
+    pid = as_id(pipeline_id, "pipeline_id")
+    if not isinstance(query, str) or not query.strip():
+        raise ConfigurationError(f"query must be a non-empty string, got {query!r}")
+    if mode not in MODES:
+        raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigurationError(f"top_k must be an integer >= 1, got {top_k!r}")
+    body: dict[str, Any] = {"query": query, "mode": mode, "top_k": top_k}
+    if extra:
+        clash = sorted(set(extra) & {"query", "mode", "top_k"})
+        if clash:
+            raise ConfigurationError(f"extra retrieve parameters may not repeat {clash}")
+        body.update(extra)
+    # Retrieval only reads: safe to retry on any transient failure.
+    call = Call("POST", f"/pipelines/{quote(pid, safe='')}/retrieve", content=encode_json(body))
+    request = {"pipeline_id": pid, **body}
+
+    def parse(reply: Reply) -> RetrievalResult:
+        return RetrievalResult(
+            request=request,
+            raw=_object(reply),
+            latency_s=reply.elapsed_s,
+            server_timing=parse_server_timing(",".join(reply.response.headers.get_list("server-timing"))),
+            status_code=reply.response.status_code,
+            attempts=reply.attempts,
+        )
+
+    return _single(core, call, parse)
+
+
+# ------------------------------------------------------------------ wait for sync
+
+
+def _newest_job(jobs: list[PipelineJob]) -> PipelineJob:
+    """Latest created job; ties (or missing timestamps) resolve to the later list entry."""
+    order = sorted(range(len(jobs)), key=lambda i: (jobs[i].created_at is not None,
+                                                    jobs[i].created_at.timestamp() if jobs[i].created_at else 0.0, i))
+    return jobs[order[-1]]
+
+
+def _job_error(job: PipelineJob) -> str:
+    for value in (job.error, job.extra.get("error_message"), job.extra.get("message"), job.extra.get("detail")):
+        if value:
+            return str(value)
+    return "the server gave no reason"
+
+
+def wait_for_sync(core: Core, pipeline_id: str, timeout: float = 600.0, poll_interval: float = 0.5,
+                  progress: bool = True, job_id: str | None = None) -> Op[PipelineJob]:
+    pid = as_id(pipeline_id, "pipeline_id")
+    timeout = _positive_number(timeout, "timeout")
+    poll_interval = _positive_number(poll_interval, "poll_interval")
+    wanted = None if job_id is None else as_id(job_id, "job_id")
+    return _wait_for_sync(core, pid, timeout, poll_interval, bool(progress), wanted)
+
+
+def _wait_for_sync(core: Core, pid: str, timeout: float, poll_interval: float, progress: bool,
+                   wanted: str | None) -> Op[PipelineJob]:
+    seg = quote(pid, safe="")
+    deadline = time.monotonic() + timeout
+    bar = None
+    try:
+        while True:
+            reply = yield from core.request(Call("GET", f"/pipelines/{seg}/jobs"))
+            jobs = [PipelineJob.from_json(item) for item in _array(reply)]
+            if wanted is not None:
+                matching = [j for j in jobs if j.id == wanted]
+                if not matching:
+                    raise SyncError(f"pipeline {pid} has no job {wanted}")
+                job = matching[0]
+            elif not jobs:
+                raise SyncError(f"pipeline {pid} has no sync job to wait for: call pipelines.sync() first")
+            else:
+                job = _newest_job(jobs)
+            if progress:
+                reply = yield from core.request(Call("GET", f"/pipelines/{seg}/files"))
+                files = _array(reply)
+                done = sum(1 for f in files if isinstance(f, dict) and f.get("status") in ("completed", "error"))
+                failed = sum(1 for f in files if isinstance(f, dict) and f.get("status") == "error")
+                if bar is None:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=len(files), desc=f"sync {pid[:12]}", unit="file")
+                bar.total = len(files)
+                bar.n = done
+                bar.set_postfix(job=job.status, failed=failed, refresh=False)
+                bar.refresh()
+            if job.status == "completed":
+                return job
+            if job.status == "failed":
+                raise SyncError(f"sync job {job.id} of pipeline {pid} failed: {_job_error(job)}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SyncError(f"sync job {job.id} of pipeline {pid} did not finish within {timeout:g} s "
+                                f"(status {job.status!r})")
+            yield Sleep(min(poll_interval, remaining))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+# ------------------------------------------------------------------ bulk uploads
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe_file_name(doc_id: str, extension: str) -> str:
+    stem = _UNSAFE.sub("_", doc_id).strip("._") or "document"
+    return stem[:120] + extension
+
+
+def _upload_one(core: Core, project_id: str, name: str, source: bytes | Path, bar: Any) -> Op[File]:
+    data = source.read_bytes() if isinstance(source, Path) else source
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    reply = yield from core.request(_upload_call(project_id, (name, data, content_type)))
+    if bar is not None:
+        bar.update(1)
+    return File.from_json(_object(reply))
+
+
+def _upload_many(core: Core, project_id: str, pipeline_id: str | None,
+                 items: list[tuple[str, bytes | Path, dict[str, Any]]], batch_size: int,
+                 progress: bool, desc: str) -> Op[list[File]]:
+    """Upload in batches; after each batch, add the batch to the pipeline with its metadata."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=desc, unit="file")
+    uploaded: list[File] = []
+    try:
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            files = yield Gather([_upload_one(core, project_id, name, source, bar) for name, source, _ in batch],
+                                 limit=UPLOAD_CONCURRENCY)
+            if pipeline_id is not None:
+                entries = [{"file_id": f.id, "metadata": meta} for f, (_, _, meta) in zip(files, batch)]
+                yield from core.request(_add_files_call(pipeline_id, entries))
+            uploaded.extend(files)
+    finally:
+        if bar is not None:
+            bar.close()
+    return uploaded
+
+
+def _uploads_frame(first: tuple[str, list[Any]], files: list[File], metadata: list[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    columns: dict[str, Any] = {first[0]: pd.array(first[1], dtype="string")}
+    columns["file_id"] = pd.array([f.id for f in files], dtype="string")
+    columns["file_name"] = pd.array([f.name for f in files], dtype="string")
+    columns["file_size"] = pd.array([f.file_size for f in files], dtype="Int64")
+    keys: dict[str, None] = {}
+    for meta in metadata:
+        keys.update(dict.fromkeys(meta))
+    for key in keys:
+        if key not in columns:
+            columns[f"metadata.{key}"] = infer_column([meta.get(key) for meta in metadata])
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(files)))
+
+
+def upload_documents(core: Core, documents: Any, project_id: str, pipeline_id: str | None = None, *,
+                     id_column: str = "doc_id", text_column: str = "text", title_column: str | None = "title",
+                     metadata_columns: Iterable[str] = (), batch_size: int = 50,
+                     progress: bool = True) -> Op[pd.DataFrame]:
+    import pandas as pd
+
+    if not isinstance(documents, pd.DataFrame):
+        try:
+            documents = pd.DataFrame(documents)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"documents must be a DataFrame or a list of dicts: {exc}") from exc
+    metadata_columns = list(metadata_columns)
+    missing = [c for c in (id_column, text_column, *metadata_columns) if c not in documents.columns]
+    if missing:
+        raise ConfigurationError(f"documents lack the column(s) {missing}; it has {list(documents.columns)}")
+    if documents.empty:
+        raise ConfigurationError("documents is empty: nothing to upload")
+    ids = documents[id_column]
+    if ids.isna().any():
+        raise ConfigurationError(f"column {id_column!r} has missing ids")
+    ids = ids.astype(str)
+    dupes = sorted(ids[ids.duplicated()].unique())
+    if dupes:
+        raise ConfigurationError(f"column {id_column!r} has duplicate ids, e.g. {dupes[:5]}")
+    pid = as_id(project_id, "project_id")
+    plid = None if pipeline_id is None else as_id(pipeline_id, "pipeline_id")
+    batch_size = _positive_int(batch_size, "batch_size")
+    has_title = title_column is not None and title_column in documents.columns
+    items: list[tuple[str, bytes | Path, dict[str, Any]]] = []
+    metadata: list[dict[str, Any]] = []
+    for i, doc_id in enumerate(ids):
+        row = documents.iloc[i]
+        text = row[text_column]
+        text = "" if text is None or (isinstance(text, float) and text != text) else str(text)
+        if has_title:
+            title = row[title_column]
+            if isinstance(title, str) and title.strip():
+                text = f"{title.strip()}\n\n{text}"
+        meta = {"doc_id": doc_id, **{c: row[c] for c in metadata_columns if c != id_column}}
+        items.append((_safe_file_name(doc_id, ".txt"), text.encode("utf-8"), meta))
+        metadata.append(meta)
+    return _map(_upload_many(core, pid, plid, items, batch_size, progress, "upload"),
+                lambda files: _uploads_frame(("doc_id", list(ids)), files, metadata))
+
+
+def upload_folder(core: Core, folder: str | os.PathLike[str], project_id: str, pipeline_id: str | None = None, *,
+                  pattern: str = "**/*", metadata: Mapping[str, Any] | Callable[[Path], Mapping[str, Any]] | None = None,
+                  batch_size: int = 50, progress: bool = True) -> Op[pd.DataFrame]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigurationError(f"not a folder: {root}")
+    paths = sorted(p for p in root.glob(pattern)
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not paths:
+        raise ConfigurationError(f"no files match {pattern!r} in {root}")
+    if metadata is not None and not (callable(metadata) or isinstance(metadata, Mapping)):
+        raise ConfigurationError("metadata must be a dict or a function Path -> dict")
+    pid = as_id(project_id, "project_id")
+    plid = None if pipeline_id is None else as_id(pipeline_id, "pipeline_id")
+    batch_size = _positive_int(batch_size, "batch_size")
+    items: list[tuple[str, bytes | Path, dict[str, Any]]] = []
+    metas: list[dict[str, Any]] = []
+    for path in paths:
+        rel = path.relative_to(root).as_posix()
+        meta: dict[str, Any] = {"file_path": rel}
+        extra = metadata(path) if callable(metadata) else metadata
+        if extra is not None:
+            if not isinstance(extra, Mapping):
+                raise ConfigurationError(f"metadata for {rel} must be a dict, got {type(extra).__name__}")
+            meta.update(extra)
+        items.append((path.name, path, meta))
+        metas.append(meta)
+    rels = [m["file_path"] for m in metas]
+    return _map(_upload_many(core, pid, plid, items, batch_size, progress, "upload"),
+                lambda files: _uploads_frame(("path", rels), files, [
+                    {k: v for k, v in m.items() if k != "file_path"} for m in metas]))
+
+
+def _map(op: Op[Any], fn: Callable[[Any], Any]) -> Op[Any]:
+    result = yield from op
+    return fn(result)

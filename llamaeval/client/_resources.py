@@ -1,0 +1,220 @@
+"""Resource namespaces (``client.projects``, ``client.pipelines.files``, ...).
+
+Written once for both clients: each method validates, builds an operation
+(:mod:`llamaeval.client._operations`) and hands it to the client's driver.
+On :class:`~llamaeval.client.LlamaCloud` a method returns its result; on
+:class:`~llamaeval.client.AsyncLlamaCloud` the same method returns an awaitable
+of that result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llamaeval.client import _operations as ops
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from llamaeval.client._records import DataSource, File, Pipeline, PipelineJob, Project
+    from llamaeval.client._retrieval import RetrievalResult
+
+
+class _Namespace:
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def _run(self, op: Any) -> Any:
+        return self._client._run(op)
+
+    @property
+    def _core(self) -> Any:
+        return self._client._core
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self._client!r}>"
+
+
+class Projects(_Namespace):
+    """Projects: ``list``, ``create``, ``get``."""
+
+    __slots__ = ()
+
+    def list(self) -> pd.DataFrame:
+        """All projects of the account, one row each."""
+        return self._run(ops.list_projects(self._core))
+
+    def create(self, name: str) -> Project:
+        """Create a project (not retried if the server may have created it)."""
+        return self._run(ops.create_project(self._core, name))
+
+    def get(self, project_id: str | Project) -> Project:
+        """One project by id (NotFoundError if absent)."""
+        return self._run(ops.get_project(self._core, project_id))
+
+
+class Files(_Namespace):
+    """Uploads: one file, a DataFrame of documents, or a folder."""
+
+    __slots__ = ()
+
+    def upload(self, path_or_bytes: str | os.PathLike[str] | bytes | Any, project_id: str | Project,
+               name: str | None = None) -> File:
+        """Upload one file (a path, bytes with ``name=``, or a binary file object)."""
+        return self._run(ops.upload_file(self._core, path_or_bytes, project_id, name))
+
+    def upload_documents(self, documents: pd.DataFrame | Iterable[Mapping[str, Any]], project_id: str | Project,
+                         pipeline_id: str | Pipeline | None = None, *, id_column: str = "doc_id",
+                         text_column: str = "text", title_column: str | None = "title",
+                         metadata_columns: Iterable[str] = (), batch_size: int = 50,
+                         progress: bool = True) -> pd.DataFrame:
+        """Upload one ``<doc_id>.txt`` per row (``title`` + blank line + ``text``), in batches.
+
+        With ``pipeline_id``, each batch is then added to the pipeline with metadata
+        ``{"doc_id": <id>, <metadata_columns>...}`` (no sync is started). Returns a frame
+        ``doc_id, file_id, file_name, file_size, metadata.*``.
+        """
+        return self._run(ops.upload_documents(
+            self._core, documents, project_id, pipeline_id, id_column=id_column, text_column=text_column,
+            title_column=title_column, metadata_columns=metadata_columns, batch_size=batch_size,
+            progress=progress))
+
+    def upload_folder(self, folder: str | os.PathLike[str], project_id: str | Project,
+                      pipeline_id: str | Pipeline | None = None, *, pattern: str = "**/*",
+                      metadata: Mapping[str, Any] | Callable[[Path], Mapping[str, Any]] | None = None,
+                      batch_size: int = 50, progress: bool = True) -> pd.DataFrame:
+        """Upload every file under ``folder`` matching ``pattern`` (hidden files skipped), in batches.
+
+        With ``pipeline_id``, each batch is added to the pipeline with metadata
+        ``{"file_path": <relative path>, **metadata}`` (``metadata`` a dict or a function
+        of the path). Returns a frame ``path, file_id, file_name, file_size, metadata.*``.
+        """
+        return self._run(ops.upload_folder(
+            self._core, folder, project_id, pipeline_id, pattern=pattern, metadata=metadata,
+            batch_size=batch_size, progress=progress))
+
+
+class PipelineFiles(_Namespace):
+    """Files of one pipeline: ``list``, ``add``."""
+
+    __slots__ = ()
+
+    def list(self, pipeline_id: str | Pipeline) -> pd.DataFrame:
+        """Files of the pipeline with their status and ``metadata.*`` columns."""
+        return self._run(ops.list_pipeline_files(self._core, pipeline_id))
+
+    def add(self, pipeline_id: str | Pipeline, files: Iterable[Any] | pd.DataFrame) -> pd.DataFrame:
+        """Add uploaded files: ids, ``{"file_id", "metadata"}`` dicts, or a frame with those columns.
+
+        Returns the pipeline files the server reports back (empty if it sends none).
+        """
+        return self._run(ops.add_pipeline_files(self._core, pipeline_id, files))
+
+
+class PipelineDataSources(_Namespace):
+    """Data sources connected to one pipeline: ``list``, ``add``."""
+
+    __slots__ = ()
+
+    def list(self, pipeline_id: str | Pipeline) -> pd.DataFrame:
+        """Data sources connected to the pipeline."""
+        return self._run(ops.list_pipeline_data_sources(self._core, pipeline_id))
+
+    def add(self, pipeline_id: str | Pipeline, data_sources: Iterable[Mapping[str, Any] | DataSource]
+            ) -> pd.DataFrame:
+        """Connect data sources (dicts with ``name``/``source_type``/``config``, or DataSource records)."""
+        return self._run(ops.add_pipeline_data_sources(self._core, pipeline_id, data_sources))
+
+
+class PipelineDataSinks(_Namespace):
+    """Data sinks of one pipeline: ``list``."""
+
+    __slots__ = ()
+
+    def list(self, pipeline_id: str | Pipeline) -> pd.DataFrame:
+        """Data sinks configured for the pipeline."""
+        return self._run(ops.list_pipeline_data_sinks(self._core, pipeline_id))
+
+
+class PipelineJobs(_Namespace):
+    """Ingestion jobs of one pipeline: ``list``."""
+
+    __slots__ = ()
+
+    def list(self, pipeline_id: str | Pipeline) -> pd.DataFrame:
+        """Jobs of the pipeline (status categorical, tz-aware timestamps)."""
+        return self._run(ops.list_pipeline_jobs(self._core, pipeline_id))
+
+
+class Pipelines(_Namespace):
+    """Pipelines, their sub-resources (``files``, ``data_sources``, ``data_sinks``, ``jobs``) and retrieval."""
+
+    __slots__ = ("files", "data_sources", "data_sinks", "jobs")
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.files = PipelineFiles(client)
+        self.data_sources = PipelineDataSources(client)
+        self.data_sinks = PipelineDataSinks(client)
+        self.jobs = PipelineJobs(client)
+
+    def list(self, project_id: str | Project) -> pd.DataFrame:
+        """Pipelines of a project."""
+        return self._run(ops.list_pipelines(self._core, project_id))
+
+    def create(self, name: str, project_id: str | Project, sync_interval: int | None = None,
+               retrieval_config: Mapping[str, Any] | Any = None,
+               chunking_config: Mapping[str, Any] | Any = None) -> Pipeline:
+        """Create a pipeline; ``sync_interval`` in seconds; configs are partial dicts (or have ``.to_dict()``)."""
+        return self._run(ops.create_pipeline(self._core, name, project_id, sync_interval,
+                                             retrieval_config, chunking_config))
+
+    def get(self, pipeline_id: str | Pipeline) -> Pipeline:
+        """One pipeline by id."""
+        return self._run(ops.get_pipeline(self._core, pipeline_id))
+
+    def delete(self, pipeline_id: str | Pipeline) -> None:
+        """Delete a pipeline."""
+        return self._run(ops.delete_pipeline(self._core, pipeline_id))
+
+    def sync(self, pipeline_id: str | Pipeline) -> PipelineJob:
+        """Start an ingestion job; returns it at once (see ``wait_for_sync``)."""
+        return self._run(ops.sync_pipeline(self._core, pipeline_id))
+
+    def retrieve(self, pipeline_id: str | Pipeline, query: str, mode: str = "fast", top_k: int = 10,
+                 **params: Any) -> RetrievalResult:
+        """Run one query; ``mode`` in fast/accurate/advanced, ``top_k >= 1``.
+
+        Extra keyword arguments are sent as additional JSON body fields (server
+        extensions). Invalid arguments raise ConfigurationError before sending.
+        """
+        return self._run(ops.retrieve(self._core, pipeline_id, query, mode, top_k, params))
+
+    def wait_for_sync(self, pipeline_id: str | Pipeline, timeout: float = 600.0, poll_interval: float = 0.5,
+                      progress: bool = True, job_id: str | None = None) -> PipelineJob:
+        """Poll the pipeline's newest job (or ``job_id``) until it completes.
+
+        Shows a tqdm bar of processed files when ``progress``. Raises SyncError with
+        the job's error when it fails, or when ``timeout`` seconds pass first.
+        """
+        return self._run(ops.wait_for_sync(self._core, pipeline_id, timeout, poll_interval, progress, job_id))
+
+
+class DataSources(_Namespace):
+    """Project-level data sources: ``list``, ``create``."""
+
+    __slots__ = ()
+
+    def list(self, project_id: str | Project) -> pd.DataFrame:
+        """Data sources of a project."""
+        return self._run(ops.list_data_sources(self._core, project_id))
+
+    def create(self, name: str, source_type: str, config: Mapping[str, Any] | None = None,
+               project_id: str | Project | None = None) -> DataSource:
+        """Create a data source (the server lists the ``source_type`` values it supports)."""
+        return self._run(ops.create_data_source(self._core, name, source_type, config, project_id))

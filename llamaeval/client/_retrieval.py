@@ -1,0 +1,167 @@
+"""The result of one ``retrieve`` call: a ranked frame plus timing and the request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from llamaeval.client._records import infer_column
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MODES: tuple[str, ...] = ("fast", "accurate", "advanced")
+
+#: Columns every retrieval frame starts with, in order; other metadata keys follow.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "rank", "score", "text", "file_id", "file_name", "chunk_id", "chunk_index", "doc_id")
+_FROM_METADATA = ("file_id", "file_name", "chunk_id", "chunk_index", "doc_id")
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, buf, quoted, escaped = [], [], False, False
+    for ch in text:
+        if escaped:
+            buf.append(ch)
+            escaped = False
+        elif ch == "\\" and quoted:
+            buf.append(ch)
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+            buf.append(ch)
+        elif ch == sep and not quoted:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    parts.append("".join(buf))
+    return parts
+
+
+def parse_server_timing(header: str | None) -> dict[str, float]:
+    """Parse a ``Server-Timing`` header into ``{metric: seconds}``.
+
+    ``dur`` is in milliseconds by the standard; values are converted to seconds.
+    Metrics without a (valid) ``dur`` are left out; a repeated metric keeps the last value.
+    """
+    timings: dict[str, float] = {}
+    if not header:
+        return timings
+    for metric in _split_outside_quotes(header, ","):
+        pieces = _split_outside_quotes(metric, ";")
+        name = pieces[0].strip()
+        if not name:
+            continue
+        for param in pieces[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() != "dur":
+                continue
+            try:
+                ms = float(value.strip().strip('"'))
+            except ValueError:
+                continue
+            if ms == ms and ms not in (float("inf"), float("-inf")):
+                timings[name] = ms / 1000.0
+    return timings
+
+
+def results_frame(results: list[Any]) -> pd.DataFrame:
+    """Frame of ranked results: RESULT_COLUMNS, then the other metadata keys flattened.
+
+    A nested metadata dict (e.g. ``scores``) becomes ``scores.<key>`` columns.
+    ``doc_id`` is a string (NA when the metadata has none).
+    """
+    import pandas as pd
+
+    n = len(results)
+    scores: list[float] = []
+    texts: list[Any] = []
+    own: dict[str, list[Any]] = {key: [] for key in _FROM_METADATA}
+    other: dict[str, list[Any]] = {}
+    for i, item in enumerate(results):
+        if not isinstance(item, dict):
+            item = {}
+        score = item.get("score")
+        scores.append(float("nan") if score is None else float(score))
+        texts.append(item.get("text"))
+        metadata = item.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = {}
+        for key in _FROM_METADATA:
+            own[key].append(metadata.get(key))
+        for key, value in metadata.items():
+            if key in own:
+                continue
+            if isinstance(value, dict):
+                for sub, sub_value in value.items():
+                    other.setdefault(f"{key}.{sub}", [None] * n)[i] = sub_value
+            else:
+                other.setdefault(key, [None] * n)[i] = value
+    doc_ids = [None if v is None else str(v) for v in own["doc_id"]]
+    chunk_index = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in own["chunk_index"]]
+    columns: dict[str, Any] = {
+        "rank": pd.array(range(1, n + 1), dtype="int64"),
+        "score": pd.array(scores, dtype="float64"),
+        "text": pd.array(texts, dtype="string"),
+        "file_id": pd.array([None if v is None else str(v) for v in own["file_id"]], dtype="string"),
+        "file_name": pd.array([None if v is None else str(v) for v in own["file_name"]], dtype="string"),
+        "chunk_id": pd.array([None if v is None else str(v) for v in own["chunk_id"]], dtype="string"),
+        "chunk_index": pd.array(chunk_index, dtype="Int64"),
+        "doc_id": pd.array(doc_ids, dtype="string"),
+    }
+    for key, values in other.items():
+        columns[key] = infer_column(values)
+    return pd.DataFrame(columns, index=pd.RangeIndex(n))
+
+
+@dataclass
+class RetrievalResult:
+    """One ``retrieve`` call.
+
+    ``frame`` (built on first access) has columns ``rank`` (1-based), ``score``,
+    ``text``, ``file_id``, ``file_name``, ``chunk_id``, ``chunk_index``, ``doc_id``
+    and the other metadata keys flattened. ``latency_s`` is the client wall time
+    in seconds (monotonic clock, from sending the first attempt to receiving the
+    last response, retries and their waits included; ``attempts`` says how many).
+    ``server_timing`` is the parsed ``Server-Timing`` header in seconds
+    (e.g. ``{"embed": 0.0012, ..., "total": 0.0031}``). ``request`` holds the
+    parameters sent (``pipeline_id``, ``query``, ``mode``, ``top_k``, extras).
+    """
+
+    request: dict[str, Any]
+    raw: dict[str, Any]
+    latency_s: float
+    server_timing: dict[str, float]
+    status_code: int
+    attempts: int = 1
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """The ranked results as a DataFrame (see the class docstring)."""
+        results = self.raw.get("results") if isinstance(self.raw, dict) else None
+        return results_frame(results if isinstance(results, list) else [])
+
+    def to_frame(self) -> pd.DataFrame:
+        """The ranked results (same as ``.frame``)."""
+        return self.frame
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The raw result objects, in rank order."""
+        results = self.raw.get("results") if isinstance(self.raw, dict) else None
+        return results if isinstance(results, list) else []
+
+    @property
+    def server_total_s(self) -> float | None:
+        """The server's own total time in seconds (``total`` in Server-Timing), if sent."""
+        return self.server_timing.get("total")
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __repr__(self) -> str:
+        return (f"RetrievalResult(n={len(self)}, mode={self.request.get('mode')!r}, "
+                f"top_k={self.request.get('top_k')!r}, latency_s={self.latency_s:.4f}, "
+                f"status_code={self.status_code})")
