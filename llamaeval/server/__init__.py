@@ -1,0 +1,85 @@
+"""A self-hosted, LlamaCloud-compatible retrieval server (``pip install llamaeval[server]``).
+
+Run it::
+
+    llamaeval keys create --data-dir ./srv --name me     # prints the API key on the last line
+    llamaeval serve --data-dir ./srv [--host 127.0.0.1] [--port 8000]
+                    [--sources-root /data/docs] [--max-upload-mb 50] [--log-level info]
+
+or from Python (a real subprocess on a free loopback port, with a fresh key)::
+
+    with EmbeddedServer() as srv:            # srv.base_url, srv.api_key, srv.data_dir
+        ...
+
+API: the 18 operations of the LlamaCloud OpenAPI spec under ``/api/v1`` (projects,
+files, pipelines, pipeline files / data sources / data sinks / jobs, sync, retrieve,
+data sources), plus ``GET /files/{id}`` and ``GET /pipelines/{id}/jobs/{job_id}``.
+``GET /health`` (no auth) answers ``{"status": "ok", "version", "max_top_k", ...}``;
+interactive docs at ``/docs``, the OpenAPI document at ``/openapi.json``.
+
+Auth: ``Authorization: Bearer <key>``. Keys are stored as SHA-256 hashes; each key
+belongs to an account (``keys create --account ID`` adds a key to an existing one)
+and an account never sees another's objects (404).
+
+Errors: ``{"detail": "<message>"}`` with 400 (bad input, also malformed JSON and wrong
+types — never 422), 401, 404 (unknown ids and other accounts' objects) and 413
+(upload larger than ``--max-upload-mb``).
+
+Files: ``.txt .text .md .markdown .html .htm .pdf (text layer) .json .jsonl .csv .tsv
+.xml`` (``llamaeval.engine.SUPPORTED_EXTENSIONS``). Uploads must be non-empty, have a
+plain file name (no directories or ``..``) and a supported extension. A file that
+cannot be parsed at sync time ends with ``status: "error"`` and its reason in ``error``;
+the other files complete.
+
+Sync: ``POST /pipelines/{id}/sync`` queues a job (one worker thread runs jobs in
+order). It scans the pipeline's data sources, then parses, chunks (token-aware with
+overlap; ``chunking_config`` per pipeline) and embeds (MiniLM int8 ONNX) each new or
+changed file once, keeping its chunks and vectors on disk, and builds a new complete
+BM25 + dense index in a temporary directory that replaces the current one atomically:
+retrieval reads only the last completed index, also while a sync runs or after one
+failed or was killed. ``sync_interval`` (seconds) schedules syncs. Syncing a pipeline
+without files or data sources is a 400; retrieving before the first sync is a 400.
+
+Data sources: ``source_type: "directory"`` with ``config: {"path": "<folder>",
+"recursive": true}``, the folder relative to (and resolved inside) the operator's
+``--sources-root``; other paths are refused (400). Hidden files, files of other types
+and files above the upload limit are skipped. Any other ``source_type`` is a 400 naming
+the supported ones. ``PUT /pipelines/{id}/data-sources`` accepts data source
+definitions (created and attached) or ``{"data_source_id": ...}`` references.
+The data sink is the embedded index (``sink_type: "embedded"``; config: location,
+num_chunks, embedding_model, dimensions).
+
+Retrieve: ``{"query", "mode": "fast|accurate|advanced", "top_k": 1..engine.MAX_TOP_K}``;
+each result's ``metadata`` holds the file's custom metadata plus ``file_id, file_name,
+pipeline_id, chunk_id, chunk_index, start_char, end_char, scores`` (stage -> score);
+the ``Server-Timing`` header gives per-stage durations in milliseconds.
+
+Settings: flags, then environment ``LLAMAEVAL_DATA_DIR`` (default ``./.llamaeval``),
+``LLAMAEVAL_SOURCES_ROOT``, ``LLAMAEVAL_MAX_UPLOAD_MB`` (default 50). Data dir layout:
+``llamaeval.db`` (SQLite metadata behind the :class:`Storage` protocol, so another
+database can replace it), ``files/``, ``pipelines/<id>/chunks/``, ``pipelines/<id>/indexes/``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llamaeval.server._config import ServerConfig
+from llamaeval.server._embedded import EmbeddedServer, ServerStartError
+from llamaeval.server._keys import create_api_key, create_api_key_in
+from llamaeval.server._sqlite import SQLiteStorage
+from llamaeval.server._storage import Storage
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["EmbeddedServer", "ServerStartError", "ServerConfig", "Storage", "SQLiteStorage",
+           "create_app", "create_api_key", "create_api_key_in"]
+
+
+def create_app(config: ServerConfig, storage: Storage | None = None, embedder: Any = None) -> "FastAPI":
+    """The FastAPI app serving ``config`` (imports FastAPI only when called)."""
+    from llamaeval.server._app import create_app as _create
+
+    return _create(config, storage=storage, embedder=embedder)
+

@@ -1,0 +1,132 @@
+"""Server settings (arguments, then environment, then defaults) and the data-dir layout."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamaeval._errors import ConfigurationError
+
+__all__ = ["ServerConfig", "DataLayout", "write_atomic", "DEFAULT_MAX_UPLOAD_MB"]
+
+DEFAULT_MAX_UPLOAD_MB = 50.0
+DEFAULT_DATA_DIR = ".llamaeval"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What an operator configures.
+
+    data_dir: where the SQLite metadata, uploaded files, processed chunks and indexes live.
+    sources_root: the folder under which ``directory`` data sources may point (None: refused).
+    max_upload_bytes: the largest accepted upload (bigger ones get 413).
+    scheduler_tick_s: how often (seconds) scheduled syncs (``sync_interval``) are checked.
+    """
+
+    data_dir: Path
+    sources_root: Path | None = None
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
+    scheduler_tick_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+        if self.sources_root is not None:
+            root = Path(self.sources_root).expanduser().resolve()
+            if not root.is_dir():
+                raise ConfigurationError(f"sources root {root} is not a directory")
+            object.__setattr__(self, "sources_root", root)
+        if not isinstance(self.max_upload_bytes, int) or self.max_upload_bytes < 1:
+            raise ConfigurationError(f"max_upload_bytes must be a positive int, got {self.max_upload_bytes!r}")
+        if not self.scheduler_tick_s > 0:
+            raise ConfigurationError(f"scheduler_tick_s must be > 0, got {self.scheduler_tick_s!r}")
+
+    @classmethod
+    def from_env(cls, data_dir: Path | str | None = None, sources_root: Path | str | None = None,
+                 max_upload_mb: float | None = None) -> "ServerConfig":
+        """Arguments first, then ``LLAMAEVAL_DATA_DIR`` / ``LLAMAEVAL_SOURCES_ROOT`` /
+        ``LLAMAEVAL_MAX_UPLOAD_MB``, then defaults (``./.llamaeval``, none, 50 MB)."""
+        data_dir = data_dir or os.environ.get("LLAMAEVAL_DATA_DIR") or DEFAULT_DATA_DIR
+        sources_root = sources_root or os.environ.get("LLAMAEVAL_SOURCES_ROOT") or None
+        if max_upload_mb is None:
+            raw = os.environ.get("LLAMAEVAL_MAX_UPLOAD_MB")
+            try:
+                max_upload_mb = float(raw) if raw else DEFAULT_MAX_UPLOAD_MB
+            except ValueError:
+                raise ConfigurationError(f"LLAMAEVAL_MAX_UPLOAD_MB must be a number, got {raw!r}") from None
+        if not max_upload_mb > 0:
+            raise ConfigurationError(f"max upload size must be > 0 MB, got {max_upload_mb}")
+        return cls(data_dir=Path(data_dir), sources_root=Path(sources_root) if sources_root else None,
+                   max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new content, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class DataLayout:
+    """Where things live under the data dir::
+
+        llamaeval.db                      metadata (SQLite)
+        files/<file_id>                   uploaded bytes
+        pipelines/<id>/chunks/<file_id>.json|.npy   processed chunks + embeddings per file
+        pipelines/<id>/indexes/<version>/ complete indexes; the DB names the current one
+        pipelines/<id>/indexes/.build-*   an index being built (removed if a sync dies)
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+        self.db_path = self.root / "llamaeval.db"
+        self.files_dir = self.root / "files"
+        self.pipelines_dir = self.root / "pipelines"
+
+    def create(self) -> None:
+        for d in (self.root, self.files_dir, self.pipelines_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def file_path(self, file_id: str) -> Path:
+        return self.files_dir / file_id
+
+    def pipeline_dir(self, pipeline_id: str) -> Path:
+        return self.pipelines_dir / pipeline_id
+
+    def chunks_paths(self, pipeline_id: str, file_id: str) -> tuple[Path, Path]:
+        base = self.pipeline_dir(pipeline_id) / "chunks"
+        return base / f"{file_id}.json", base / f"{file_id}.npy"
+
+    def indexes_dir(self, pipeline_id: str) -> Path:
+        return self.pipeline_dir(pipeline_id) / "indexes"
+
+    def index_dir(self, pipeline_id: str, version: str) -> Path:
+        return self.indexes_dir(pipeline_id) / version
+
+    def new_build_dir(self, pipeline_id: str) -> Path:
+        d = self.indexes_dir(pipeline_id) / f".build-{uuid.uuid4().hex}"
+        d.mkdir(parents=True)
+        return d
+
+    def prune_indexes(self, pipeline_id: str, keep: set[str]) -> None:
+        """Remove index directories (and dead builds) not in ``keep``."""
+        d = self.indexes_dir(pipeline_id)
+        if not d.is_dir():
+            return
+        for child in d.iterdir():
+            if child.name not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+    def remove_pipeline(self, pipeline_id: str) -> None:
+        shutil.rmtree(self.pipeline_dir(pipeline_id), ignore_errors=True)

@@ -1,0 +1,322 @@
+"""SQLite implementation of the server's :class:`~llamaeval.server._storage.Storage`.
+
+One connection in WAL mode, serialised by a lock (each call is one short
+transaction), so the API threads, the sync worker and the scheduler can share it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from dataclasses import asdict, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llamaeval.server._storage import (
+    Account,
+    ApiKey,
+    DataSource,
+    Job,
+    Pipeline,
+    PipelineFile,
+    Project,
+    StoredFile,
+    utc_now,
+)
+
+__all__ = ["SQLiteStorage"]
+
+T = TypeVar("T")
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id),
+    name TEXT NOT NULL, prefix TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, name TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS projects_account ON projects(account_id);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, project_id TEXT NOT NULL, name TEXT NOT NULL,
+    file_size INTEGER NOT NULL, content_type TEXT NOT NULL, sha256 TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    data_source_id TEXT, source_path TEXT);
+CREATE INDEX IF NOT EXISTS files_source ON files(data_source_id, source_path);
+CREATE TABLE IF NOT EXISTS pipelines (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, project_id TEXT NOT NULL, name TEXT NOT NULL,
+    status TEXT NOT NULL, sync_interval INTEGER, retrieval_config TEXT NOT NULL,
+    chunking_config TEXT NOT NULL, embedding_model TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, num_chunks INTEGER NOT NULL DEFAULT 0,
+    last_synced_at TEXT, index_version TEXT, error TEXT, last_sync_started_at TEXT);
+CREATE INDEX IF NOT EXISTS pipelines_project ON pipelines(account_id, project_id);
+CREATE TABLE IF NOT EXISTS pipeline_files (
+    pipeline_id TEXT NOT NULL, file_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+    metadata TEXT NOT NULL, error TEXT, num_chunks INTEGER NOT NULL DEFAULT 0, processed_key TEXT,
+    data_source_id TEXT, added_at TEXT, updated_at TEXT,
+    PRIMARY KEY (pipeline_id, file_id));
+CREATE TABLE IF NOT EXISTS data_sources (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, project_id TEXT NOT NULL, name TEXT NOT NULL,
+    source_type TEXT NOT NULL, config TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pipeline_data_sources (
+    pipeline_id TEXT NOT NULL, data_source_id TEXT NOT NULL, added_at TEXT NOT NULL,
+    PRIMARY KEY (pipeline_id, data_source_id));
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL, account_id TEXT NOT NULL, status TEXT NOT NULL,
+    created_at TEXT NOT NULL, trigger TEXT NOT NULL, started_at TEXT, completed_at TEXT, error TEXT,
+    num_files INTEGER NOT NULL DEFAULT 0, num_processed INTEGER NOT NULL DEFAULT 0,
+    num_failed INTEGER NOT NULL DEFAULT 0, num_chunks INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs(pipeline_id, created_at);
+"""
+
+_JSON_FIELDS = {"retrieval_config", "chunking_config", "metadata", "config"}
+
+
+def _encode(name: str, value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if name in _JSON_FIELDS:
+        return json.dumps(value)
+    return value
+
+
+def _decode(cls: type[T], row: sqlite3.Row) -> T:
+    keys = set(row.keys())
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in keys:
+            continue
+        value = row[f.name]
+        if f.name in _JSON_FIELDS:
+            value = json.loads(value)
+        elif isinstance(value, str) and (f.name.endswith("_at")):
+            value = datetime.fromisoformat(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+class SQLiteStorage:
+    """Metadata in one SQLite file (``path``); created with its schema on first use."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    # -- helpers --------------------------------------------------------------------
+    def _one(self, cls: type[T], sql: str, args: tuple = ()) -> T | None:
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        return _decode(cls, row) if row is not None else None
+
+    def _all(self, cls: type[T], sql: str, args: tuple = ()) -> list[T]:
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [_decode(cls, r) for r in rows]
+
+    def _insert(self, table: str, record: Any, skip: tuple[str, ...] = ()) -> None:
+        data = {k: _encode(k, v) for k, v in asdict(record).items() if k not in skip}
+        cols = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        with self._lock:
+            self._db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(data.values()))
+
+    def _update(self, table: str, where: str, args: tuple, changes: dict[str, Any], allowed: set[str]) -> None:
+        if not changes:
+            return
+        bad = set(changes) - allowed
+        if bad:
+            raise ValueError(f"cannot update {table} field(s): {', '.join(sorted(bad))}")
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        values = tuple(_encode(k, v) for k, v in changes.items())
+        with self._lock:
+            self._db.execute(f"UPDATE {table} SET {sets} WHERE {where}", values + args)
+
+    # -- accounts and keys ------------------------------------------------------------
+    def create_account(self, name: str) -> Account:
+        account = Account(id=str(uuid.uuid4()), name=name, created_at=utc_now())
+        self._insert("accounts", account)
+        return account
+
+    def get_account(self, account_id: str) -> Account | None:
+        return self._one(Account, "SELECT * FROM accounts WHERE id = ?", (account_id,))
+
+    def create_api_key(self, account_id: str, name: str, key_hash: str, prefix: str) -> ApiKey:
+        key = ApiKey(id=str(uuid.uuid4()), account_id=account_id, name=name, prefix=prefix, created_at=utc_now())
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, account_id, name, prefix, key_hash, key.created_at.isoformat()),
+            )
+        return key
+
+    def account_for_key_hash(self, key_hash: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT account_id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        return row[0] if row else None
+
+    def list_api_keys(self) -> list[ApiKey]:
+        return self._all(ApiKey, "SELECT * FROM api_keys ORDER BY created_at")
+
+    # -- projects ---------------------------------------------------------------------
+    def create_project(self, account_id: str, name: str) -> Project:
+        now = utc_now()
+        project = Project(id=str(uuid.uuid4()), account_id=account_id, name=name, created_at=now, updated_at=now)
+        self._insert("projects", project)
+        return project
+
+    def get_project(self, account_id: str, project_id: str) -> Project | None:
+        return self._one(Project, "SELECT * FROM projects WHERE id = ? AND account_id = ?", (project_id, account_id))
+
+    def list_projects(self, account_id: str) -> list[Project]:
+        return self._all(Project, "SELECT * FROM projects WHERE account_id = ? ORDER BY created_at, id", (account_id,))
+
+    # -- files ------------------------------------------------------------------------
+    def create_file(self, record: StoredFile) -> StoredFile:
+        self._insert("files", record)
+        return record
+
+    def get_file(self, account_id: str, file_id: str) -> StoredFile | None:
+        return self._one(StoredFile, "SELECT * FROM files WHERE id = ? AND account_id = ?", (file_id, account_id))
+
+    def update_file(self, file_id: str, **changes: Any) -> None:
+        self._update("files", "id = ?", (file_id,), changes,
+                     {"name", "file_size", "content_type", "sha256", "updated_at"})
+
+    def find_source_file(self, data_source_id: str, source_path: str) -> StoredFile | None:
+        return self._one(StoredFile, "SELECT * FROM files WHERE data_source_id = ? AND source_path = ?",
+                         (data_source_id, source_path))
+
+    # -- pipelines --------------------------------------------------------------------
+    _PIPELINE_SELECT = (
+        "SELECT p.*, (SELECT COUNT(*) FROM pipeline_files pf WHERE pf.pipeline_id = p.id) AS num_files "
+        "FROM pipelines p"
+    )
+
+    def create_pipeline(self, record: Pipeline) -> Pipeline:
+        self._insert("pipelines", record, skip=("num_files",))
+        return record
+
+    def get_pipeline(self, account_id: str, pipeline_id: str) -> Pipeline | None:
+        return self._one(Pipeline, f"{self._PIPELINE_SELECT} WHERE p.id = ? AND p.account_id = ?",
+                         (pipeline_id, account_id))
+
+    def get_pipeline_any(self, pipeline_id: str) -> Pipeline | None:
+        return self._one(Pipeline, f"{self._PIPELINE_SELECT} WHERE p.id = ?", (pipeline_id,))
+
+    def list_pipelines(self, account_id: str, project_id: str) -> list[Pipeline]:
+        return self._all(Pipeline, f"{self._PIPELINE_SELECT} WHERE p.account_id = ? AND p.project_id = ? "
+                         "ORDER BY p.created_at, p.id", (account_id, project_id))
+
+    def list_all_pipelines(self) -> list[Pipeline]:
+        return self._all(Pipeline, f"{self._PIPELINE_SELECT} ORDER BY p.created_at, p.id")
+
+    def update_pipeline(self, pipeline_id: str, **changes: Any) -> None:
+        self._update("pipelines", "id = ?", (pipeline_id,), changes,
+                     {"status", "updated_at", "num_chunks", "last_synced_at", "index_version", "error",
+                      "last_sync_started_at", "name", "sync_interval"})
+
+    def delete_pipeline(self, pipeline_id: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for table in ("pipeline_files", "pipeline_data_sources", "jobs"):
+                    self._db.execute(f"DELETE FROM {table} WHERE pipeline_id = ?", (pipeline_id,))
+                self._db.execute("DELETE FROM pipelines WHERE id = ?", (pipeline_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -- files in pipelines -----------------------------------------------------------------
+    def upsert_pipeline_file(self, record: PipelineFile) -> PipelineFile:
+        data = {k: _encode(k, v) for k, v in asdict(record).items()}
+        cols = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in data if k not in ("pipeline_id", "file_id", "added_at"))
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO pipeline_files ({cols}) VALUES ({marks}) "
+                f"ON CONFLICT (pipeline_id, file_id) DO UPDATE SET {updates}",
+                tuple(data.values()),
+            )
+        return record
+
+    def get_pipeline_file(self, pipeline_id: str, file_id: str) -> PipelineFile | None:
+        return self._one(PipelineFile, "SELECT * FROM pipeline_files WHERE pipeline_id = ? AND file_id = ?",
+                         (pipeline_id, file_id))
+
+    def list_pipeline_files(self, pipeline_id: str) -> list[PipelineFile]:
+        return self._all(PipelineFile, "SELECT * FROM pipeline_files WHERE pipeline_id = ? "
+                         "ORDER BY added_at, rowid", (pipeline_id,))
+
+    def update_pipeline_file(self, pipeline_id: str, file_id: str, **changes: Any) -> None:
+        self._update("pipeline_files", "pipeline_id = ? AND file_id = ?", (pipeline_id, file_id), changes,
+                     {"name", "status", "metadata", "error", "num_chunks", "processed_key", "updated_at"})
+
+    def remove_pipeline_file(self, pipeline_id: str, file_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM pipeline_files WHERE pipeline_id = ? AND file_id = ?",
+                             (pipeline_id, file_id))
+
+    # -- data sources ---------------------------------------------------------------------
+    def create_data_source(self, record: DataSource) -> DataSource:
+        self._insert("data_sources", record)
+        return record
+
+    def get_data_source(self, account_id: str, data_source_id: str) -> DataSource | None:
+        return self._one(DataSource, "SELECT * FROM data_sources WHERE id = ? AND account_id = ?",
+                         (data_source_id, account_id))
+
+    def list_data_sources(self, account_id: str, project_id: str) -> list[DataSource]:
+        return self._all(DataSource, "SELECT * FROM data_sources WHERE account_id = ? AND project_id = ? "
+                         "ORDER BY created_at, id", (account_id, project_id))
+
+    def attach_data_source(self, pipeline_id: str, data_source_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO pipeline_data_sources (pipeline_id, data_source_id, added_at) VALUES (?, ?, ?)",
+                (pipeline_id, data_source_id, utc_now().isoformat()),
+            )
+
+    def list_pipeline_data_sources(self, pipeline_id: str) -> list[DataSource]:
+        return self._all(DataSource, "SELECT d.* FROM data_sources d JOIN pipeline_data_sources pd "
+                         "ON pd.data_source_id = d.id WHERE pd.pipeline_id = ? ORDER BY pd.added_at, d.id",
+                         (pipeline_id,))
+
+    # -- jobs -------------------------------------------------------------------------------
+    def create_job(self, record: Job) -> Job:
+        self._insert("jobs", record)
+        return record
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self._one(Job, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    def list_jobs(self, pipeline_id: str) -> list[Job]:
+        return self._all(Job, "SELECT * FROM jobs WHERE pipeline_id = ? ORDER BY created_at, rowid", (pipeline_id,))
+
+    def list_unfinished_jobs(self) -> list[Job]:
+        return self._all(Job, "SELECT * FROM jobs WHERE status IN ('pending', 'running') ORDER BY created_at, rowid")
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        self._update("jobs", "id = ?", (job_id,), changes,
+                     {"status", "started_at", "completed_at", "error", "num_files", "num_processed",
+                      "num_failed", "num_chunks"})
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,187 @@
+"""The server's one storage interface for metadata, and the records it stores.
+
+Every object belongs to an account; every getter takes the caller's ``account_id``
+and returns None for objects of other accounts, so the API answers 404 and ids do
+not leak. SQLite implements it (``_sqlite.SQLiteStorage``); a server database such
+as PostgreSQL can replace it by implementing the same :class:`Storage` protocol.
+File contents, processed chunks and indexes are NOT stored here but on disk
+(``_layout.DataLayout``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "Account", "ApiKey", "Project", "StoredFile", "Pipeline", "PipelineFile",
+    "DataSource", "Job", "Storage", "utc_now",
+]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Account:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass
+class ApiKey:
+    id: str
+    account_id: str
+    name: str
+    prefix: str  # first characters of the key, for display; the key itself is never stored
+    created_at: datetime
+
+
+@dataclass
+class Project:
+    id: str
+    account_id: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class StoredFile:
+    """An uploaded file (or a file copied from a data source); bytes live on disk by ``id``."""
+
+    id: str
+    account_id: str
+    project_id: str
+    name: str
+    file_size: int  # bytes
+    content_type: str
+    sha256: str
+    created_at: datetime
+    updated_at: datetime
+    data_source_id: str | None = None
+    source_path: str | None = None  # path relative to the data source's folder
+
+
+@dataclass
+class Pipeline:
+    id: str
+    account_id: str
+    project_id: str
+    name: str
+    status: str  # idle | syncing | active | error
+    sync_interval: int | None  # seconds
+    retrieval_config: dict[str, Any]
+    chunking_config: dict[str, Any]
+    embedding_model: str
+    created_at: datetime
+    updated_at: datetime
+    num_files: int = 0
+    num_chunks: int = 0  # chunks in the current (last completed) index
+    last_synced_at: datetime | None = None
+    index_version: str | None = None  # directory name of the current index; None before any sync
+    error: str | None = None  # why the last sync failed
+    last_sync_started_at: datetime | None = None
+
+
+@dataclass
+class PipelineFile:
+    pipeline_id: str
+    file_id: str
+    name: str
+    status: str  # pending | processing | completed | error
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    num_chunks: int = 0
+    processed_key: str | None = None  # content+config key of the chunks on disk
+    data_source_id: str | None = None
+    added_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class DataSource:
+    id: str
+    account_id: str
+    project_id: str
+    name: str
+    source_type: str
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class Job:
+    id: str
+    pipeline_id: str
+    account_id: str
+    status: str  # pending | running | completed | failed
+    created_at: datetime
+    trigger: str = "manual"  # manual | schedule
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error: str | None = None
+    num_files: int = 0  # files this job had to process
+    num_processed: int = 0
+    num_failed: int = 0
+    num_chunks: int = 0  # chunks in the index the job built
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Metadata persistence. Implementations must be safe to call from several threads."""
+
+    # accounts and keys
+    def create_account(self, name: str) -> Account: ...
+    def get_account(self, account_id: str) -> Account | None: ...
+    def create_api_key(self, account_id: str, name: str, key_hash: str, prefix: str) -> ApiKey: ...
+    def account_for_key_hash(self, key_hash: str) -> str | None: ...
+    def list_api_keys(self) -> list[ApiKey]: ...
+
+    # projects
+    def create_project(self, account_id: str, name: str) -> Project: ...
+    def get_project(self, account_id: str, project_id: str) -> Project | None: ...
+    def list_projects(self, account_id: str) -> list[Project]: ...
+
+    # files
+    def create_file(self, record: StoredFile) -> StoredFile: ...
+    def get_file(self, account_id: str, file_id: str) -> StoredFile | None: ...
+    def update_file(self, file_id: str, **changes: Any) -> None: ...
+    def find_source_file(self, data_source_id: str, source_path: str) -> StoredFile | None: ...
+
+    # pipelines
+    def create_pipeline(self, record: Pipeline) -> Pipeline: ...
+    def get_pipeline(self, account_id: str, pipeline_id: str) -> Pipeline | None: ...
+    def get_pipeline_any(self, pipeline_id: str) -> Pipeline | None: ...
+    def list_pipelines(self, account_id: str, project_id: str) -> list[Pipeline]: ...
+    def list_all_pipelines(self) -> list[Pipeline]: ...
+    def update_pipeline(self, pipeline_id: str, **changes: Any) -> None: ...
+    def delete_pipeline(self, pipeline_id: str) -> None: ...
+
+    # files in pipelines
+    def upsert_pipeline_file(self, record: PipelineFile) -> PipelineFile: ...
+    def get_pipeline_file(self, pipeline_id: str, file_id: str) -> PipelineFile | None: ...
+    def list_pipeline_files(self, pipeline_id: str) -> list[PipelineFile]: ...
+    def update_pipeline_file(self, pipeline_id: str, file_id: str, **changes: Any) -> None: ...
+    def remove_pipeline_file(self, pipeline_id: str, file_id: str) -> None: ...
+
+    # data sources
+    def create_data_source(self, record: DataSource) -> DataSource: ...
+    def get_data_source(self, account_id: str, data_source_id: str) -> DataSource | None: ...
+    def list_data_sources(self, account_id: str, project_id: str) -> list[DataSource]: ...
+    def attach_data_source(self, pipeline_id: str, data_source_id: str) -> None: ...
+    def list_pipeline_data_sources(self, pipeline_id: str) -> list[DataSource]: ...
+
+    # jobs
+    def create_job(self, record: Job) -> Job: ...
+    def get_job(self, job_id: str) -> Job | None: ...
+    def list_jobs(self, pipeline_id: str) -> list[Job]: ...
+    def list_unfinished_jobs(self) -> list[Job]: ...
+    def update_job(self, job_id: str, **changes: Any) -> None: ...
+
+    def close(self) -> None: ...

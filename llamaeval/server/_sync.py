@@ -1,0 +1,421 @@
+"""Background ingestion: one worker thread runs sync jobs; a scheduler thread starts timed syncs.
+
+A job: scan the pipeline's data sources into pipeline files, parse/chunk/embed each
+pending or changed file once (chunks + embeddings kept on disk per file), then build
+a NEW complete index from every completed file in a temporary directory, rename it
+into place and only then point the pipeline at it (one metadata update). Retrieval
+therefore only ever reads the last completed index, also after a failed or killed
+sync; dead build directories are removed at the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import os
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
+from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Storage, StoredFile, utc_now
+
+__all__ = ["SyncService", "IndexCache", "resolve_source_dir", "SUPPORTED_SOURCE_TYPES"]
+
+log = logging.getLogger("llamaeval.server")
+
+SUPPORTED_SOURCE_TYPES = ("directory",)
+
+
+class _Stop(Exception):
+    """The server is shutting down (or the pipeline was deleted) during a job."""
+
+
+def resolve_source_dir(sources_root: Path | None, path: Any) -> Path:
+    """The real folder a ``directory`` data source points to; ValueError when it is not allowed.
+
+    ``path`` is relative to ``sources_root`` (or absolute inside it); symlinks are resolved
+    before the check, so nothing outside the root is reachable.
+    """
+    if sources_root is None:
+        raise ValueError("directory data sources are disabled: start the server with --sources-root DIR "
+                         "(or LLAMAEVAL_SOURCES_ROOT) to allow folders under DIR")
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise ValueError("config.path must be a non-empty string (a folder under the server's sources root)")
+    target = (sources_root / path).resolve()
+    if not target.is_relative_to(sources_root):
+        raise ValueError(f"config.path {path!r} is outside the server's sources root")
+    if not target.is_dir():
+        raise ValueError(f"config.path {path!r} is not a folder under the server's sources root")
+    return target
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class IndexCache:
+    """Loaded indexes by pipeline, keyed by index version; loads on first use (thread-safe)."""
+
+    def __init__(self, layout: DataLayout, embedder: Any) -> None:
+        self._layout = layout
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self._loaded: dict[str, tuple[str, Any]] = {}
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+
+    def get(self, pipeline_id: str, version: str) -> Any:
+        with self._lock:
+            hit = self._loaded.get(pipeline_id)
+            if hit and hit[0] == version:
+                return hit[1]
+            lock = self._loading.setdefault((pipeline_id, version), threading.Lock())
+        with lock:
+            with self._lock:
+                hit = self._loaded.get(pipeline_id)
+                if hit and hit[0] == version:
+                    return hit[1]
+            from llamaeval import engine
+
+            index = engine.Index.load(self._layout.index_dir(pipeline_id, version), self._embedder)
+            self.put(pipeline_id, version, index)
+            return index
+
+    def put(self, pipeline_id: str, version: str, index: Any) -> None:
+        with self._lock:
+            self._loaded[pipeline_id] = (version, index)
+            self._loading.pop((pipeline_id, version), None)
+
+    def drop(self, pipeline_id: str) -> None:
+        with self._lock:
+            self._loaded.pop(pipeline_id, None)
+
+
+class SyncService:
+    """Runs sync jobs one at a time on a worker thread; starts scheduled syncs."""
+
+    def __init__(self, storage: Storage, layout: DataLayout, config: ServerConfig, embedder: Any,
+                 indexes: IndexCache) -> None:
+        self.storage = storage
+        self.layout = layout
+        self.config = config
+        self.embedder = embedder
+        self.indexes = indexes
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # serialises job creation
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover from a previous run, then start the worker and scheduler threads."""
+        self._recover()
+        for target, name in ((self._work, "llamaeval-sync"), (self._schedule, "llamaeval-scheduler")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the threads to stop (a running job ends ``failed``: interrupted) and wait for them."""
+        self._stop.set()
+        self._queue.put("")
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def _recover(self) -> None:
+        """Jobs a killed server left running end failed; pending ones are queued again."""
+        now = utc_now()
+        for job in self.storage.list_unfinished_jobs():
+            pipeline = self.storage.get_pipeline_any(job.pipeline_id)
+            if pipeline is None:
+                continue
+            if job.status == "running":
+                self._fail(job, pipeline, "interrupted: the server stopped during this sync", now)
+            else:
+                self._queue.put(job.id)
+        for pipeline in self.storage.list_all_pipelines():
+            for pf in self.storage.list_pipeline_files(pipeline.id):
+                if pf.status == "processing":
+                    self.storage.update_pipeline_file(pipeline.id, pf.file_id, status="pending", updated_at=now)
+            keep = {pipeline.index_version} if pipeline.index_version else set()
+            self.layout.prune_indexes(pipeline.id, keep)
+
+    # -- requests -------------------------------------------------------------------------
+    def request_sync(self, pipeline: Pipeline, trigger: str = "manual") -> Job:
+        """Queue a sync of ``pipeline``; an already queued (not started) job is returned instead."""
+        with self._lock:
+            for job in self.storage.list_jobs(pipeline.id):
+                if job.status == "pending":
+                    return job
+            now = utc_now()
+            job = self.storage.create_job(Job(id=str(uuid.uuid4()), pipeline_id=pipeline.id,
+                                              account_id=pipeline.account_id, status="pending",
+                                              created_at=now, trigger=trigger))
+            self.storage.update_pipeline(pipeline.id, status="syncing", last_sync_started_at=now, updated_at=now)
+        self._queue.put(job.id)
+        return job
+
+    # -- threads --------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job_id = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if not job_id or self._stop.is_set():
+                continue
+            job = self.storage.get_job(job_id)
+            if job is None or job.status != "pending":
+                continue
+            try:
+                self._run(job)
+            except Exception:  # never let the worker die; the job is already marked failed
+                log.exception("sync job %s crashed", job_id)
+
+    def _schedule(self) -> None:
+        while not self._stop.wait(self.config.scheduler_tick_s):
+            try:
+                self._tick()
+            except Exception:
+                log.exception("scheduler tick failed")
+
+    def _tick(self) -> None:
+        now = utc_now()
+        for pipeline in self.storage.list_all_pipelines():
+            if not pipeline.sync_interval:
+                continue
+            since = pipeline.last_sync_started_at or pipeline.created_at
+            if (now - since).total_seconds() < pipeline.sync_interval:
+                continue
+            if any(j.status in ("pending", "running") for j in self.storage.list_jobs(pipeline.id)):
+                continue
+            if pipeline.num_files == 0 and not self.storage.list_pipeline_data_sources(pipeline.id):
+                continue
+            log.info("scheduled sync of pipeline %s", pipeline.id)
+            self.request_sync(pipeline, trigger="schedule")
+
+    # -- one job ---------------------------------------------------------------------------
+    def _check(self, pipeline_id: str) -> None:
+        if self._stop.is_set():
+            raise _Stop("interrupted: the server stopped during this sync")
+        if self.storage.get_pipeline_any(pipeline_id) is None:
+            raise _Stop("the pipeline was deleted during this sync")
+
+    def _fail(self, job: Job, pipeline: Pipeline, reason: str, now: Any = None) -> None:
+        now = now or utc_now()
+        self.storage.update_job(job.id, status="failed", error=reason, completed_at=now)
+        if self.storage.get_pipeline_any(pipeline.id) is not None:
+            self.storage.update_pipeline(pipeline.id, status="error", error=reason, updated_at=now)
+
+    def _run(self, job: Job) -> None:
+        pipeline = self.storage.get_pipeline_any(job.pipeline_id)
+        if pipeline is None:
+            return
+        self.storage.update_job(job.id, status="running", started_at=utc_now())
+        self.storage.update_pipeline(pipeline.id, status="syncing", updated_at=utc_now())
+        try:
+            self._sync(job, pipeline)
+        except _Stop as stop:
+            self._reset_processing(pipeline.id)
+            self._fail(job, pipeline, str(stop))
+            if self.storage.get_pipeline_any(pipeline.id) is None:
+                self.layout.remove_pipeline(pipeline.id)
+        except Exception as exc:
+            log.exception("sync of pipeline %s failed", pipeline.id)
+            self._reset_processing(pipeline.id)
+            self._fail(job, pipeline, f"{type(exc).__name__}: {exc}")
+
+    def _reset_processing(self, pipeline_id: str) -> None:
+        for pf in self.storage.list_pipeline_files(pipeline_id):
+            if pf.status == "processing":
+                self.storage.update_pipeline_file(pipeline_id, pf.file_id, status="pending", updated_at=utc_now())
+
+    def _sync(self, job: Job, pipeline: Pipeline) -> None:
+        from llamaeval import engine
+
+        chunking = engine.ChunkingConfig.from_dict(pipeline.chunking_config)
+        config_key = _sha256(json.dumps(chunking.to_dict(), sort_keys=True).encode()
+                             + self.embedder.model_name.encode())[:16]
+        removed = False
+        for source in self.storage.list_pipeline_data_sources(pipeline.id):
+            self._check(pipeline.id)
+            removed |= self._scan_source(pipeline, source)
+
+        files = self.storage.list_pipeline_files(pipeline.id)
+        if not files:
+            raise ValueError("nothing to index: the pipeline has no files and its data sources hold no "
+                             "supported files")
+        targets: list[tuple[PipelineFile, StoredFile | None, str]] = []
+        for pf in files:
+            stored = self.storage.get_file(pipeline.account_id, pf.file_id)
+            key = f"{stored.sha256[:32]}-{config_key}" if stored else ""
+            if pf.status in ("pending", "processing") or pf.processed_key != key:
+                targets.append((pf, stored, key))
+        self.storage.update_job(job.id, num_files=len(targets))
+        if not targets and not removed and pipeline.index_version is not None:
+            now = utc_now()  # nothing changed: the current index stays
+            self.storage.update_job(job.id, status="completed", completed_at=now, num_chunks=pipeline.num_chunks)
+            self.storage.update_pipeline(pipeline.id, status="active", error=None, last_synced_at=now,
+                                         updated_at=now)
+            return
+
+        processed = failed = 0
+        for pf, stored, key in targets:
+            self._check(pipeline.id)
+            self.storage.update_pipeline_file(pipeline.id, pf.file_id, status="processing", updated_at=utc_now())
+            try:
+                if stored is None:
+                    raise engine.ParseError("the uploaded file no longer exists")
+                n = self._process_file(pipeline.id, pf, stored, key, chunking)
+            except (engine.ParseError, ValueError, UnicodeError, OSError) as exc:
+                failed += 1
+                reason = str(exc) or type(exc).__name__
+                for p in self.layout.chunks_paths(pipeline.id, pf.file_id):
+                    p.unlink(missing_ok=True)
+                # the key records WHICH content failed: it is retried only when it changes or is re-added
+                self.storage.update_pipeline_file(pipeline.id, pf.file_id, status="error", error=reason,
+                                                  num_chunks=0, processed_key=key, updated_at=utc_now())
+            else:
+                self.storage.update_pipeline_file(pipeline.id, pf.file_id, status="completed", error=None,
+                                                  num_chunks=n, processed_key=key, updated_at=utc_now())
+            processed += 1
+            self.storage.update_job(job.id, num_processed=processed, num_failed=failed)
+
+        self._check(pipeline.id)
+        self._build_and_swap(job, pipeline)
+
+    def _process_file(self, pipeline_id: str, pf: PipelineFile, stored: StoredFile, key: str,
+                      chunking: Any) -> int:
+        """Parse, chunk and embed one file; chunks and vectors go to disk. Returns the chunk count."""
+        from llamaeval import engine
+
+        json_path, npy_path = self.layout.chunks_paths(pipeline_id, pf.file_id)
+        if json_path.exists() and npy_path.exists():
+            try:  # same content, same config: reuse (e.g. only the metadata changed)
+                record = json.loads(json_path.read_text("utf-8"))
+                if record["key"] == key:
+                    return len(record["chunks"])
+            except (ValueError, KeyError, OSError):
+                pass
+        data = self.layout.file_path(stored.id).read_bytes()
+        doc = engine.parse_document(data, stored.name)
+        chunks = engine.chunk_document(doc, chunking, self.embedder)
+        if not chunks:
+            raise engine.ParseError("document has no text to index")
+        vectors = np.asarray(self.embedder.embed_passages([c.text for c in chunks]), dtype=np.float32)
+        if vectors.shape[0] != len(chunks):
+            raise RuntimeError("embedder returned a wrong number of vectors")
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, vectors)
+        write_atomic(npy_path, buf.getvalue())
+        record = {"key": key, "title": doc.title, "embedding_model": self.embedder.model_name,
+                  "chunks": [{"text": c.text, "chunk_index": c.chunk_index, "start_char": c.start_char,
+                              "end_char": c.end_char} for c in chunks]}
+        write_atomic(json_path, json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        return len(chunks)
+
+    def _build_and_swap(self, job: Job, pipeline: Pipeline) -> None:
+        from llamaeval import engine
+
+        entries: list[Any] = []
+        vectors: list[np.ndarray] = []
+        files = self.storage.list_pipeline_files(pipeline.id)
+        for pf in files:
+            if pf.status != "completed":
+                continue
+            json_path, npy_path = self.layout.chunks_paths(pipeline.id, pf.file_id)
+            record = json.loads(json_path.read_text("utf-8"))
+            emb = np.load(npy_path)
+            if emb.shape[0] != len(record["chunks"]):
+                raise RuntimeError(f"processed chunks of file {pf.file_id} are inconsistent; add it again")
+            for c in record["chunks"]:
+                entries.append(engine.IndexEntry(
+                    chunk_id=f"{pf.file_id}:{c['chunk_index']}", file_id=pf.file_id, file_name=pf.name,
+                    chunk_index=c["chunk_index"], start_char=c["start_char"], end_char=c["end_char"],
+                    text=c["text"], title=record.get("title"), metadata=dict(pf.metadata)))
+            vectors.append(emb)
+        if not entries:
+            errors = [f"{pf.name}: {pf.error}" for pf in files if pf.status == "error"]
+            detail = f"; first: {errors[0]}" if errors else ""
+            raise ValueError(f"no file could be indexed ({len(errors)} of {len(files)} failed{detail})")
+        config = engine.RetrievalConfig.from_dict(pipeline.retrieval_config)
+        build_dir = self.layout.new_build_dir(pipeline.id)
+        engine.build_index(entries, np.vstack(vectors), config, build_dir)
+        self._check(pipeline.id)
+        version = f"v{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        final = self.layout.index_dir(pipeline.id, version)
+        os.replace(build_dir, final)
+        index = engine.Index.load(final, self.embedder)  # warm: first query after the swap is fast
+        now = utc_now()
+        previous = pipeline.index_version
+        # the swap: one metadata update makes the new index the current one
+        self.storage.update_pipeline(pipeline.id, index_version=version, num_chunks=len(entries),
+                                     last_synced_at=now, status="active", error=None, updated_at=now)
+        self.indexes.put(pipeline.id, version, index)
+        self.storage.update_job(job.id, status="completed", completed_at=now, num_chunks=len(entries))
+        current = self.storage.get_pipeline_any(pipeline.id)
+        keep = {version} | ({previous} if previous else set())
+        if current is not None:
+            self.layout.prune_indexes(pipeline.id, keep)
+
+    # -- data sources ----------------------------------------------------------------------
+    def _scan_source(self, pipeline: Pipeline, source: DataSource) -> bool:
+        """Bring the pipeline's files from ``source`` up to date; True when some were removed."""
+        from llamaeval import engine
+
+        if source.source_type != "directory":
+            raise ValueError(f"unsupported source_type {source.source_type!r}")
+        root = resolve_source_dir(self.config.sources_root, source.config.get("path"))
+        recursive = bool(source.config.get("recursive", True))
+        candidates = sorted(root.rglob("*") if recursive else root.iterdir())
+        seen: set[str] = set()
+        now = utc_now()
+        for path in candidates:
+            rel_parts = path.relative_to(root).parts
+            if any(part.startswith(".") for part in rel_parts) or not path.is_file():
+                continue
+            if not path.resolve().is_relative_to(root):  # a symlink leading out of the root
+                continue
+            if path.suffix.lower() not in engine.SUPPORTED_EXTENSIONS:
+                continue
+            if path.stat().st_size > self.config.max_upload_bytes:
+                continue
+            rel = "/".join(rel_parts)
+            data = path.read_bytes()
+            digest = _sha256(data)
+            stored = self.storage.find_source_file(source.id, rel)
+            if stored is None:
+                stored = StoredFile(id=str(uuid.uuid4()), account_id=source.account_id,
+                                    project_id=source.project_id, name=rel, file_size=len(data),
+                                    content_type=mimetypes.guess_type(rel)[0] or "application/octet-stream",
+                                    sha256=digest, created_at=now, updated_at=now,
+                                    data_source_id=source.id, source_path=rel)
+                write_atomic(self.layout.file_path(stored.id), data)
+                self.storage.create_file(stored)
+            elif stored.sha256 != digest:
+                write_atomic(self.layout.file_path(stored.id), data)
+                self.storage.update_file(stored.id, sha256=digest, file_size=len(data), updated_at=now)
+            seen.add(stored.id)
+            if self.storage.get_pipeline_file(pipeline.id, stored.id) is None:
+                self.storage.upsert_pipeline_file(PipelineFile(
+                    pipeline_id=pipeline.id, file_id=stored.id, name=rel, status="pending",
+                    metadata={"data_source_id": source.id, "source_path": rel},
+                    data_source_id=source.id, added_at=now, updated_at=now))
+        removed = False
+        for pf in self.storage.list_pipeline_files(pipeline.id):
+            if pf.data_source_id == source.id and pf.file_id not in seen:
+                self.storage.remove_pipeline_file(pipeline.id, pf.file_id)
+                for p in self.layout.chunks_paths(pipeline.id, pf.file_id):
+                    p.unlink(missing_ok=True)
+                removed = True
+        return removed
