@@ -347,7 +347,39 @@ class Index:
         cfg = self.config
         timings: dict[str, float] = {}
         clock = time.perf_counter
+        cand, final, stage, ctx = self._candidates(query, mode, timings)
+        if mode == "fast":
+            return self._respond(cand, final, stage, top_k, timings)
+        if cfg.second_stage == "ltr" and mode in self._rankers:
+            t = clock()
+            feats = self._stage_features(cand, stage, ctx, mode)
+            timings["features"] = clock() - t
+            t = clock()
+            final = self._rankers[mode].score(feats)
+            stage["ltr"] = final
+            timings["ltr"] = clock() - t
+        if self.reranker is not None:
+            t = clock()
+            ce = np.asarray(self.reranker.score(query, [self.entries[i].text for i in cand]), dtype=np.float64)
+            if ce.shape != (cand.size,):
+                raise ValueError(f"reranker returned shape {ce.shape}, expected ({cand.size},)")
+            stage["rerank"] = ce
+            a = cfg.reranker_weight
+            final = (1 - a) * _minmax(final) + a * _minmax(ce)
+            timings["rerank"] = clock() - t
+        if mode == "advanced":
+            t = clock()
+            final = self._aggregate(cand, final)
+            stage["doc_aggregate"] = final
+            timings["aggregate"] = clock() - t
+        return self._respond(cand, final, stage, top_k, timings)
 
+    def _candidates(self, query: str, mode: str, timings: dict[str, float]
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+        """First stage: candidates (sorted chunk indices), their pre-second-stage scores,
+        per-stage scores, and what the second stage needs."""
+        cfg = self.config
+        clock = time.perf_counter
         t0 = clock()
         qv = self.embedder.embed_query(query)
         t1 = clock()
@@ -361,14 +393,13 @@ class Index:
         timings["dense"] = t3 - t2
         depth = cfg.fast_candidates if mode == "fast" else cfg.accurate_candidates
         cand, fused = self._fuse(sparse, dense, depth)
-        t4 = clock()
-        timings["fuse"] = t4 - t3
+        timings["fuse"] = clock() - t3
         stage: dict[str, np.ndarray] = {"bm25": sparse[cand].astype(np.float64),
                                         "dense": dense[cand].astype(np.float64), "fused": fused}
         final = fused
+        ctx: dict[str, Any] = {"q_weights": q_weights, "sparse": sparse, "dense": dense}
         if mode == "fast":
-            return self._respond(cand, final, stage, top_k, timings)
-
+            return cand, final, stage, ctx
         if mode == "advanced":
             t = clock()
             exp_weights, exp_qv = self._expand(q_weights, qv, cand, fused)
@@ -385,39 +416,20 @@ class Index:
                      "fused": fused, "bm25_prf": sparse_x[cand].astype(np.float64),
                      "dense_prf": dense_x[cand].astype(np.float64), "fused_prf": fused_x_all}
             timings["expand"] = clock() - t
-
-        # second stage on the rerank_depth best candidates
+        # the second stage sees the rerank_depth best candidates
         keep = np.lexsort((cand, -final))[: cfg.rerank_depth]
         keep = keep[np.argsort(cand[keep], kind="stable")]
-        cand, final = cand[keep], final[keep]
-        stage = {k: v[keep] for k, v in stage.items()}
-        if cfg.second_stage == "ltr" and mode in self._rankers:
-            t = clock()
-            feats = self._features(cand, q_weights, sparse, dense, stage["fused"])
-            if mode == "advanced":
-                feats["bm25_prf"] = _minmax(stage["bm25_prf"])
-                feats["dense_prf"] = stage["dense_prf"]
-                feats["fused_prf"] = _minmax(stage["fused_prf"])
-            timings["features"] = clock() - t
-            t = clock()
-            final = self._rankers[mode].score(feats)
-            stage["ltr"] = final
-            timings["ltr"] = clock() - t
-        if self.reranker is not None:
-            t = clock()
-            ce = np.asarray(self.reranker.score(query, [self.entries[i].text for i in cand]), dtype=np.float64)
-            if ce.shape != (cand.size,):
-                raise ValueError(f"reranker returned shape {ce.shape}, expected ({cand.size},)")
-            stage["rerank"] = ce
-            a = min(cfg.reranker_weight, 1.0)
-            final = (1 - a) * _minmax(final) + a * _minmax(ce)
-            timings["rerank"] = clock() - t
+        return cand[keep], final[keep], {k: v[keep] for k, v in stage.items()}, ctx
+
+    def _stage_features(self, cand: np.ndarray, stage: dict[str, np.ndarray], ctx: dict[str, Any],
+                        mode: str) -> dict[str, np.ndarray]:
+        feats = self._features(cand, ctx["q_weights"], ctx["sparse"], ctx["dense"], stage["fused"])
         if mode == "advanced":
-            t = clock()
-            final = self._aggregate(cand, final)
-            stage["doc_aggregate"] = final
-            timings["aggregate"] = clock() - t
-        return self._respond(cand, final, stage, top_k, timings)
+            feats["bm25_prf"] = _minmax(stage["bm25_prf"])
+            feats["dense_prf"] = stage["dense_prf"]
+            feats["fused_prf"] = _minmax(stage["fused_prf"])
+            feats["fused_both"] = _minmax(0.5 * stage["fused"] + 0.5 * stage["fused_prf"])
+        return feats
 
     def _expand(self, q_weights: dict[str, float], qv: np.ndarray, cand: np.ndarray,
                 fused: np.ndarray) -> tuple[dict[str, float], np.ndarray]:

@@ -1,0 +1,239 @@
+"""Index build/load and the three modes on adi: stages, determinism, config effects, reranker plug-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llamaeval.engine import (
+    MAX_TOP_K, MODES, Index, IndexEntry, Reranker, RetrievalConfig, build_index,
+)
+
+FAST_STAGES = {"bm25", "dense", "fused"}
+ACCURATE_STAGES = FAST_STAGES | {"ltr"}
+ADVANCED_STAGES = ACCURATE_STAGES | {"bm25_prf", "dense_prf", "fused_prf", "doc_aggregate"}
+
+
+@pytest.fixture(scope="module")
+def index(adi_index_dir, embedder) -> Index:
+    return Index.load(adi_index_dir, embedder)
+
+
+def doc_ids(response) -> list[str]:
+    out: list[str] = []
+    for h in response.hits:
+        if h.entry.metadata["doc_id"] not in out:
+            out.append(h.entry.metadata["doc_id"])
+    return out
+
+
+def mean_recall_at_10(index: Index, adi, mode: str) -> float:
+    vals = []
+    for q, rel in adi["qrels"].items():
+        got = doc_ids(index.search(adi["queries"][q], mode, 30))[:10]
+        vals.append(len(rel & set(got)) / len(rel))
+    return float(np.mean(vals))
+
+
+def test_directory_is_self_contained(adi_index_dir):
+    names = {p.name for p in adi_index_dir.iterdir()}
+    assert {"bm25", "embeddings.npy", "entries.jsonl", "config.json", "manifest.json"} <= names
+    manifest = json.loads((adi_index_dir / "manifest.json").read_text())
+    assert manifest["embedding_model"] == "all-MiniLM-L6-v2-onnx-int8" and manifest["dimensions"] == 384
+
+
+@pytest.mark.parametrize(("mode", "stages", "timed"), [
+    ("fast", FAST_STAGES, {"embed", "bm25", "dense", "fuse"}),
+    ("accurate", ACCURATE_STAGES, {"embed", "bm25", "dense", "fuse", "features", "ltr"}),
+    ("advanced", ADVANCED_STAGES, {"embed", "bm25", "dense", "fuse", "expand", "features", "ltr", "aggregate"}),
+])
+def test_each_mode_reports_its_stages(index, adi, mode, stages, timed):
+    res = index.search(adi["queries"]["1"], mode, 10)
+    assert len(res.hits) == 10
+    assert set(res.timings) == timed and all(v >= 0 for v in res.timings.values())
+    for h in res.hits:
+        assert set(h.stage_scores) == stages
+        assert isinstance(h.entry, IndexEntry) and h.entry.metadata["doc_id"]
+    scores = [h.score for h in res.hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_modes_find_relevant_documents(index, adi, mode):
+    # adi: BM25 alone gets recall@10 around 0.4; an engine returning noise gets ~0.1
+    assert mean_recall_at_10(index, adi, mode) > 0.35
+
+
+def test_fast_is_a_real_fusion_of_bm25_and_dense(index, adi):
+    q = adi["queries"]["5"]
+    fused = index.search(q, "fast", 20)
+    only_bm25 = index.with_config(replace(index.config, dense_weight=0.0)).search(q, "fast", 20)
+    only_dense = index.with_config(replace(index.config, dense_weight=1.0)).search(q, "fast", 20)
+    bm25_order = [h.stage_scores["bm25"] for h in only_bm25.hits]
+    assert bm25_order == sorted(bm25_order, reverse=True)
+    dense_order = [h.stage_scores["dense"] for h in only_dense.hits]
+    assert dense_order == sorted(dense_order, reverse=True)
+    ids = lambda r: [h.entry.chunk_id for h in r.hits]  # noqa: E731
+    assert ids(fused) != ids(only_bm25) and ids(fused) != ids(only_dense)
+
+
+def test_rrf_fusion_matches_formula(index, adi):
+    cfg = replace(index.config, fusion="rrf", rrf_k=60.0, dense_weight=0.5, fast_candidates=50)
+    res = index.with_config(cfg).search(adi["queries"]["3"], "fast", 5)
+    top = res.hits[0]
+    # recompute ranks from the stage scores of all chunks
+    sparse = index._bm25_scores(index._query_weights(adi["queries"]["3"]))
+    dense = index._dense_scores(index.embedder.embed_query(adi["queries"]["3"]))
+    i = next(k for k, e in enumerate(index.entries) if e.chunk_id == top.entry.chunk_id)
+    r_s = int((sparse > sparse[i]).sum()) + 1
+    r_d = int((dense > dense[i]).sum()) + 1
+    expected = (1 / (60 + r_s) if r_s <= 50 else 0) + (1 / (60 + r_d) if r_d <= 50 else 0)
+    assert top.score == pytest.approx(expected, rel=1e-9)
+
+
+def test_config_changes_change_rankings_as_documented(index, adi):
+    q = adi["queries"]["7"]
+    base = [h.entry.chunk_id for h in index.search(q, "advanced", 20).hits]
+    no_expansion = replace(index.config, prf_weight=0.0, rocchio_beta=0.0)
+    r = index.with_config(no_expansion).search(q, "advanced", 20)
+    # without expansion, the expanded scores equal the plain ones
+    for h in r.hits:
+        n_terms = sum(index._query_weights(q).values())  # expanded weights are normalised
+        assert h.stage_scores["bm25_prf"] == pytest.approx(h.stage_scores["bm25"] / n_terms, rel=1e-5, abs=1e-6)
+        assert h.stage_scores["dense_prf"] == pytest.approx(h.stage_scores["dense"], abs=1e-5)
+    assert [h.entry.chunk_id for h in r.hits] != base
+    # second_stage="none": accurate returns the fused order of its larger pool
+    plain = index.with_config(replace(index.config, second_stage="none")).search(q, "accurate", 10)
+    fused = [h.stage_scores["fused"] for h in plain.hits]
+    assert fused == sorted(fused, reverse=True) and "ltr" not in plain.hits[0].stage_scores
+    # a smaller rerank depth bounds what the second stage can return
+    shallow = index.with_config(replace(index.config, rerank_depth=3)).search(q, "accurate", 10)
+    assert len(shallow.hits) == 3
+
+
+def test_doc_aggregation_rewards_documents_with_several_matching_chunks(index, adi):
+    q = adi["queries"]["10"]
+    flat = index.with_config(replace(index.config, doc_aggregation="max")).search(q, "advanced", 30)
+    agg = index.with_config(replace(index.config, doc_aggregation="max+sum", doc_sum_weight=1.0)).search(q, "advanced", 30)
+    assert [h.entry.chunk_id for h in flat.hits] != [h.entry.chunk_id for h in agg.hits]
+    by_file: dict[str, int] = {}
+    for h in agg.hits:
+        by_file[h.entry.file_id] = by_file.get(h.entry.file_id, 0) + 1
+    assert max(by_file.values()) >= 2  # adi at 64 tokens: some files have several chunks in the set
+
+
+def test_load_round_trip_gives_identical_results(index, adi, adi_index_dir, embedder):
+    again = Index.load(adi_index_dir, embedder)
+    mem = Index(adi["entries"], adi["embeddings"], RetrievalConfig(), embedder)
+    for mode in MODES:
+        a = index.search(adi["queries"]["2"], mode, 15)
+        b = again.search(adi["queries"]["2"], mode, 15)
+        c = mem.search(adi["queries"]["2"], mode, 15)
+        assert [(h.entry.chunk_id, h.score) for h in a.hits] == [(h.entry.chunk_id, h.score) for h in b.hits]
+        assert [h.entry.chunk_id for h in a.hits] == [h.entry.chunk_id for h in c.hits]
+
+
+_SEED_SCRIPT = """
+import json, sys
+from pathlib import Path
+from llamaeval.engine import Embedder, Index, IndexEntry, RetrievalConfig, build_index
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+entries = [IndexEntry(**json.loads(l)) for l in (src / "entries.jsonl").read_text().splitlines()]
+import numpy as np
+build_index(entries, np.load(src / "embeddings.npy"), RetrievalConfig(), out)  # bm25s vocab ids follow the hash seed
+idx = Index.load(out, Embedder())
+queries = json.loads(sys.argv[3])
+print(json.dumps({m: [[(h.entry.chunk_id, round(h.score, 9)) for h in idx.search(q, m, 20).hits] for q in queries]
+                  for m in ("fast", "accurate", "advanced")}))
+"""
+
+
+def test_rankings_do_not_depend_on_the_hash_seed(adi_index_dir, adi, tmp_path):
+    # queries with ties in BM25 (one rare term) and ordinary ones
+    queries = [adi["queries"][q] for q in ("1", "4", "9", "17")] + ["retrieval", "the computer"]
+    vocab = {}
+    outs = []
+    for seed in ("1", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out_dir = tmp_path / f"idx{seed}"
+        proc = subprocess.run([sys.executable, "-c", _SEED_SCRIPT, str(adi_index_dir), str(out_dir), json.dumps(queries)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        vocab[seed] = json.loads((out_dir / "bm25" / "vocab.index.json").read_text())
+    assert vocab["1"] != vocab["12345"]  # the trap is real: term ids differ between seeds
+    assert outs[0] == outs[1]
+
+
+class KeywordReranker:
+    """A tiny cross-encoder stand-in: counts the query's words in each passage."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        self.calls.append((query, len(passages)))
+        words = set(query.lower().split())
+        return np.array([sum(w in words for w in p.lower().split()) + len(p) * 1e-6 for p in passages])
+
+
+def test_reranker_plug_in(adi_index_dir, embedder, adi):
+    rr = KeywordReranker()
+    assert isinstance(rr, Reranker)
+    idx = Index.load(adi_index_dir, embedder, reranker=rr)
+    q = adi["queries"]["6"]
+    res = idx.search(q, "accurate", 10)
+    assert rr.calls == [(q, idx.config.rerank_depth)]
+    ce = [h.stage_scores["rerank"] for h in res.hits]
+    assert ce == sorted(ce, reverse=True)  # reranker_weight=1.0: the reranker's order
+    assert "rerank" in res.timings
+    # fast never calls the second stage
+    idx.search(q, "fast", 10)
+    assert len(rr.calls) == 1
+    # blending: weight 0 ignores the reranker's order
+    blended = idx.with_config(replace(idx.config, reranker_weight=0.0)).search(q, "accurate", 10)
+    plain = Index.load(adi_index_dir, embedder).search(q, "accurate", 10)
+    assert [h.entry.chunk_id for h in blended.hits] == [h.entry.chunk_id for h in plain.hits]
+    with pytest.raises(TypeError):
+        Index.load(adi_index_dir, embedder, reranker=object())
+
+
+def test_bad_arguments(index):
+    with pytest.raises(ValueError, match="mode"):
+        index.search("x", "fastest", 10)
+    for bad in (0, MAX_TOP_K + 1, 1.5, True):
+        with pytest.raises(ValueError, match="top_k"):
+            index.search("x", "fast", bad)
+    with pytest.raises(ValueError, match="query"):
+        index.search("   ", "fast", 10)
+    assert MAX_TOP_K >= 100
+    assert len(index.search("zzzqqq unknownword", "fast", 5).hits) == 5  # dense still answers
+
+
+def test_retrieval_config_round_trip_and_validation(index):
+    cfg = RetrievalConfig.from_dict({"bm25_k1": 0.9, "fusion": "rrf"})
+    assert RetrievalConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.to_dict()["ltr_model"]["models"]["accurate"]["weights"]
+    for bad, word in [({"bm25_k": 1}, "bm25_k"), ({"fusion": "sum"}, "fusion"), ({"dense_weight": 2}, "dense_weight"),
+                      ({"stemmer": "klingon"}, "stemmer"), ({"fast_candidates": 0}, "fast_candidates"),
+                      ({"prf_terms": "ten"}, "prf_terms")]:
+        with pytest.raises(ValueError, match=word):
+            RetrievalConfig.from_dict(bad)
+    with pytest.raises(ValueError, match="bm25_k1"):
+        index.with_config(replace(index.config, bm25_k1=2.0))
+
+
+def test_build_index_validates(tmp_path, adi):
+    with pytest.raises(ValueError, match="no entries"):
+        build_index([], np.zeros((0, 384)), RetrievalConfig(), tmp_path / "a")
+    with pytest.raises(ValueError, match="shape"):
+        build_index(adi["entries"][:3], adi["embeddings"][:2], RetrievalConfig(), tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="not an index"):
+        Index.load(tmp_path, None)
