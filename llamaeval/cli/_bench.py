@@ -1,0 +1,330 @@
+"""``llamaeval ingest | bench | report | demo``: the benchmarking jobs from the shell.
+
+Exit codes: 0 ok, 1 a llamaeval error (message on stderr, via the dispatcher),
+2 bad usage (argparse), 3 the quality gate (``--fail-under``) failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from llamaeval._errors import ConfigurationError
+
+MODES: tuple[str, ...] = ("fast", "accurate", "advanced")  # the API's retrieval modes (CONTRACTS.md)
+DEFAULT_METRICS = "ndcg@10,recall@20,mrr,map"
+DEMO_TOP_K = "1,3,5,10,20,50"
+EXIT_GATE_FAILED = 3
+# Files a benchmark run folder holds (runner: journal + saved frames); demo may clear only these.
+_RUN_FILES = {"journal.jsonl", "manifest.json", "results.parquet", "requests.parquet", "qrels.parquet",
+              "queries.parquet", "records.parquet", "chunks.parquet"}
+
+
+# --- argument types (errors here exit 2 with argparse's usage message) ----------------------
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if not modes or bad:
+        raise argparse.ArgumentTypeError(f"modes must be a comma list of {', '.join(MODES)}; got {text!r}")
+    return list(dict.fromkeys(modes))
+
+
+def _top_k(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"top_k must be a comma list of integers, got {text!r}") from None
+    if not ks or any(k < 1 for k in ks):
+        raise argparse.ArgumentTypeError(f"top_k values must be integers >= 1, got {text!r}")
+    return sorted(set(ks))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _metrics(text: str) -> list[str]:
+    from llamaeval.metrics import parse_measure
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one metric, e.g. ndcg@10")
+    for name in names:
+        try:
+            parse_measure(name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
+def _gate(text: str) -> dict[str, float]:
+    from llamaeval.report import parse_thresholds
+
+    try:
+        gate = parse_thresholds([text])
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    _metrics(",".join(gate))
+    return gate
+
+
+def _baseline(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("pipeline_id", "mode", "top_k"):
+            raise argparse.ArgumentTypeError(
+                f"baseline must look like mode=fast,top_k=10 (keys pipeline_id, mode, top_k); got {text!r}")
+        out[key] = int(value) if key == "top_k" and value.strip().isdigit() else value.strip()
+    return out
+
+
+# --- shared options ---------------------------------------------------------------------------
+
+def _add_service(p: argparse.ArgumentParser, *, embedded: bool = False) -> None:
+    g = p.add_argument_group("service")
+    g.add_argument("--base-url", help="API base URL (default: $LLAMA_CLOUD_BASE_URL, else the LlamaCloud URL)"
+                   + ("; without it the demo starts an embedded local server" if embedded else ""))
+    g.add_argument("--api-key", help="API key (default: $LLAMA_CLOUD_API_KEY)")
+
+
+def _add_grid(p: argparse.ArgumentParser, *, top_k_default: str) -> None:
+    g = p.add_argument_group("benchmark grid")
+    g.add_argument("--modes", type=_modes, default=list(MODES), metavar="M1,M2",
+                   help=f"retrieval modes (default: {','.join(MODES)})")
+    g.add_argument("--top-k", type=_top_k, default=_top_k(top_k_default), metavar="K1,K2",
+                   help=f"result counts to request (default: {top_k_default})")
+    g.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default: 4)")
+    g.add_argument("--split", default="test", help="judgement split of the query set (default: test)")
+    g.add_argument("--warmup", type=int, default=2, help="warm-up requests per (pipeline, mode), not measured")
+    g.add_argument("--no-share-k", dest="share_k", action="store_false",
+                   help="send one request per top_k instead of cutting smaller k from the largest")
+
+
+def _add_analysis(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("analysis")
+    g.add_argument("--metrics", type=_metrics, default=DEFAULT_METRICS.split(","), metavar="M1,M2",
+                   help=f"relevance metrics (default: {DEFAULT_METRICS}); the first drives figures and tests")
+    g.add_argument("--baseline", type=_baseline, default=None, metavar="mode=fast,top_k=10",
+                   help="configuration the significance tests compare against (default: fast at the cutoff)")
+    g.add_argument("--fail-under", type=_gate, action="append", default=[], metavar="METRIC=VALUE",
+                   help="quality gate: exit 3 unless the best configuration reaches VALUE (repeatable)")
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _client(args: argparse.Namespace, base_url: str | None = None, api_key: str | None = None) -> Any:
+    from llamaeval.client import LlamaCloud
+
+    return LlamaCloud(api_key=api_key or args.api_key, base_url=base_url or args.base_url)
+
+
+def _gate_dict(args: argparse.Namespace) -> dict[str, float]:
+    gate: dict[str, float] = {}
+    for part in args.fail_under:
+        gate.update(part)
+    return gate
+
+
+def _metric_list(args: argparse.Namespace) -> list[str]:
+    return list(dict.fromkeys([*args.metrics, *_gate_dict(args)]))
+
+
+def _finish(args: argparse.Namespace, run: Any, report_path: Path | None) -> int:
+    """Write the report (unless disabled), print the summary, apply the gate."""
+    from llamaeval.report import check_thresholds, markdown_summary, summary_table, write_report
+
+    metrics, gate = _metric_list(args), _gate_dict(args)
+    if report_path is not None:
+        write_report(run, report_path, metrics=metrics, baseline=args.baseline, gate=gate or None)
+        summary = report_path.with_suffix(".md").read_text(encoding="utf-8")
+    else:
+        summary = markdown_summary(run, metrics=metrics, baseline=args.baseline, gate=gate or None)
+    print(summary.rstrip())
+    if report_path is not None:
+        print(f"\nreport: {report_path}")
+    failures = check_thresholds(summary_table(run, list(gate)), gate) if gate else []
+    if failures:
+        for line in failures:
+            print(f"quality gate failed: {line}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return 0
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"--out {out} exists and is not a folder")
+    if not resume and out.is_dir() and any((out / name).exists() for name in ("journal.jsonl", "manifest.json")):
+        raise ConfigurationError(f"{out} already holds a benchmark run: pass --resume to continue it, "
+                                 f"or choose another --out")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from llamaeval.runner import BenchmarkConfig
+
+    return BenchmarkConfig(warmup=args.warmup, share_k=args.share_k, progress=_progress(args))
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from llamaeval.datasets import ingest, load_queryset
+
+    qs = load_queryset(args.queryset, split=args.split)
+    with _client(args) as lc:
+        started = time.monotonic()
+        pid = ingest(lc, qs, project=args.project, pipeline=args.pipeline, progress=_progress(args))
+    _say(args, f"ingested {qs.name} into pipeline {pid} in {time.monotonic() - started:.1f} s")
+    print(pid)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from llamaeval.datasets import ingest, load_queryset
+    from llamaeval.runner import benchmark
+
+    out = Path(args.out)
+    _check_out(out, args.resume)
+    qs = load_queryset(args.queryset, split=args.split)
+    with _client(args) as lc:
+        pipelines = args.pipeline
+        if not pipelines:
+            _say(args, f"no --pipeline: ingesting {qs.name} into project {args.project!r} (idempotent)")
+            pipelines = [ingest(lc, qs, project=args.project, progress=_progress(args))]
+        started = time.monotonic()
+        run = benchmark(lc, pipelines if len(pipelines) > 1 else pipelines[0], qs, modes=args.modes,
+                        top_k=args.top_k, concurrency=args.concurrency, out=out, config=_config(args))
+    _say(args, f"{len(run.requests)} requests in {time.monotonic() - started:.1f} s; run saved in {out}")
+    return _finish(args, run, None if args.no_report else out / "report.html")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from llamaeval.runner import BenchmarkRun
+
+    run = BenchmarkRun.load(args.run)
+    path = Path(args.out) if args.out else Path(args.run) / "report.html"
+    return _finish(args, run, path)
+
+
+def _clear_demo_run(folder: Path) -> None:
+    """Remove a previous demo run folder, only if it holds nothing but run files."""
+    if not folder.exists():
+        return
+    names = {p.name for p in folder.iterdir()}
+    if not names <= _RUN_FILES | {n + ".tmp" for n in _RUN_FILES}:
+        raise ConfigurationError(f"{folder} holds files that are not a benchmark run ({sorted(names - _RUN_FILES)}); "
+                                 "choose another --out")
+    shutil.rmtree(folder)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from llamaeval.datasets import ingest, load_queryset
+    from llamaeval.runner import benchmark
+
+    t0 = time.monotonic()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"--out {out} exists and is not a folder")
+    run_dir = out / "run"
+    qs = load_queryset(args.queryset, split=args.split)
+    with ExitStack() as stack:
+        if args.base_url:
+            base_url, api_key = args.base_url, args.api_key
+            _say(args, f"using the service at {base_url}")
+        else:
+            from llamaeval.server import EmbeddedServer
+
+            _say(args, "starting the embedded server ...")
+            server = stack.enter_context(EmbeddedServer(data_dir=Path(args.data_dir) if args.data_dir else None))
+            base_url, api_key = server.base_url, server.api_key
+            _say(args, f"server at {base_url} (data in {server.data_dir}) [{time.monotonic() - t0:.1f} s]")
+        lc = stack.enter_context(_client(args, base_url=base_url, api_key=api_key))
+        summary = qs.summary()
+        _say(args, f"ingesting {qs.name}: {summary} ...")
+        pid = ingest(lc, qs, project="llamaeval-demo", progress=_progress(args))
+        _say(args, f"pipeline {pid} synced [{time.monotonic() - t0:.1f} s]")
+        if not args.resume:
+            _clear_demo_run(run_dir)
+        n_conf = len(args.modes) * len(args.top_k)
+        _say(args, f"benchmarking {n_conf} configurations ({','.join(args.modes)} x top_k "
+                   f"{','.join(map(str, args.top_k))}) ...")
+        run = benchmark(lc, pid, qs, modes=args.modes, top_k=args.top_k, concurrency=args.concurrency,
+                        out=run_dir, config=_config(args))
+        _say(args, f"{len(run.requests)} requests done [{time.monotonic() - t0:.1f} s]")
+    code = _finish(args, run, out / "report.html")
+    _say(args, f"demo finished in {time.monotonic() - t0:.1f} s")
+    return code
+
+
+# --- registration -----------------------------------------------------------------------------
+
+def register(subparsers: Any) -> None:
+    """Add ``ingest``, ``bench``, ``report`` and ``demo`` to the ``llamaeval`` parser."""
+    p = subparsers.add_parser("ingest", help="upload a query set's corpus into a pipeline and sync it",
+                              description="Upload a query set's corpus (one file per document, doc_id "
+                                          "metadata) into a pipeline, sync, wait; prints the pipeline id.")
+    p.add_argument("queryset", help="bundled name (adi, med, cranfield, cisi, scifact) or a folder")
+    p.add_argument("--project", default="llamaeval", help="project name (created if missing)")
+    p.add_argument("--pipeline", default=None, help="pipeline name (default: the query set's name)")
+    p.add_argument("--split", default="test", help="judgement split (default: test)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_service(p)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = subparsers.add_parser("bench", help="run a mode x top_k benchmark and write the report",
+                              description="Benchmark retrieval of a pipeline over a query set; saves the run "
+                                          "(resumable) and report.html/report.md in --out, prints the summary.")
+    p.add_argument("queryset", help="bundled name (adi, med, cranfield, cisi, scifact) or a folder")
+    p.add_argument("--pipeline", action="append", default=[], metavar="ID",
+                   help="pipeline id (repeatable); without it the query set is ingested first")
+    p.add_argument("--project", default="llamaeval", help="project used when ingesting (default: llamaeval)")
+    p.add_argument("--out", required=True, help="folder for the run, report.html and report.md")
+    p.add_argument("--resume", action="store_true", help="continue the run already in --out (sends only missing requests)")
+    p.add_argument("--no-report", action="store_true", help="save the run and print the summary, no HTML")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_grid(p, top_k_default="10")
+    _add_analysis(p)
+    _add_service(p)
+    p.set_defaults(func=_cmd_bench)
+
+    p = subparsers.add_parser("report", help="write the HTML report of a saved run",
+                              description="Write report.html (self-contained) and report.md for a run saved "
+                                          "by `llamaeval bench` or BenchmarkRun.save; prints the summary.")
+    p.add_argument("run", help="folder of a saved benchmark run")
+    p.add_argument("--out", default=None, help="HTML path (default: RUN/report.html)")
+    _add_analysis(p)
+    p.set_defaults(func=_cmd_report)
+
+    p = subparsers.add_parser("demo", help="embedded server + bundled Cranfield + full grid + report",
+                              description="Start an embedded local server, ingest a bundled query set "
+                                          "(Cranfield), benchmark every mode x top_k, write the report and "
+                                          "print the summary table.")
+    p.add_argument("--queryset", default="cranfield", help="bundled name or folder (default: cranfield)")
+    p.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")
+    p.add_argument("--data-dir", default=None, help="keep the embedded server's data here (default: a temp dir)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT/run (needs a persistent --data-dir)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_grid(p, top_k_default=DEMO_TOP_K)
+    _add_analysis(p)
+    _add_service(p, embedded=True)
+    p.set_defaults(func=_cmd_demo)
