@@ -38,8 +38,8 @@ def paired_t_test(x: Any, y: Any) -> float:
     d = _paired(x, y)
     if len(d) < 2:
         return float("nan")
-    if np.ptp(d) == 0:
-        return 1.0 if d[0] == 0 else 0.0
+    if np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):  # constant differences (up to rounding)
+        return 1.0 if np.abs(d).max() <= 1e-12 else 0.0
     return float(stats.ttest_rel(x, y).pvalue)
 
 

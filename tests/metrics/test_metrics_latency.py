@@ -1,0 +1,84 @@
+"""latency_stats(): hand-checked statistics, exclusions, shared rows and seeded bootstrap CIs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llamaeval import EvaluationError
+from llamaeval.metrics import latency_stats
+
+T0 = pd.Timestamp("2026-01-01T00:00:00Z")
+
+
+def _req(mode, latency, start, status=200, error=None, shared=False, warmup=False):
+    return {"pipeline_id": "p", "mode": mode, "top_k": 10, "query_id": f"q{start}", "latency_s": latency,
+            "server_total_s": latency / 2, "status": status, "error": error, "n_results": 10,
+            "shared": shared, "warmup": warmup, "started_at": T0 + pd.Timedelta(seconds=start), "order": start}
+
+
+REQUESTS = pd.DataFrame(
+    # fast: five good requests started at 0..4 s, one failure (5.0 s, must not count), one warm-up
+    [_req("fast", v, i) for i, v in enumerate([0.1, 0.2, 0.3, 0.4, 1.0])]
+    + [_req("fast", 5.0, 10, status=500, error="HTTP 500"), _req("fast", 9.0, -20, warmup=True)]
+    # accurate: one measured request and two rows cut from a larger request (shared latency)
+    + [_req("accurate", 0.2, 0), _req("accurate", 0.5, 1, shared=True), _req("accurate", 0.5, 2, shared=True)]
+    # advanced: only a connection failure (status 0)
+    + [_req("advanced", 0.05, 0, status=0, error="refused")]
+)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return latency_stats(REQUESTS).set_index("mode")
+
+
+def test_hand_checked_statistics(table):
+    fast = table.loc["fast"]
+    # latencies 0.1 0.2 0.3 0.4 1.0: mean 2.0/5 = 0.4; percentiles by linear interpolation at
+    # position q*(n-1): p50 -> 0.3; p90 -> 3.6 -> 0.4 + 0.6*0.6 = 0.76; p95 -> 0.88; p99 -> 0.976
+    assert fast["mean_s"] == pytest.approx(0.4)
+    assert [fast["p50_s"], fast["p90_s"], fast["p95_s"], fast["p99_s"], fast["max_s"]] == pytest.approx(
+        [0.3, 0.76, 0.88, 0.976, 1.0])
+    assert fast["throughput_rps"] == pytest.approx(1 / 0.4)
+    # wall span: first start 0 s, last finish 4 s + 1.0 s = 5 s -> 5 requests / 5 s
+    assert fast["wall_rps"] == pytest.approx(1.0)
+    assert fast["server_mean_s"] == pytest.approx(0.2)
+    assert (fast["n"], fast["n_failed"], fast["n_warmup"], fast["n_shared"]) == (5, 1, 1, 0)
+
+
+def test_failures_only_give_nan_and_a_count(table):
+    adv = table.loc["advanced"]
+    assert adv["n"] == 0 and adv["n_failed"] == 1 and np.isnan(adv["p50_s"])
+
+
+def test_shared_rows_are_included_or_excluded_explicitly(table):
+    acc = table.loc["accurate"]
+    assert (acc["n"], acc["n_shared"]) == (3, 2) and acc["mean_s"] == pytest.approx(0.4)
+    excluded = latency_stats(REQUESTS, shared="exclude").set_index("mode").loc["accurate"]
+    assert (excluded["n"], excluded["n_shared"]) == (1, 2) and excluded["mean_s"] == pytest.approx(0.2)
+    assert np.isnan(excluded["mean_s_low"])  # one request: no interval
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
+    rng = np.random.default_rng(0)
+    req = pd.DataFrame({"mode": "fast", "latency_s": rng.lognormal(-4, 0.5, 300)})
+    a = latency_stats(req, seed=1).iloc[0]
+    assert latency_stats(req, seed=1).iloc[0].equals(a)
+    assert not latency_stats(req, seed=2).iloc[0].equals(a)
+    for stat in ("mean_s", "p50_s", "p90_s", "p95_s", "throughput_rps"):
+        assert a[f"{stat}_low"] <= a[stat] <= a[f"{stat}_high"], stat
+    wide = latency_stats(req, confidence=0.99, seed=1).iloc[0]
+    assert wide["mean_s_high"] - wide["mean_s_low"] > a["mean_s_high"] - a["mean_s_low"]
+    constant = latency_stats(pd.DataFrame({"latency_s": [0.25] * 20})).iloc[0]
+    assert constant["p90_s_low"] == constant["p90_s_high"] == 0.25
+
+
+def test_bad_input():
+    with pytest.raises(EvaluationError, match="empty"):
+        latency_stats(REQUESTS.iloc[0:0])
+    with pytest.raises(EvaluationError, match="latency_s"):
+        latency_stats(REQUESTS.drop(columns="latency_s"))
+    with pytest.raises(EvaluationError, match="shared"):
+        latency_stats(REQUESTS, shared="maybe")
+    with pytest.raises(EvaluationError, match="confidence"):
+        latency_stats(REQUESTS, confidence=95)
