@@ -56,12 +56,15 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
     """Client latency (``latency_s``, seconds) per configuration (``pipeline_id, mode, top_k``).
 
     Counted: successful requests only (HTTP 2xx and no ``error``); failed ones are
-    reported in ``n_failed``. Rows marked ``warmup`` (when the runner records that column)
-    are excluded and counted in ``n_warmup``. Shared rows (``shared`` True: the result
-    was cut from one request made at a larger ``top_k``, so the latency is that
-    request's) are counted with ``shared="include"`` (default; ``n_shared`` says how many,
-    and the configuration's latency is then the larger request's) or dropped with
-    ``shared="exclude"`` (a configuration left with none gets NaN statistics).
+    reported in ``n_failed``. Rows marked ``warmup`` (when the runner records that column;
+    the runner normally leaves warm-ups out of ``requests``) are excluded and counted in
+    ``n_warmup``. Shared latency (runner ``share_k``): a row with ``shared`` True whose
+    (pipeline_id, mode, query_id, ``order``) group holds a row at a larger ``top_k`` is a
+    COPY - its results were cut from that larger request and its latency is that
+    request's. ``shared="include"`` (default) counts copies, so a smaller top_k shows the
+    latency actually paid for it in this run (``n_shared`` says how many rows are copies);
+    ``shared="exclude"`` drops them, keeping only the configuration that sent the request
+    (a configuration left with none gets NaN statistics).
 
     Columns: ``n``, ``n_failed``, ``n_warmup``, ``n_shared``, ``mean_s``, ``p50_s``,
     ``p90_s``, ``p95_s``, ``p99_s``, ``max_s`` (percentiles by linear interpolation),
@@ -86,7 +89,7 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
         raise EvaluationError("latency_s holds negative durations")
     frame["_ok"] = _successful(frame)
     frame["_warmup"] = frame["warmup"].fillna(False).astype(bool) if "warmup" in frame.columns else False
-    frame["_shared"] = frame["shared"].fillna(False).astype(bool) if "shared" in frame.columns else False
+    frame["_shared"] = _copies(frame)
     cols = config_columns(frame)
     groups = frame.groupby(cols, sort=True, dropna=False) if cols else [((), frame)]
     rows = []
@@ -109,6 +112,20 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
              *[f"{s}_{b}" for s in _CI_STATS for b in ("low", "high")]]
     table = pd.DataFrame(rows)
     return table[[c for c in order if c in table.columns]]
+
+
+def _copies(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose latency was measured by a request at a larger ``top_k`` (see latency_stats)."""
+    if "shared" not in frame.columns or "top_k" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    shared = frame["shared"].fillna(False).astype(bool)
+    keys = [c for c in ("pipeline_id", "mode", "query_id", "order") if c in frame.columns]
+    top_k = pd.to_numeric(frame["top_k"], errors="coerce")
+    if not keys:
+        largest = pd.Series(top_k[shared].max(), index=frame.index)
+    else:
+        largest = top_k.where(shared).groupby([frame[c] for c in keys], dropna=False).transform("max")
+    return shared & (top_k < largest)
 
 
 def _stats(values: np.ndarray, used: pd.DataFrame, confidence: float, n_boot: int, seed: int) -> dict[str, float]:

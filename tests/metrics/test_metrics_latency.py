@@ -10,18 +10,25 @@ from llamaeval.metrics import latency_stats
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
 
 
-def _req(mode, latency, start, status=200, error=None, shared=False, warmup=False):
-    return {"pipeline_id": "p", "mode": mode, "top_k": 10, "query_id": f"q{start}", "latency_s": latency,
-            "server_total_s": latency / 2, "status": status, "error": error, "n_results": 10,
-            "shared": shared, "warmup": warmup, "started_at": T0 + pd.Timedelta(seconds=start), "order": start}
+def _req(mode, latency, start, status=200, error=None, shared=False, warmup=False, top_k=10, query=None):
+    return {"pipeline_id": "p", "mode": mode, "top_k": top_k, "query_id": query or f"q{start}",
+            "latency_s": latency, "server_total_s": latency / 2, "status": status, "error": error,
+            "n_results": top_k, "shared": shared, "warmup": warmup,
+            "started_at": T0 + pd.Timedelta(seconds=start), "order": start}
 
 
 REQUESTS = pd.DataFrame(
     # fast: five good requests started at 0..4 s, one failure (5.0 s, must not count), one warm-up
     [_req("fast", v, i) for i, v in enumerate([0.1, 0.2, 0.3, 0.4, 1.0])]
     + [_req("fast", 5.0, 10, status=500, error="HTTP 500"), _req("fast", 9.0, -20, warmup=True)]
-    # accurate: one measured request and two rows cut from a larger request (shared latency)
-    + [_req("accurate", 0.2, 0), _req("accurate", 0.5, 1, shared=True), _req("accurate", 0.5, 2, shared=True)]
+    # accurate with share_k: one request per query at top_k=50 (orders 20, 21), whose results
+    # also answer top_k=10 (same order, shared=True, the top_k=50 request's latency), and one
+    # top_k=10 request sent on its own (order 22, say after a resume)
+    + [_req("accurate", 0.5, 20, shared=True, top_k=50, query="a"),
+       _req("accurate", 0.5, 20, shared=True, top_k=10, query="a"),
+       _req("accurate", 0.7, 21, shared=True, top_k=50, query="b"),
+       _req("accurate", 0.7, 21, shared=True, top_k=10, query="b"),
+       _req("accurate", 0.2, 22, shared=False, top_k=10, query="c")]
     # advanced: only a connection failure (status 0)
     + [_req("advanced", 0.05, 0, status=0, error="refused")]
 )
@@ -29,11 +36,11 @@ REQUESTS = pd.DataFrame(
 
 @pytest.fixture(scope="module")
 def table():
-    return latency_stats(REQUESTS).set_index("mode")
+    return latency_stats(REQUESTS).set_index(["mode", "top_k"])
 
 
 def test_hand_checked_statistics(table):
-    fast = table.loc["fast"]
+    fast = table.loc[("fast", 10)]
     # latencies 0.1 0.2 0.3 0.4 1.0: mean 2.0/5 = 0.4; percentiles by linear interpolation at
     # position q*(n-1): p50 -> 0.3; p90 -> 3.6 -> 0.4 + 0.6*0.6 = 0.76; p95 -> 0.88; p99 -> 0.976
     assert fast["mean_s"] == pytest.approx(0.4)
@@ -47,16 +54,22 @@ def test_hand_checked_statistics(table):
 
 
 def test_failures_only_give_nan_and_a_count(table):
-    adv = table.loc["advanced"]
+    adv = table.loc[("advanced", 10)]
     assert adv["n"] == 0 and adv["n_failed"] == 1 and np.isnan(adv["p50_s"])
 
 
 def test_shared_rows_are_included_or_excluded_explicitly(table):
-    acc = table.loc["accurate"]
-    assert (acc["n"], acc["n_shared"]) == (3, 2) and acc["mean_s"] == pytest.approx(0.4)
-    excluded = latency_stats(REQUESTS, shared="exclude").set_index("mode").loc["accurate"]
-    assert (excluded["n"], excluded["n_shared"]) == (1, 2) and excluded["mean_s"] == pytest.approx(0.2)
-    assert np.isnan(excluded["mean_s_low"])  # one request: no interval
+    # top_k=50 sent both requests itself: no copies whatever the choice
+    k50 = table.loc[("accurate", 50)]
+    assert (k50["n"], k50["n_shared"]) == (2, 0) and k50["mean_s"] == pytest.approx(0.6)
+    # top_k=10, included: copies 0.5 and 0.7 plus its own 0.2 -> mean 1.4/3
+    k10 = table.loc[("accurate", 10)]
+    assert (k10["n"], k10["n_shared"]) == (3, 2) and k10["mean_s"] == pytest.approx(1.4 / 3)
+    excluded = latency_stats(REQUESTS, shared="exclude").set_index(["mode", "top_k"])
+    assert excluded.loc[("accurate", 50), "n"] == 2  # the sending configuration keeps its rows
+    k10 = excluded.loc[("accurate", 10)]
+    assert (k10["n"], k10["n_shared"]) == (1, 2) and k10["mean_s"] == pytest.approx(0.2)
+    assert np.isnan(k10["mean_s_low"])  # one request: no interval
 
 
 def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
