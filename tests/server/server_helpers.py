@@ -1,0 +1,41 @@
+"""Helpers shared by the server tests (imported as ``server_helpers``; pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from llamaeval.server import EmbeddedServer
+
+SPEC_PATH = Path(__file__).parent / "data" / "llamacloud-openapi.yml"
+MAX_UPLOAD_MB = 0.25  # small, so the 413 test sends little
+
+
+def api(server: EmbeddedServer, key: str | None = None) -> httpx.Client:
+    """An httpx client on ``server``'s /api/v1 with ``key`` (default: the server's key)."""
+    return httpx.Client(base_url=server.api_url, headers={"Authorization": f"Bearer {key or server.api_key}"},
+                        timeout=60.0)
+
+
+def wait_job(c: httpx.Client, pipeline_id: str, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Poll a job until completed/failed; returns its JSON."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = c.get(f"/pipelines/{pipeline_id}/jobs/{job_id}").json()
+        if job["status"] in ("completed", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def upload(c: httpx.Client, project_id: str, name: str, data: bytes, content_type: str = "text/plain") -> httpx.Response:
+    return c.post("/files", params={"project_id": project_id}, files={"file": (name, data, content_type)})
+
+
+def load_corpus(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "corpus.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
