@@ -262,16 +262,15 @@ def list_pipeline_data_sources(core: Core, pipeline_id: str) -> Op[pd.DataFrame]
 
 
 def _data_source_input(item: Any) -> dict[str, Any]:
-    if isinstance(item, DataSource):
-        out = {"name": item.name, "source_type": item.source_type, "config": item.config}
-        if item.project_id:
-            out["project_id"] = item.project_id
-        out["data_source_id"] = item.id
-        return out
+    """A new source ``{name, source_type, config, project_id}`` or a reference ``{data_source_id}``."""
+    if isinstance(item, (str, DataSource)):
+        return {"data_source_id": as_id(item, "data_source_id")}
     if not isinstance(item, Mapping):
-        raise ConfigurationError(f"a data source must be a dict or a DataSource, got {type(item).__name__}")
+        raise ConfigurationError(f"a data source must be a dict, an id or a DataSource, got {type(item).__name__}")
     out = dict(item)
-    if not out.get("data_source_id") and not out.get("id"):
+    if out.get("data_source_id") is not None:
+        as_id(out["data_source_id"], "data_source_id")
+    else:
         _name(out.get("name"), "data source name")
         _name(out.get("source_type"), "source_type")
     if out.get("config") is not None and not isinstance(out["config"], Mapping):
@@ -280,7 +279,7 @@ def _data_source_input(item: Any) -> dict[str, Any]:
 
 
 def add_pipeline_data_sources(core: Core, pipeline_id: str, data_sources: Any) -> Op[pd.DataFrame]:
-    if isinstance(data_sources, (Mapping, DataSource)):
+    if isinstance(data_sources, (Mapping, DataSource, str)):
         data_sources = [data_sources]
     items = [_data_source_input(item) for item in data_sources]
     if not items:
@@ -361,6 +360,21 @@ def _job_error(job: PipelineJob) -> str:
     return "the server gave no reason"
 
 
+def _job_progress(job: PipelineJob) -> tuple[int, int, int] | None:
+    """(files to process, processed, failed) from the job's counters (a local-server extension)."""
+    values = [job.extra.get(k) for k in ("num_files", "num_processed", "num_failed")]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return values[0], values[1], values[2]
+    return None
+
+
+def _files_progress(files: list[Any]) -> tuple[int, int, int]:
+    """(files, finished, failed) from the pipeline's file statuses."""
+    statuses = [f.get("status") for f in files if isinstance(f, dict)]
+    failed = statuses.count("error")
+    return len(statuses), statuses.count("completed") + failed, failed
+
+
 def wait_for_sync(core: Core, pipeline_id: str, timeout: float = 600.0, poll_interval: float = 0.5,
                   progress: bool = True, job_id: str | None = None) -> Op[PipelineJob]:
     pid = as_id(pipeline_id, "pipeline_id")
@@ -389,17 +403,16 @@ def _wait_for_sync(core: Core, pid: str, timeout: float, poll_interval: float, p
             else:
                 job = _newest_job(jobs)
             if progress:
-                reply = yield from core.request(Call("GET", f"/pipelines/{seg}/files"))
-                files = _array(reply)
-                done = sum(1 for f in files if isinstance(f, dict) and f.get("status") in ("completed", "error"))
-                failed = sum(1 for f in files if isinstance(f, dict) and f.get("status") == "error")
+                counts = _job_progress(job)
+                if counts is None:  # a server without job counters: count the pipeline's files
+                    reply = yield from core.request(Call("GET", f"/pipelines/{seg}/files"))
+                    counts = _files_progress(_array(reply))
                 if bar is None:
                     from tqdm.auto import tqdm
 
-                    bar = tqdm(total=len(files), desc=f"sync {pid[:12]}", unit="file")
-                bar.total = len(files)
-                bar.n = done
-                bar.set_postfix(job=job.status, failed=failed, refresh=False)
+                    bar = tqdm(total=counts[0], desc=f"sync {pid[:12]}", unit="file")
+                bar.total, bar.n = counts[0], counts[1]
+                bar.set_postfix(job=job.status, failed=counts[2], refresh=False)
                 bar.refresh()
             if job.status == "completed":
                 return job

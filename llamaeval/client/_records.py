@@ -5,7 +5,8 @@ typed attributes and every other field the server sent in ``.extra``. Lists of
 records become DataFrames with typed columns: datetimes are ``datetime64[UTC]``,
 statuses are categorical (the spec's values first), integers are nullable
 ``Int64``, strings are ``string``; a pipeline file's ``metadata`` is flattened
-into ``metadata.<key>`` columns; unknown fields become extra columns.
+into ``metadata.<key>`` columns; unknown fields become extra columns (typed from
+their values; ISO strings in ``*_at`` fields become UTC datetimes).
 """
 
 from __future__ import annotations
@@ -291,7 +292,13 @@ def records_frame(cls: type[Record], records: list[Record]) -> pd.DataFrame:
         extra_keys.update(dict.fromkeys(r.extra))
     for key in extra_keys:
         if key not in columns:
-            columns[key] = infer_column([r.extra.get(key) for r in records])
+            values = [r.extra.get(key) for r in records]
+            if key.endswith("_at") and all(v is None or isinstance(v, str) for v in values):
+                parsed = [parse_datetime(v) for v in values]
+                if all((p is None) == (v is None) for p, v in zip(parsed, values)):
+                    columns[key] = typed_column("datetime", parsed)
+                    continue
+            columns[key] = infer_column(values)
     return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
 
 

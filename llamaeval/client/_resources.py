@@ -125,9 +125,10 @@ class PipelineDataSources(_Namespace):
         """Data sources connected to the pipeline."""
         return self._run(ops.list_pipeline_data_sources(self._core, pipeline_id))
 
-    def add(self, pipeline_id: str | Pipeline, data_sources: Iterable[Mapping[str, Any] | DataSource]
+    def add(self, pipeline_id: str | Pipeline, data_sources: Iterable[Mapping[str, Any] | DataSource | str]
             ) -> pd.DataFrame:
-        """Connect data sources (dicts with ``name``/``source_type``/``config``, or DataSource records)."""
+        """Connect data sources: new ones as dicts (``name``, ``source_type``, ``config``), or
+        existing ones by id / DataSource record (sent as ``{"data_source_id": ...}``)."""
         return self._run(ops.add_pipeline_data_sources(self._core, pipeline_id, data_sources))
 
 
