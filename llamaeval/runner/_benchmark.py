@@ -1,0 +1,365 @@
+"""benchmark(): send a query set through retrieve for every mode x top_k, concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from llamaeval._errors import APIError, ConfigurationError, LlamaEvalError
+from llamaeval.runner._clients import async_client, pipeline_info, server_info
+from llamaeval.runner._config import BenchmarkConfig, _mapping_dict
+from llamaeval.runner._journal import JOURNAL_NAME, Journal, read_journal
+from llamaeval.runner._plan import (
+    Key, PlannedRequest, build_plan, grid_cells, missing_requests, warmup_requests,
+)
+from llamaeval.runner._records import build_frames, hits_from_response, record_key
+from llamaeval.runner._run import MANIFEST_NAME, BenchmarkRun, load_records
+
+DEFAULT_MODES = ("fast", "accurate", "advanced")
+_RESERVED_COLUMNS = frozenset({"pipeline_id", "mode", "top_k", "query_id", "rank", "score", "chunk_index"})
+
+
+def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
+              modes: str | Sequence[str] = DEFAULT_MODES, top_k: int | Sequence[int] = (10,), *,
+              concurrency: int = 8, out: str | os.PathLike[str] | None = None,
+              config: BenchmarkConfig | None = None) -> BenchmarkRun:
+    """Run every (pipeline, mode, top_k, query) retrieve request and collect a BenchmarkRun.
+
+    ``client`` is a ``LlamaCloud`` or ``AsyncLlamaCloud``; requests are sent
+    asynchronously, at most ``concurrency`` at a time, in a seeded shuffled order
+    that interleaves modes and top_k. A failed request is recorded (status, error)
+    and the run goes on. With ``out=folder`` every finished request is journaled
+    at once, a re-run sends only the missing ones, and the finished run is saved there.
+
+    Works in scripts and in notebooks: when an event loop is already running
+    (Jupyter), the run happens on a worker thread with its own loop. In async code,
+    ``await abenchmark(...)`` instead.
+    """
+    coro = abenchmark(client, pipeline_id, queryset, modes, top_k,
+                      concurrency=concurrency, out=out, config=config)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamaeval-bench") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
+                     modes: str | Sequence[str] = DEFAULT_MODES, top_k: int | Sequence[int] = (10,), *,
+                     concurrency: int = 8, out: str | os.PathLike[str] | None = None,
+                     config: BenchmarkConfig | None = None) -> BenchmarkRun:
+    """The async form of :func:`benchmark` (same arguments, same result)."""
+    cfg = config if config is not None else BenchmarkConfig()
+    if not isinstance(cfg, BenchmarkConfig):
+        raise ConfigurationError(f"config must be a BenchmarkConfig, got {type(cfg).__name__}")
+    pipelines = _as_str_list(pipeline_id, "pipeline_id")
+    mode_list = _as_str_list(modes, "modes")
+    ks = _as_k_list(top_k)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    mapping = cfg.mapping
+    if mapping is None:
+        from llamaeval.datasets import DocumentMapping
+
+        mapping = DocumentMapping()
+    key = getattr(mapping, "metadata_key", None)
+    if not callable(getattr(mapping, "collapse", None)) or not isinstance(key, str):
+        raise ConfigurationError("config.mapping must be a llamaeval.DocumentMapping")
+    if key in _RESERVED_COLUMNS:
+        raise ConfigurationError(f"mapping.metadata_key {key!r} clashes with a results column")
+    queries, qrels = _select_queries(queryset, cfg.queries)
+    query_text = dict(zip(queries["query_id"], queries["text"]))
+    query_ids = list(queries["query_id"])
+
+    fingerprint = {
+        "queryset": {"name": getattr(queryset, "name", None), "split": getattr(queryset, "split", None),
+                     "content_hash": queryset.content_hash()},
+        "retrieve_params": _json_params(cfg.retrieve_params),
+        "mapping": _mapping_dict(mapping),
+        "share_k": bool(cfg.share_k),
+    }
+    folder = Path(out) if out is not None else None
+    records, previous_manifest = _load_previous(folder, fingerprint)
+
+    cells = grid_cells(pipelines, mode_list, ks, query_ids)
+    plan = build_plan(pipelines, mode_list, ks, query_ids, share_k=cfg.share_k, seed=cfg.seed)
+    done = {k: r for k, r in records.items() if not cfg.retry_failed or _ok(r["status"])}
+    todo = missing_requests(plan, cells, done, share_k=cfg.share_k)
+
+    session: dict[str, Any] = {"started_at": _now_iso(), "sent": 0, "warmup_sent": 0}
+    async with async_client(client) as aclient:
+        pipes = [await pipeline_info(aclient, p) for p in pipelines]
+        server = await server_info(aclient)
+        if todo:
+            warm = warmup_requests(pipelines, mode_list, ks, query_ids, cfg.warmup, cfg.seed)
+            journal = Journal(folder / JOURNAL_NAME, fingerprint) if folder is not None else None
+            sender = _Sender(aclient, query_text, dict(cfg.retrieve_params), mapping,
+                             concurrency, cfg.rate_limit)
+            with journal if journal is not None else _nullctx():
+                session["warmup_sent"] = await sender.run(warm, None, progress=False)
+
+                def finished(rec: dict[str, Any]) -> None:
+                    records[record_key(rec)] = rec
+                    if journal is not None:
+                        journal.append(rec)
+
+                session["sent"] = await sender.run(todo, finished, progress=cfg.progress)
+    session["finished_at"] = _now_iso()
+
+    requests, results = build_frames(records, cells, mapping, share_k=cfg.share_k)
+    manifest = _manifest(queryset, queries, qrels, pipes, server, client, mode_list, ks,
+                         concurrency, cfg, fingerprint, session, previous_manifest, requests)
+    run = BenchmarkRun(results, requests, qrels, queries, manifest, list(records.values()))
+    if folder is not None:
+        run.save(folder)
+        (folder / JOURNAL_NAME).unlink(missing_ok=True)
+    return run
+
+
+class _nullctx:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _RateLimiter:
+    """Spaces request starts at least 1/rate seconds apart (monotonic clock)."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class _Sender:
+    """Sends planned requests with bounded concurrency and turns each into a record."""
+
+    def __init__(self, aclient: Any, query_text: dict[str, str], params: dict[str, Any], mapping: Any,
+                 concurrency: int, rate_limit: float | None) -> None:
+        self._client = aclient
+        self._text = query_text
+        self._params = params
+        self._mapping = mapping
+        self._concurrency = concurrency
+        self._limiter = _RateLimiter(rate_limit) if rate_limit else None
+
+    async def run(self, requests: list[PlannedRequest], on_done: Any, *, progress: bool) -> int:
+        """Send all ``requests`` (in order, ``concurrency`` at a time); returns how many were sent.
+
+        On cancellation or an unexpected exception the in-flight requests are
+        cancelled and the exception propagates; finished ones were already passed to ``on_done``.
+        """
+        if not requests:
+            return 0
+        queue: asyncio.Queue[PlannedRequest] = asyncio.Queue()
+        for r in requests:
+            queue.put_nowait(r)
+        bar = _progress_bar(len(requests)) if progress else None
+        sent = 0
+
+        async def worker() -> None:
+            nonlocal sent
+            while True:
+                try:
+                    req = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                if self._limiter is not None:
+                    await self._limiter.wait()
+                sent += 1
+                rec = await self.send(req)
+                if on_done is not None:
+                    on_done(rec)
+                if bar is not None:
+                    bar.update(1)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(min(self._concurrency, len(requests)))]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if bar is not None:
+                bar.close()
+        return sent
+
+    async def send(self, req: PlannedRequest) -> dict[str, Any]:
+        """One retrieve call -> record; errors from the API or the connection are recorded."""
+        record: dict[str, Any] = {
+            "pipeline_id": req.pipeline_id, "mode": req.mode, "top_k": req.top_k,
+            "query_id": req.query_id, "shared": req.shared, "order": req.order,
+            "started_at": _now_iso(),
+        }
+        t0 = time.perf_counter()
+        try:
+            result = await self._client.pipelines.retrieve(
+                req.pipeline_id, self._text[req.query_id], mode=req.mode, top_k=req.top_k, **self._params)
+        except (LlamaEvalError, httpx.HTTPError) as exc:
+            elapsed = time.perf_counter() - t0
+            status = exc.status_code if isinstance(exc, APIError) and exc.status_code is not None else 0
+            record |= {"latency_s": elapsed, "status": int(status),
+                       "error": f"{type(exc).__name__}: {exc}", "server_timing": {}, "hits": []}
+            return record
+        elapsed = time.perf_counter() - t0
+        latency = getattr(result, "latency_s", None)
+        record |= {
+            "latency_s": float(latency) if latency is not None else elapsed,
+            "status": int(getattr(result, "status_code", 200) or 200),
+            "error": None,
+            "server_timing": {str(k): float(v) for k, v in (getattr(result, "server_timing", None) or {}).items()},
+            "hits": hits_from_response(getattr(result, "raw", None), self._mapping),
+        }
+        return record
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="benchmark", unit="req")
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+def _as_str_list(value: Any, what: str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value) if value is not None else []
+    if not items or not all(isinstance(v, str) and v.strip() for v in items):
+        raise ConfigurationError(f"{what} must be a non-empty string or a non-empty list of them, got {value!r}")
+    return list(dict.fromkeys(items))
+
+
+def _as_k_list(value: Any) -> list[int]:
+    items = [value] if isinstance(value, int) else list(value) if value is not None else []
+    if not items or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in items):
+        raise ConfigurationError(f"top_k must be an int >= 1 or a non-empty list of them, got {value!r}")
+    return sorted(set(items))
+
+
+def _select_queries(queryset: Any, query_ids: Sequence[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(queries, qrels) of the benchmarked queries: the given ids, else the judged queries."""
+    for attr in ("queries", "qrels", "judged_queries", "content_hash"):
+        if not hasattr(queryset, attr):
+            raise ConfigurationError(f"queryset must be a llamaeval.QuerySet (missing {attr!r})")
+    if query_ids is None:
+        queries = queryset.judged_queries()
+    else:
+        wanted = list(dict.fromkeys(query_ids))
+        known = set(queryset.queries["query_id"])
+        unknown = [q for q in wanted if q not in known]
+        if unknown:
+            raise ConfigurationError(f"{len(unknown)} query id(s) not in the query set, e.g. {unknown[:5]}")
+        queries = queryset.queries.set_index("query_id").loc[wanted].reset_index()
+    queries = queries[["query_id", "text"]].reset_index(drop=True)
+    if queries.empty:
+        raise ConfigurationError("the query set has no judged queries to benchmark")
+    qrels = queryset.qrels[queryset.qrels["query_id"].isin(set(queries["query_id"]))].reset_index(drop=True)
+    # Fixed dtypes so a saved run loads back identical (Parquet keeps string, not object).
+    queries = queries.astype({"query_id": "string", "text": "string"})
+    qrels = qrels[["query_id", "doc_id", "relevance"]].astype(
+        {"query_id": "string", "doc_id": "string", "relevance": "int64"})
+    return queries, qrels
+
+
+def _json_params(params: Any) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(json.dumps(dict(params), sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"retrieve_params must be JSON-serialisable: {exc}") from exc
+
+
+def _ok(status: int) -> bool:
+    return 200 <= int(status) < 300
+
+
+# --- resume ------------------------------------------------------------------------------
+
+def _load_previous(folder: Path | None, fingerprint: dict[str, Any]) -> tuple[dict[Key, dict[str, Any]], dict | None]:
+    """Records already finished in ``folder`` (saved run + journal) and its manifest, if any."""
+    if folder is None:
+        return {}, None
+    import json
+
+    previous: dict | None = None
+    records: dict[Key, dict[str, Any]] = {}
+    manifest_path = folder / MANIFEST_NAME
+    if manifest_path.exists():
+        previous = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if previous.get("fingerprint") != fingerprint:
+            raise ConfigurationError(
+                f"{folder} holds a run with a different query set, retrieve_params, mapping or share_k "
+                f"({previous.get('fingerprint')}); use another `out` folder")
+        for rec in load_records(folder):
+            records[record_key(rec)] = rec
+    journal_fp, journaled = read_journal(folder / JOURNAL_NAME)
+    if journal_fp is not None and journal_fp != fingerprint:
+        raise ConfigurationError(f"{folder / JOURNAL_NAME} belongs to a different run; use another `out` folder")
+    for rec in journaled:
+        records[record_key(rec)] = rec
+    return records, previous
+
+
+# --- manifest ----------------------------------------------------------------------------
+
+def _manifest(queryset: Any, queries: pd.DataFrame, qrels: pd.DataFrame, pipes: list[dict[str, Any]],
+              server: dict[str, Any], client: Any, modes: list[str], ks: list[int], concurrency: int,
+              cfg: BenchmarkConfig, fingerprint: dict[str, Any], session: dict[str, Any],
+              previous: dict | None, requests: pd.DataFrame) -> dict[str, Any]:
+    import httpx
+
+    import llamaeval
+
+    sessions = list((previous or {}).get("sessions", [])) + [session]
+    ok = requests["status"].between(200, 299)
+    return {
+        "format": "llamaeval.BenchmarkRun/1",
+        "queryset": {
+            "name": getattr(queryset, "name", None), "split": getattr(queryset, "split", None),
+            "content_hash": fingerprint["queryset"]["content_hash"],
+            "n_queries": int(len(queries)), "n_qrels": int(len(qrels)),
+        },
+        "pipelines": pipes,
+        "server": server,
+        "client": {"llamaeval": llamaeval.__version__, "httpx": httpx.__version__,
+                   "class": type(client).__name__},
+        "parameters": {"modes": modes, "top_k": ks, "concurrency": concurrency, **cfg.to_dict(),
+                       "mapping": fingerprint["mapping"]},
+        "fingerprint": fingerprint,
+        "timestamps": {"started_at": sessions[0]["started_at"], "finished_at": session["finished_at"]},
+        "sessions": sessions,
+        "counts": {"requests": int(len(requests)), "failed": int((~ok).sum()),
+                   "sent_this_session": session["sent"]},
+        "machine": {"platform": platform.platform(), "machine": platform.machine(),
+                    "processor": platform.processor(), "cpu_count": os.cpu_count(),
+                    "python": sys.version.split()[0], "implementation": platform.python_implementation()},
+    }
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
