@@ -259,8 +259,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             base_url, api_key = server.base_url, server.api_key
             _say(args, f"server at {base_url} (data in {server.data_dir}) [{time.monotonic() - t0:.1f} s]")
         lc = stack.enter_context(_client(args, base_url=base_url, api_key=api_key))
-        summary = qs.summary()
-        _say(args, f"ingesting {qs.name}: {summary} ...")
+        info = qs.summary()
+        _say(args, f"ingesting {qs.name}: {info.get('n_docs')} documents, {info.get('n_judged_queries')} "
+                   f"judged queries ...")
         pid = ingest(lc, qs, project="llamaeval-demo", progress=_progress(args))
         _say(args, f"pipeline {pid} synced [{time.monotonic() - t0:.1f} s]")
         if not args.resume:

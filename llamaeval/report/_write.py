@@ -236,6 +236,16 @@ def build_context(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary
     }
 
 
+def _labeller(table: "pd.DataFrame") -> Any:
+    """``config_label(cfg)`` for templates; leaves out pipeline_id when the run has one pipeline."""
+    single = "pipeline_id" not in table.columns or table["pipeline_id"].nunique() <= 1
+
+    def label(cfg: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in cfg.items() if not (single and k == "pipeline_id"))
+
+    return label
+
+
 def render_html(context: dict[str, Any]) -> str:
     """The HTML report for a context from :func:`build_context` (figures drawn here)."""
     ctx = dict(context)
@@ -253,7 +263,7 @@ def render_html(context: dict[str, Any]) -> str:
         failures_html=_html_table(failures[fail_cols].head(50)) if ctx["n_failed"] else "",
         manifest_rows=_manifest_rows(ctx["manifest"]),
         manifest_json=json.dumps(ctx["manifest"], indent=2, sort_keys=True, default=str),
-        config_label=lambda cfg: ", ".join(f"{k}={v}" for k, v in cfg.items()),
+        config_label=_labeller(ctx["table"]),
     )
 
 
@@ -268,7 +278,7 @@ def render_markdown(context: dict[str, Any]) -> str:
         **{k: v for k, v in ctx.items() if k not in ("table", "display", "frontier", "significance", "failures")},
         summary_md=markdown_table(ctx["display"]),
         significance_md=sig_md,
-        config_label=lambda cfg: ", ".join(f"{k}={v}" for k, v in cfg.items()),
+        config_label=_labeller(ctx["table"]),
     )
 
 

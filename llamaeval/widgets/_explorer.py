@@ -15,7 +15,7 @@ def _options(frame: Any) -> list[tuple[str, str]]:
     if frame is None or len(frame) == 0:
         return []
     names = frame["name"] if "name" in frame.columns else frame["id"]
-    return [(f"{n} ({i})", str(i)) for n, i in zip(names.astype(str), frame["id"].astype(str))]
+    return [(f"{n} · {str(i)[:8]}", str(i)) for n, i in zip(names.astype(str), frame["id"].astype(str))]
 
 
 class PipelineExplorer:
@@ -39,12 +39,21 @@ class PipelineExplorer:
         self.tabs = w.Tab(children=[self.tables[n] for n in TABS])
         for i, name in enumerate(TABS):
             self.tabs.set_title(i, name)
-        self.project.observe(lambda _c: self._load_pipelines(), names="value")
-        self.pipeline.observe(lambda _c: self._load_pipeline(), names="value")
+        self._quiet = False  # True while options are replaced programmatically
+        self.project.observe(lambda _c: self._quiet or self._load_pipelines(), names="value")
+        self.pipeline.observe(lambda _c: self._quiet or self._load_pipeline(), names="value")
         self.refresh.on_click(lambda _b: self.reload())
         self.widget = w.VBox([w.HBox([self.project, self.pipeline, self.refresh]), self.status,
                               self.details, self.tabs])
         self.reload(project_id=project_id)
+
+    def _set(self, dropdown: Any, options: list[tuple[str, str]], value: str | None) -> None:
+        self._quiet = True
+        try:
+            dropdown.options = options
+            dropdown.value = value
+        finally:
+            self._quiet = False
 
     def _fail(self, exc: BaseException) -> None:
         self.status.value = error_html(exc)
@@ -60,9 +69,7 @@ class PipelineExplorer:
             self._fail(exc)
             return
         ids = [i for _, i in options]
-        with self.project.hold_trait_notifications():
-            self.project.options = options
-            self.project.value = keep_project if keep_project in ids else (ids[0] if ids else None)
+        self._set(self.project, options, keep_project if keep_project in ids else (ids[0] if ids else None))
         self._load_pipelines(keep=keep_pipeline)
 
     def _load_pipelines(self, keep: str | None = None) -> None:
@@ -75,9 +82,7 @@ class PipelineExplorer:
                 self._fail(exc)
         ids = [i for _, i in options]
         value = keep if keep in ids else (ids[0] if ids else None)
-        with self.pipeline.hold_trait_notifications():
-            self.pipeline.options = options
-            self.pipeline.value = value
+        self._set(self.pipeline, options, value)
         self._load_pipeline()
 
     def _load_pipeline(self) -> None:

@@ -1,0 +1,98 @@
+"""The benchmarking CLI: argument errors (exit 2), llamaeval errors (exit 1), a real bench/report run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llamaeval.cli import build_parser, main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "adi", "--out", "x", "--modes", "fast,slow"], "modes must be"),
+    (["bench", "adi", "--out", "x", "--top-k", "0,5"], ">= 1"),
+    (["bench", "adi", "--out", "x", "--top-k", "ten"], "integers"),
+    (["bench", "adi", "--out", "x", "--fail-under", "ndcg@10"], "METRIC=VALUE"),
+    (["bench", "adi", "--out", "x", "--fail-under", "ndcg@10=high"], "not a number"),
+    (["bench", "adi", "--out", "x", "--metrics", "ndcg@10,bleu"], "bleu"),
+    (["bench", "adi", "--out", "x", "--concurrency", "0"], "positive integer"),
+    (["bench", "adi", "--out", "x", "--baseline", "speed=fast"], "baseline"),
+    (["bench", "adi"], "--out"),
+    (["demo", "--top-k", "-1"], ">= 1"),
+    (["report"], "run"),
+])
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_demo_defaults_are_the_full_cranfield_grid():
+    args = build_parser().parse_args(["demo"])
+    assert args.queryset == "cranfield"
+    assert args.modes == ["fast", "accurate", "advanced"]
+    assert args.top_k == [1, 3, 5, 10, 20, 50]
+    assert args.share_k is True and args.base_url is None
+    args = build_parser().parse_args(["demo", "--fail-under", "ndcg@10=0.30", "--top-k", "10,1,10"])
+    assert args.fail_under == [{"ndcg@10": 0.30}] and args.top_k == [1, 10]
+
+
+def test_report_of_a_missing_run_is_an_error_exit_1(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 1
+    assert "no saved benchmark run" in capsys.readouterr().err
+
+
+def test_bench_then_report_against_a_live_server(live_server, adi_pipeline, tmp_path, capsys):
+    out = tmp_path / "run"
+    service = ["--base-url", live_server.base_url, "--api-key", live_server.api_key]
+    argv = ["bench", "adi", "--pipeline", adi_pipeline, "--modes", "fast,accurate", "--top-k", "1,5",
+            "--concurrency", "2", "--warmup", "0", "--out", str(out), "--fail-under", "ndcg@10=0.05", "-q",
+            *service]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "35 judged queries · 4 configurations · 140 requests · 0 failed" in stdout
+    assert "| fast | 5 |" in stdout and "| accurate | 1 |" in stdout
+    assert "ndcg@10 >= 0.0500" in stdout and "pass" in stdout
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in html and adi_pipeline in html
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest  # the run itself was saved by the runner
+
+    # running again into the same folder needs --resume; with it nothing is re-sent
+    assert main(argv) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume", "--no-report"]) == 0
+    assert "140 requests" in capsys.readouterr().out
+
+    # the report command re-reads the saved run; an unreachable gate exits 3
+    target = tmp_path / "again.html"
+    assert main(["report", str(out), "--out", str(target), "--metrics", "mrr", "--fail-under", "mrr=1.01"]) == 3
+    captured = capsys.readouterr()
+    assert "quality gate failed: mrr" in captured.err
+    assert target.exists() and target.with_suffix(".md").exists()
+
+
+def test_ingest_prints_the_pipeline_id(live_server, adi_pipeline, capsys):
+    argv = ["ingest", "adi", "--project", "tests", "--pipeline", "adi", "-q",
+            "--base-url", live_server.base_url, "--api-key", live_server.api_key]
+    assert main(argv) == 0  # idempotent: the adi pipeline already holds every document
+    assert capsys.readouterr().out.strip().splitlines()[-1] == adi_pipeline
+
+
+def test_reduced_demo_against_a_given_service(live_server, tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--queryset", "adi", "--modes", "fast", "--top-k", "1,10", "--warmup", "0", "-q",
+            "--out", str(out), "--fail-under", "ndcg@10=0.99",
+            "--base-url", live_server.base_url, "--api-key", live_server.api_key]
+    assert main(argv) == 3  # the run works; the (unreachable) gate sets the exit code
+    captured = capsys.readouterr()
+    assert "| fast | 10 |" in captured.out
+    assert "quality gate failed: ndcg@10" in captured.err
+    assert (out / "report.html").exists() and (out / "run" / "manifest.json").exists()
