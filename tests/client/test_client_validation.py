@@ -1,0 +1,57 @@
+"""Invalid arguments raise ConfigurationError and send nothing."""
+
+from __future__ import annotations
+
+import pytest
+from _client_fakes import Script, reply
+
+from llamaeval import ConfigurationError
+
+
+@pytest.mark.parametrize(("call", "needle"), [
+    (lambda c: c.pipelines.retrieve("pl", "q", mode="fastest"), "mode"),
+    (lambda c: c.pipelines.retrieve("pl", "q", top_k=0), "top_k"),
+    (lambda c: c.pipelines.retrieve("pl", "q", top_k=True), "top_k"),
+    (lambda c: c.pipelines.retrieve("pl", "q", top_k=2.0), "top_k"),
+    (lambda c: c.pipelines.retrieve("pl", "   "), "query"),
+    (lambda c: c.pipelines.retrieve("pl", None), "query"),
+    (lambda c: c.pipelines.retrieve("", "q"), "pipeline_id"),
+    (lambda c: c.pipelines.retrieve("pl", "q", top_k=3, mode="fast", **{"filters": object()}), "JSON"),
+    (lambda c: c.projects.create(""), "name"),
+    (lambda c: c.projects.get(None), "project_id"),
+    (lambda c: c.pipelines.create("p", "proj", sync_interval=0), "sync_interval"),
+    (lambda c: c.pipelines.create("p", "proj", retrieval_config=[1]), "retrieval_config"),
+    (lambda c: c.pipelines.files.add("pl", []), "empty"),
+    (lambda c: c.pipelines.files.add("pl", "f1"), "list"),
+    (lambda c: c.pipelines.files.add("pl", [{"file_id": "f", "metadata": "doc"}]), "metadata"),
+    (lambda c: c.pipelines.data_sources.add("pl", [{"name": "x"}]), "source_type"),
+    (lambda c: c.data_sources.create("s", ""), "source_type"),
+    (lambda c: c.files.upload(b"abc", project_id="p"), "name="),
+    (lambda c: c.files.upload("/no/such/file.txt", project_id="p"), "no such file"),
+    (lambda c: c.files.upload(12, project_id="p"), "path, bytes"),
+    (lambda c: c.pipelines.wait_for_sync("pl", timeout=0), "timeout"),
+    (lambda c: c.pipelines.wait_for_sync("pl", poll_interval=-1), "poll_interval"),
+])
+def test_invalid_arguments_send_nothing(harness, call, needle):
+    script = Script(reply(200, {}))
+    h = harness(script)
+    with pytest.raises(ConfigurationError, match=needle):
+        h.run(call)
+    assert script.attempts == 0
+
+
+def test_extra_retrieve_parameters_are_sent(harness):
+    script = Script(reply(200, {"results": []}))
+    h = harness(script)
+    result = h.run(lambda c: c.pipelines.retrieve("pl", "q", top_k=3, rerank_top_n=7))
+    import json
+
+    assert json.loads(script.requests[0].content) == {"query": "q", "mode": "fast", "top_k": 3, "rerank_top_n": 7}
+    assert result.request["rerank_top_n"] == 7 and len(result.frame) == 0
+
+
+def test_ids_are_path_quoted(harness):
+    script = Script(reply(200, {"id": "a/b"}))
+    h = harness(script)
+    h.run(lambda c: c.pipelines.get("a/b"))
+    assert script.requests[0].url.raw_path == b"/api/v1/pipelines/a%2Fb"
