@@ -143,7 +143,7 @@ def _sync_if_needed(client: Any, pipeline_id: str, *, added: int, timeout: float
         unfinished = int(files["status"].astype(str).isin(["pending", "processing"]).sum())
     status = str(getattr(client.pipelines.get(pipeline_id), "status", "") or "")
     if added or unfinished or status in ("idle", "error", ""):
-        client.pipelines.sync(pipeline_id)
-    elif status != "syncing":
-        return  # already in sync: nothing to wait for
-    client.pipelines.wait_for_sync(pipeline_id, timeout=timeout, progress=progress)
+        job = client.pipelines.sync(pipeline_id)
+        client.pipelines.wait_for_sync(pipeline_id, timeout=timeout, progress=progress, job_id=str(job.id))
+    elif status == "syncing":  # someone else's sync is running: wait for it
+        client.pipelines.wait_for_sync(pipeline_id, timeout=timeout, progress=progress)
