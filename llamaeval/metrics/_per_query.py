@@ -44,17 +44,24 @@ def wins_losses(per_query: pd.DataFrame, a: Selector, b: Selector, metric: str |
     return both.reset_index(drop=True)
 
 
-def hardest_queries(per_query: pd.DataFrame, metric: str | None = None, n: int = 10) -> pd.DataFrame:
+def hardest_queries(per_query: pd.DataFrame, metric: str | None = None, n: int = 10,
+                    queries: pd.DataFrame | None = None) -> pd.DataFrame:
     """The ``n`` queries with the lowest score averaged over all configurations.
 
-    Columns ``query_id, mean, min, max, n_configs``; lowest mean first (ties by query id).
+    Columns ``query_id, mean, min, max, n_configs`` (plus ``text`` when ``queries`` with
+    ``query_id, text`` is given, e.g. ``run.queries``); lowest mean first (ties by query id).
     """
     if n < 1:
         raise EvaluationError(f"n must be >= 1, got {n}")
     frame = _one_metric(per_query, metric)
     stats = frame.groupby("query_id")["value"].agg(["mean", "min", "max", "count"])
     stats = stats.rename(columns={"count": "n_configs"}).reset_index()
-    return stats.sort_values(["mean", "query_id"], kind="stable").head(n).reset_index(drop=True)
+    out = stats.sort_values(["mean", "query_id"], kind="stable").head(n).reset_index(drop=True)
+    if queries is not None:
+        require_frame(queries, "queries", ("query_id", "text"))
+        text = queries.assign(query_id=queries["query_id"].astype(str)).drop_duplicates("query_id")
+        out = out.merge(text[["query_id", "text"]], on="query_id", how="left")
+    return out
 
 
 def no_relevant(results: pd.DataFrame, qrels: pd.DataFrame, k: int | None = None) -> pd.DataFrame:

@@ -72,7 +72,11 @@ def per_query_matrix(results: Any, qrels: Any, metrics: Sequence[str | Measure] 
 
     docs = run[run["rank"].notna() & run["doc_id"].notna()].copy()
     docs["doc_id"] = docs["doc_id"].astype(str)
-    if not docs.empty and not set(docs["doc_id"].unique()) & set(judgements["doc_id"].unique()):
+    if docs.empty:
+        raise EvaluationError(
+            f"the run retrieved no document at all ({run['query_id'].nunique()} queries, every request "
+            "failed or returned nothing): see the requests' status and error columns")
+    if not set(docs["doc_id"].unique()) & set(judgements["doc_id"].unique()):
         raise EvaluationError(
             f"none of the {docs['doc_id'].nunique()} retrieved document ids appears in the judgements "
             f"(e.g. run {sorted(docs['doc_id'].unique())[:3]} vs qrels "
@@ -83,9 +87,9 @@ def per_query_matrix(results: Any, qrels: Any, metrics: Sequence[str | Measure] 
     judgements["code"] = codes[: len(judgements)].astype(np.float64)
     docs["code"] = codes[len(judgements):].astype(np.float64)
 
-    qrels_arrays: dict[str, np.ndarray] = {}
-    for qid, group in judgements.sort_values("relevance", ascending=False, kind="stable").groupby("query_id", sort=False):
-        qrels_arrays[qid] = np.ascontiguousarray(group[["code", "relevance"]].to_numpy(np.float64))
+    # ranx wants each query's judgements by grade, best first (for the ideal DCG).
+    judgements = judgements.sort_values(["query_id", "relevance"], ascending=[True, False], kind="stable")
+    qrels_arrays = dict(_split_groups(judgements, ["query_id"], judgements[["code", "relevance"]].to_numpy(np.float64)))
 
     if cols:
         configs = run[cols].drop_duplicates().sort_values(cols, kind="stable").reset_index(drop=True)
@@ -96,12 +100,9 @@ def per_query_matrix(results: Any, qrels: Any, metrics: Sequence[str | Measure] 
     # A document listed twice for one query keeps its best rank.
     docs = docs.sort_values([*cols, "query_id", "rank"], kind="stable")
     docs = docs.drop_duplicates([*cols, "query_id", "doc_id"], keep="first")
-    run_arrays: dict[tuple, np.ndarray] = {}
-    for key, group in docs.groupby([*cols, "query_id"], sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        # score = 1/rank keeps the runner's order exactly, whatever the raw scores (ties included).
-        run_arrays[key] = np.column_stack([group["code"].to_numpy(np.float64),
-                                           1.0 / group["rank"].to_numpy(np.float64)])
+    # score = 1/rank keeps the runner's order exactly, whatever the raw scores (ties included).
+    pairs_array = np.column_stack([docs["code"].to_numpy(np.float64), 1.0 / docs["rank"].to_numpy(np.float64)])
+    run_arrays = {tuple(k): v for k, v in _split_groups(docs, [*cols, "query_id"], pairs_array)}
 
     empty = np.empty((0, 2), dtype=np.float64)
     qrels_list, run_list = [], []
@@ -113,6 +114,17 @@ def per_query_matrix(results: Any, qrels: Any, metrics: Sequence[str | Measure] 
     shape = (len(config_keys), len(judged))
     matrices = {label: scores[m.ranx_key].reshape(shape) for label, m in pairs}
     return configs, judged, pairs, matrices
+
+
+def _split_groups(frame: pd.DataFrame, keys: list[str], data: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """(key, rows of ``data``) per run of equal ``keys`` in ``frame`` (already sorted by ``keys``)."""
+    if frame.empty:
+        return []
+    gid = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    firsts = frame[keys].iloc[starts]
+    labels = [row[0] if len(keys) == 1 else row for row in firsts.itertuples(index=False, name=None)]
+    return [(label, np.ascontiguousarray(part)) for label, part in zip(labels, np.split(data, starts[1:]))]
 
 
 def _ranx_scores(qrels_list: list[np.ndarray], run_list: list[np.ndarray], keys: list[str]) -> dict[str, np.ndarray]:

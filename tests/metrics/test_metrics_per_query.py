@@ -27,6 +27,8 @@ def test_hardest_queries():
     # means: q1 0.4, q2 0.5, q3 0.05, q4 0.6 -> q3, q1
     assert out["query_id"].tolist() == ["q3", "q1"]
     assert out.iloc[0][["mean", "min", "max", "n_configs"]].tolist() == pytest.approx([0.05, 0.0, 0.1, 2])
+    queries = pd.DataFrame({"query_id": ["q1", "q3"], "text": ["first?", "third?"]})
+    assert hardest_queries(PER_QUERY, n=2, queries=queries)["text"].tolist() == ["third?", "first?"]
 
 
 def test_metric_must_be_named_when_several():

@@ -112,6 +112,9 @@ def test_errors_are_clear():
         evaluate(RESULTS.assign(query_id="x" + RESULTS["query_id"]), QRELS)
     with pytest.raises(EvaluationError, match="retrieved document ids"):
         evaluate(RESULTS.assign(doc_id="CRAN-" + RESULTS["doc_id"]), QRELS)
+    all_failed = RESULTS.assign(rank=pd.NA, doc_id=pd.NA).drop_duplicates(["mode", "query_id"])
+    with pytest.raises(EvaluationError, match="no document at all"):
+        evaluate(all_failed, QRELS)
     with pytest.raises(EvaluationError, match="lacks column"):
         evaluate(RESULTS.drop(columns="doc_id"), QRELS)
     with pytest.raises(EvaluationError, match="qrels"):
