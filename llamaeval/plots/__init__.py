@@ -5,6 +5,7 @@
     quality_vs_latency     configurations as points, with the Pareto frontier
     per_query_difference   per-query metric difference between two configurations
     overview               the first three side by side, as one Figure
+    physical_requests      requests actually sent (shared top_k rows once)
     to_png                 PNG bytes of a Figure/Axes (for reports and widgets)
 """
 
@@ -12,6 +13,7 @@ from llamaeval.plots._figures import (
     latency_distribution,
     metric_vs_top_k,
     overview,
+    physical_requests,
     per_query_difference,
     quality_vs_latency,
     to_png,
@@ -23,5 +25,6 @@ __all__ = [
     "quality_vs_latency",
     "per_query_difference",
     "overview",
+    "physical_requests",
     "to_png",
 ]

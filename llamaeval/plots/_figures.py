@@ -101,14 +101,28 @@ def _requests(run_or_requests: Any) -> "pd.DataFrame":
     return frame
 
 
+def physical_requests(requests: "pd.DataFrame") -> "pd.DataFrame":
+    """One row per request actually sent: rows cut from one shared larger-k response
+    (``shared`` True, same ``pipeline_id, mode, query_id, order``) count once."""
+    if "shared" not in requests.columns or requests.empty:
+        return requests
+    shared = requests["shared"].fillna(False).astype(bool)
+    key = [c for c in ("pipeline_id", "mode", "query_id", "order") if c in requests.columns]
+    if "order" not in key:
+        key.append("latency_s")
+    once = requests[shared].sort_values("top_k").drop_duplicates(subset=key, keep="last")
+    import pandas as pd
+
+    return pd.concat([requests[~shared], once]).sort_index()
+
+
 def latency_distribution(run_or_requests: Any, *, kind: str = "box", top_k: int | None = None,
-                         modes: Sequence[str] | None = None, measured_only: bool = True,
-                         ax: "Axes | None" = None) -> "Axes":
+                         modes: Sequence[str] | None = None, ax: "Axes | None" = None) -> "Axes":
     """Distribution of client latency per mode, in milliseconds: ``kind="box"`` or ``"ecdf"``.
 
-    Only successful requests count. With ``measured_only`` requests served from a
-    shared larger-k response (``shared`` True) are left out: they were not timed
-    separately. ``top_k`` restricts to one cutoff.
+    Only successful requests count, each request once (with ``share_k`` the rows of
+    every top_k come from one request; see :func:`physical_requests`). ``top_k``
+    restricts to the requests of one cutoff.
     """
     import numpy as np
 
@@ -117,12 +131,11 @@ def latency_distribution(run_or_requests: Any, *, kind: str = "box", top_k: int 
     req = _requests(run_or_requests)
     if "status" in req.columns:
         req = req[req["status"] == 200]
-    if measured_only and "shared" in req.columns:
-        req = req[~req["shared"].fillna(False).astype(bool)]
     if top_k is not None:
         req = req[req["top_k"] == top_k]
+    req = physical_requests(req)
     if req.empty:
-        raise EvaluationError("no successful, measured requests to draw")
+        raise EvaluationError("no successful requests to draw")
     ax = _new_axes(ax)
     mode_names = _mode_list(req["mode"], modes)
     data = [req.loc[req["mode"] == m, "latency_s"].to_numpy(dtype=float) * 1000.0 for m in mode_names]

@@ -34,12 +34,15 @@ def test_metric_vs_top_k_missing_metric_in_table(run):
         plots.metric_vs_top_k(run.evaluate(["ndcg@10"]), "mrr")
 
 
-def test_latency_box_is_in_milliseconds_and_skips_shared_and_failed(run, synthetic):
+def test_latency_box_is_in_milliseconds_counts_shared_requests_once(run, synthetic):
     ax = plots.latency_distribution(run, kind="box")
     assert "ms" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_xticklabels()] == list(synthetic.MODES)
     req = run.requests
-    fast = req[(req["mode"] == "fast") & ~req["shared"] & (req["status"] == 200)]["latency_s"] * 1000
+    # one request per (mode, query) at the largest top_k; fast's q4 failed
+    fast = req[(req["mode"] == "fast") & (req["top_k"] == 10) & (req["status"] == 200)]["latency_s"] * 1000
+    assert len(fast) == len(synthetic.QUERY_IDS) - 1
+    assert len(plots.physical_requests(req)) == len(synthetic.MODES) * len(synthetic.QUERY_IDS)
     # some drawn line (the first box's median) sits at the median of the measured fast requests, in ms
     ys = {round(float(y), 6) for line in ax.get_lines() for y in line.get_ydata()}
     assert round(float(np.median(fast)), 6) in ys
@@ -48,7 +51,7 @@ def test_latency_box_is_in_milliseconds_and_skips_shared_and_failed(run, synthet
 def test_latency_ecdf_steps_reach_one(run, synthetic):
     ax = plots.latency_distribution(run, kind="ecdf")
     lines = ax.get_lines()
-    assert len(lines) == len(synthetic.MODES)
+    assert [line.get_label() for line in lines] == ["fast (n=5)", "accurate (n=6)", "advanced (n=6)"]
     for line in lines:
         assert line.get_ydata()[-1] == pytest.approx(1.0)
         assert np.all(np.diff(line.get_xdata()) >= 0)

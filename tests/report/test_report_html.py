@@ -11,9 +11,12 @@ from llamaeval import report
 from llamaeval._errors import ConfigurationError
 
 
-@pytest.fixture()
-def html_path(run, tmp_path):
-    return report.write_report(run, tmp_path / "out" / "report.html", gate={"ndcg@10": 0.99})
+@pytest.fixture(scope="module")
+def html_path(synthetic, tmp_path_factory):
+    """One report for the module (writing it draws five figures and runs the significance tests)."""
+    run = synthetic.make_run()
+    return report.write_report(run, tmp_path_factory.mktemp("report") / "out" / "report.html",
+                               gate={"ndcg@10": 0.99})
 
 
 def test_report_is_self_contained(html_path):

@@ -20,7 +20,7 @@ def _synthetic():
     return sys.modules[name]
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def synthetic():
     """The module: MODES, TOP_K, QUERY_IDS, frames(), make_run()."""
     return _synthetic()

@@ -76,10 +76,11 @@ def test_query_inspector_follows_query_and_top_k(run):
 
 
 def test_query_inspector_shows_failed_request(run):
-    qi = widgets.query_inspector(run, query_id="q5")
-    qi.top_k.value = 1
-    advanced = qi.view.value.split("data-mode='advanced'")[1]
-    assert "status 500" in advanced and "HTTP 500: boom" in advanced and "no results" in advanced
+    qi = widgets.query_inspector(run, query_id="q4")
+    fast = qi.view.value.split("data-mode='fast'")[1].split("data-mode=")[0]
+    assert "status 500" in fast and "HTTP 500: boom" in fast and "no results" in fast
+    accurate = qi.view.value.split("data-mode='accurate'")[1].split("data-mode=")[0]
+    assert "status 200" in accurate and "no results" not in accurate
 
 
 def test_query_inspector_titles_from_corpus(run):
