@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -52,8 +52,45 @@ def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamaeval-bench") as pool:
-        return pool.submit(asyncio.run, coro).result()
+    return _run_in_thread(coro)
+
+
+def _run_in_thread(coro: Any) -> Any:
+    """Run ``coro`` on a fresh event loop in a worker thread (a loop already runs here, e.g. Jupyter).
+
+    An interrupt of the calling thread (Ctrl-C, "interrupt kernel") cancels the run in
+    the worker, so finished requests stay journaled and nothing keeps running behind.
+    """
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()  # not Thread.join: an interrupted join can wrongly report the thread done
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            outcome["value"] = loop.run_until_complete(task)
+        except BaseException as exc:  # handed to the calling thread
+            outcome["error"] = exc
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                finished.set()
+
+    thread = threading.Thread(target=target, name="llamaeval-benchmark", daemon=True)
+    thread.start()
+    try:
+        while not finished.wait(0.05):
+            pass
+    except BaseException:
+        loop.call_soon_threadsafe(task.cancel)
+        finished.wait()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
