@@ -1,0 +1,121 @@
+"""Restart keeps everything searchable; a failed or killed sync never exposes a half-built index."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from server_helpers import api, upload, wait_job
+
+from llamaeval.server import EmbeddedServer
+
+DOCS = {
+    "wing.txt": b"Swept wings delay the onset of compressibility drag at high subsonic speeds.",
+    "engine.txt": b"Turbofan engines bypass most of the air around the core for efficiency.",
+    "landing.txt": b"Landing gear absorbs the energy of touchdown with oleo struts.",
+}
+
+
+def _retrieve(c, pipeline: str, query: str, k: int = 3) -> list[tuple[str, float]]:
+    r = c.post(f"/pipelines/{pipeline}/retrieve", json={"query": query, "top_k": k})
+    assert r.status_code == 200, r.text
+    return [(x["metadata"]["file_name"], round(x["score"], 6)) for x in r.json()["results"]]
+
+
+def _setup(c) -> tuple[str, str]:
+    project = c.post("/projects", json={"name": "persist"}).json()["id"]
+    ids = [upload(c, project, name, data).json()["id"] for name, data in DOCS.items()]
+    pipeline = c.post("/pipelines", json={"name": "p", "project_id": project, "sync_interval": 3600}).json()["id"]
+    c.put(f"/pipelines/{pipeline}/files", json=[{"file_id": i, "metadata": {"doc_id": f"d{n}"}}
+                                               for n, i in enumerate(ids)]).raise_for_status()
+    job = c.post(f"/pipelines/{pipeline}/sync").json()
+    assert wait_job(c, pipeline, job["id"])["status"] == "completed"
+    return project, pipeline
+
+
+@pytest.fixture()
+def own_server(tmp_path, sources_root):
+    srv = EmbeddedServer(data_dir=tmp_path / "data", sources_root=sources_root)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _snapshot(c, project: str, pipeline: str) -> dict:
+    p = c.get(f"/pipelines/{pipeline}").json()
+    return {
+        "projects": c.get("/projects").json(),
+        "project": c.get(f"/projects/{project}").json(),
+        "pipelines": c.get("/pipelines", params={"project_id": project}).json(),
+        "files": c.get(f"/pipelines/{pipeline}/files").json(),
+        "jobs": c.get(f"/pipelines/{pipeline}/jobs").json(),
+        "sinks": c.get(f"/pipelines/{pipeline}/data-sinks").json(),
+        "pipeline": p,
+    }
+
+
+def test_restart_keeps_everything_searchable(own_server):
+    with api(own_server) as c:
+        project, pipeline = _setup(c)
+        before = _snapshot(c, project, pipeline)
+        results = {q: _retrieve(c, pipeline, q) for q in ("swept wing drag", "landing gear struts")}
+    own_server.restart()
+    with api(own_server) as c:
+        assert _snapshot(c, project, pipeline) == before
+        for q, expected in results.items():
+            assert _retrieve(c, pipeline, q) == expected
+        assert _retrieve(c, pipeline, "turbofan bypass", 1)[0][0] == "engine.txt"
+
+
+def test_killed_sync_keeps_the_last_completed_index(own_server, adi_corpus):
+    with api(own_server) as c:
+        project, pipeline = _setup(c)
+        baseline = _retrieve(c, pipeline, "turbofan engines bypass air", 3)
+        more = [upload(c, project, f"adi{d['_id']}.txt", f"{d['title']}\n{d['text']}".encode()).json()["id"]
+                for d in adi_corpus[:40]]
+        c.put(f"/pipelines/{pipeline}/files", json=[{"file_id": i} for i in more]).raise_for_status()
+        job = c.post(f"/pipelines/{pipeline}/sync").json()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = c.get(f"/pipelines/{pipeline}/jobs/{job['id']}").json()
+            if state["status"] == "running" and state["num_processed"] >= 1:
+                break
+            time.sleep(0.01)
+        assert state["status"] == "running" and state["num_processed"] < len(more), state
+        # while the sync runs, retrieval answers from the previous index
+        assert _retrieve(c, pipeline, "turbofan engines bypass air", 3) == baseline
+    own_server.kill()
+    own_server.start()
+    with api(own_server) as c:
+        killed = c.get(f"/pipelines/{pipeline}/jobs/{job['id']}").json()
+        assert killed["status"] == "failed" and "interrupted" in killed["error"]
+        p = c.get(f"/pipelines/{pipeline}").json()
+        assert p["status"] == "error" and p["num_chunks"] == len(DOCS)
+        assert _retrieve(c, pipeline, "turbofan engines bypass air", 3) == baseline
+        statuses = {f["status"] for f in c.get(f"/pipelines/{pipeline}/files").json()}
+        assert "processing" not in statuses
+        indexes = own_server.data_dir / "pipelines" / pipeline / "indexes"
+        assert not [d for d in indexes.iterdir() if d.name.startswith(".build")]
+        # the next sync finishes the work
+        again = c.post(f"/pipelines/{pipeline}/sync").json()
+        done = wait_job(c, pipeline, again["id"])
+        assert done["status"] == "completed" and done["num_files"] < len(more) + len(DOCS)
+        assert c.get(f"/pipelines/{pipeline}").json()["num_files"] == len(DOCS) + len(more)
+        assert c.get(f"/pipelines/{pipeline}").json()["status"] == "active"
+
+
+def test_failed_sync_keeps_the_last_completed_index(own_server):
+    with api(own_server) as c:
+        project, pipeline = _setup(c)
+        baseline = _retrieve(c, pipeline, "oleo struts", 3)
+        # damage one file's processed chunks on disk: building the next index fails
+        chunk_json = next((own_server.data_dir / "pipelines" / pipeline / "chunks").glob("*.json"))
+        chunk_json.write_text("{not json")
+        extra = upload(c, project, "rotor.txt", b"Helicopter rotors change pitch cyclically.").json()["id"]
+        c.put(f"/pipelines/{pipeline}/files", json=[{"file_id": extra}]).raise_for_status()
+        job = wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])
+        assert job["status"] == "failed" and job["error"]
+        p = c.get(f"/pipelines/{pipeline}").json()
+        assert p["status"] == "error" and p["error"] == job["error"] and p["num_chunks"] == len(DOCS)
+        assert _retrieve(c, pipeline, "oleo struts", 3) == baseline
+        assert "rotor.txt" not in [n for n, _ in _retrieve(c, pipeline, "helicopter rotor pitch", 3)]
