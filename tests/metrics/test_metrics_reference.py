@@ -1,13 +1,12 @@
 """evaluate() agrees to 1e-6 with independent implementations (pytrec_eval = trec_eval's C code,
 and ir_measures) on real BM25 runs: adi (binary judgements) and cranfield (graded 1-4).
 
-The runs are made without a server: bm25s over the collection, turned into the runner's
+The runs are made without a server: bm25s over the bundled collection, turned into the runner's
 results schema, with two configurations, some judged queries missing from one of them
 and one failed request (rank NA), which must all score 0.
 """
 
-import json
-from pathlib import Path
+import warnings
 
 import bm25s
 import ir_measures
@@ -17,6 +16,7 @@ import pytest
 import pytrec_eval
 from ir_measures import RR, P, R, Success, nDCG
 
+from llamaeval import load_queryset
 from llamaeval.metrics import evaluate
 
 # ours -> pytrec_eval measure key (trec_eval names)
@@ -28,16 +28,15 @@ IRM = {"hit_rate@5": Success @ 5, "mrr@10": RR @ 10, "ndcg_burges@10": nDCG(gain
        "precision(rel=2)@5": P(rel=2) @ 5, "recall(rel=3)@20": R(rel=3) @ 20}
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _bm25_results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A results frame (runner schema) of two BM25 configurations, and the qrels."""
-    corpus = _jsonl(folder / "corpus.jsonl")
-    queries = _jsonl(folder / "queries.jsonl")
-    qrels = pd.read_csv(folder / "qrels" / "test.tsv", sep="\t", dtype={"query-id": str, "corpus-id": str})
-    qrels = qrels.rename(columns={"query-id": "query_id", "corpus-id": "doc_id", "score": "relevance"})
+def _bm25_results(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A results frame (runner schema) of two BM25 configurations over a bundled collection, and its qrels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cranfield's two empty documents are reported, and kept
+        queryset = load_queryset(name)
+    frame = queryset.corpus.fillna("")
+    corpus = [{"_id": r.doc_id, "title": r.title, "text": r.text} for r in frame.itertuples()]
+    queries = [{"_id": r.query_id, "text": r.text} for r in queryset.queries.itertuples()]
+    qrels = queryset.qrels[["query_id", "doc_id", "relevance"]].astype({"query_id": str, "doc_id": str})
     doc_ids = [d["_id"] for d in corpus]
     rows = []
     for mode, top_k, field in (("text", 100, lambda d: f"{d['title']} {d['text']}"), ("title", 20, lambda d: d["title"])):
@@ -84,8 +83,8 @@ def _references(results: pd.DataFrame, qrels: pd.DataFrame, mode: str) -> dict[s
 
 
 @pytest.mark.parametrize("collection", ["adi", "cranfield"])
-def test_agrees_with_trec_eval_and_ir_measures(shared_datasets, collection):
-    results, qrels = _bm25_results(shared_datasets / collection)
+def test_agrees_with_trec_eval_and_ir_measures(collection):
+    results, qrels = _bm25_results(collection)
     metrics = [*TREC, *IRM]
     ours = evaluate(results, qrels, metrics, per_query=True)
     n_judged = qrels["query_id"].nunique()
