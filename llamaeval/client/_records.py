@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
@@ -229,20 +230,29 @@ class DataSink(Record):
 
 # --------------------------------------------------------------------------- frames
 
-def infer_column(values: list[Any]) -> Any:
-    """A typed column for loosely typed values (metadata, extra fields)."""
+@lru_cache(maxsize=1)
+def dtypes() -> dict[str, Any]:
+    """pandas dtype objects, made once (string lookups of dtypes are slow in hot paths)."""
     import pandas as pd
 
-    present = [v for v in values if v is not None]
-    if present:
-        if all(isinstance(v, bool) for v in present):
-            return pd.array(values, dtype="boolean")
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-            return pd.array(values, dtype="Int64")
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-            return pd.array([float("nan") if v is None else float(v) for v in values], dtype="float64")
-        if all(isinstance(v, str) for v in present):
-            return pd.array(values, dtype="string")
+    return {"string": pd.StringDtype(), "Int64": pd.Int64Dtype(), "boolean": pd.BooleanDtype()}
+
+
+def infer_column(values: list[Any]) -> Any:
+    """A typed column for loosely typed values (metadata, extra fields)."""
+    import numpy as np
+    import pandas as pd
+
+    kinds = {type(v) for v in values if v is not None}
+    if kinds:
+        if kinds == {bool}:
+            return pd.array(values, dtype=dtypes()["boolean"])
+        if kinds == {int}:
+            return pd.array(values, dtype=dtypes()["Int64"])
+        if kinds <= {int, float}:
+            return np.array([float("nan") if v is None else float(v) for v in values], dtype=np.float64)
+        if kinds == {str}:
+            return pd.array(values, dtype=dtypes()["string"])
     return _object_array(values)
 
 
@@ -261,9 +271,9 @@ def typed_column(kind: str, values: list[Any], statuses: tuple[str, ...] = ()) -
     import pandas as pd
 
     if kind == "str":
-        return pd.array(values, dtype="string")
+        return pd.array(values, dtype=dtypes()["string"])
     if kind == "int":
-        return pd.array(values, dtype="Int64")
+        return pd.array(values, dtype=dtypes()["Int64"])
     if kind == "datetime":
         return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("us")
     if kind == "status":

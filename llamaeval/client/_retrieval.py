@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from llamaeval.client._records import infer_column
+from llamaeval.client._records import dtypes, infer_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,17 +99,22 @@ def results_frame(results: list[Any]) -> pd.DataFrame:
                     other.setdefault(f"{key}.{sub}", [None] * n)[i] = sub_value
             else:
                 other.setdefault(key, [None] * n)[i] = value
-    doc_ids = [None if v is None else str(v) for v in own["doc_id"]]
-    chunk_index = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in own["chunk_index"]]
+    import numpy as np
+
+    string, int64 = dtypes()["string"], dtypes()["Int64"]
+
+    def strings(values: list[Any]) -> Any:
+        return pd.array([v if v is None or isinstance(v, str) else str(v) for v in values], dtype=string)
+
     columns: dict[str, Any] = {
-        "rank": pd.array(range(1, n + 1), dtype="int64"),
-        "score": pd.array(scores, dtype="float64"),
-        "text": pd.array(texts, dtype="string"),
-        "file_id": pd.array([None if v is None else str(v) for v in own["file_id"]], dtype="string"),
-        "file_name": pd.array([None if v is None else str(v) for v in own["file_name"]], dtype="string"),
-        "chunk_id": pd.array([None if v is None else str(v) for v in own["chunk_id"]], dtype="string"),
-        "chunk_index": pd.array(chunk_index, dtype="Int64"),
-        "doc_id": pd.array(doc_ids, dtype="string"),
+        "rank": np.arange(1, n + 1, dtype=np.int64),
+        "score": np.array(scores, dtype=np.float64),
+        "text": strings(texts),
+        "file_id": strings(own["file_id"]),
+        "file_name": strings(own["file_name"]),
+        "chunk_id": strings(own["chunk_id"]),
+        "chunk_index": pd.array([v if type(v) is int else None for v in own["chunk_index"]], dtype=int64),
+        "doc_id": strings(own["doc_id"]),
     }
     for key, values in other.items():
         columns[key] = infer_column(values)
