@@ -48,6 +48,8 @@ def _prepare_run(results: Any) -> pd.DataFrame:
         run["rank"] = run.groupby(config_columns(run) + ["query_id"], sort=False).cumcount() + 1
         run.loc[run["doc_id"].isna(), "rank"] = np.nan
     run["rank"] = pd.to_numeric(run["rank"], errors="coerce")
+    if (run["rank"] < 1).any():
+        raise EvaluationError(f"ranks start at 1 (best); got {run['rank'].min()}")
     return run
 
 

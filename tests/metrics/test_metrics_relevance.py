@@ -115,6 +115,8 @@ def test_errors_are_clear():
     all_failed = RESULTS.assign(rank=pd.NA, doc_id=pd.NA).drop_duplicates(["mode", "query_id"])
     with pytest.raises(EvaluationError, match="no document at all"):
         evaluate(all_failed, QRELS)
+    with pytest.raises(EvaluationError, match="ranks start at 1"):
+        evaluate(RESULTS.assign(rank=RESULTS["rank"] - 1), QRELS)
     with pytest.raises(EvaluationError, match="lacks column"):
         evaluate(RESULTS.drop(columns="doc_id"), QRELS)
     with pytest.raises(EvaluationError, match="qrels"):
