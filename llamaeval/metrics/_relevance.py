@@ -65,6 +65,8 @@ def per_query_matrix(results: Any, qrels: Any, metrics: Sequence[str | Measure] 
     judgements = normalise_qrels(qrels)
     cols = config_columns(run)
 
+    if not (judgements["relevance"] >= 1).any():
+        raise EvaluationError("the qrels hold no relevant judgement (grade >= 1): every score would be 0")
     judged = sorted(judgements["query_id"].unique())
     run_queries = set(run["query_id"].unique())
     if not run_queries & set(judged):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from llamaeval import EvaluationError
-from llamaeval.metrics import evaluate
+from llamaeval.metrics import evaluate, summarize
 
 NA = None
 
@@ -121,3 +121,17 @@ def test_errors_are_clear():
         evaluate(RESULTS.drop(columns="doc_id"), QRELS)
     with pytest.raises(EvaluationError, match="qrels"):
         evaluate(RESULTS, QRELS.rename(columns={"relevance": "score"}))
+    with pytest.raises(EvaluationError, match="no relevant judgement"):
+        evaluate(RESULTS, QRELS.assign(relevance=0))
+
+
+def test_summarize_joins_quality_and_latency_per_configuration():
+    requests = pd.DataFrame({"pipeline_id": "p", "mode": ["fast", "fast", "accurate", "accurate"],
+                             "top_k": ["10", "10", "10", "10"],  # text, as after a CSV round trip
+                             "query_id": ["q1", "q2", "q1", "q2"], "latency_s": [0.1, 0.3, 1.0, 2.0],
+                             "status": 200, "error": None})
+    table = summarize(RESULTS, QRELS, requests, ["mrr"]).set_index("mode")
+    assert table.loc["fast", "mrr"] == pytest.approx(FAST["mrr"])
+    assert table.loc["fast", "mean_s"] == pytest.approx(0.2)
+    assert table.loc["accurate", "p50_s"] == pytest.approx(1.5)
+    assert table.loc["accurate", "n_queries"] == 4 and table.loc["accurate", "n"] == 2

@@ -94,6 +94,8 @@ def test_compare_marks_better_worse_and_unchanged():
     assert table.loc[["accurate", "advanced", "same"], "p_ttest_adj"].to_numpy() == pytest.approx(
         adjust_pvalues(raw, "holm"))
     assert (table["n_queries"] == 30).all()
+    bonf = compare(frame, None, baseline={"mode": "fast"}, correction="bonferroni").set_index("mode")
+    assert bonf.loc["advanced", "p_permutation_adj"] == pytest.approx(min(1.0, 3 * bonf.loc["advanced", "p_permutation"]))
 
 
 def test_compare_from_results_and_qrels_and_bad_input():
