@@ -267,62 +267,92 @@ class SyncService:
                                          updated_at=now)
             return
 
-        processed = failed = 0
+        progress = {"processed": 0, "failed": 0}
+        batch: list[tuple[PipelineFile, str, Any, list[Any]]] = []
         for pf, stored, key in targets:
             self._check(pipeline.id)
             self.storage.update_pipeline_file(pipeline.id, pf.file_id, status="processing", updated_at=utc_now())
             try:
                 if stored is None:
                     raise engine.ParseError("the uploaded file no longer exists")
-                n = self._process_file(pipeline.id, pf, stored, key, chunking)
+                reused = self._reuse(pipeline.id, pf.file_id, key)
+                if reused is not None:
+                    self._file_done(job, pipeline.id, pf, key, progress, n_chunks=reused)
+                    continue
+                doc = engine.parse_document(self.layout.file_path(stored.id).read_bytes(), stored.name)
+                chunks = engine.chunk_document(doc, chunking, self.embedder)
+                if not chunks:
+                    raise engine.ParseError("document has no text to index")
             except (engine.ParseError, ValueError, UnicodeError, OSError) as exc:
-                failed += 1
-                reason = str(exc) or type(exc).__name__
-                for p in self.layout.chunks_paths(pipeline.id, pf.file_id):
-                    p.unlink(missing_ok=True)
-                # the key records WHICH content failed: it is retried only when it changes or is re-added
-                self.storage.update_pipeline_file(pipeline.id, pf.file_id, status="error", error=reason,
-                                                  num_chunks=0, processed_key=key, updated_at=utc_now())
-            else:
-                self.storage.update_pipeline_file(pipeline.id, pf.file_id, status="completed", error=None,
-                                                  num_chunks=n, processed_key=key, updated_at=utc_now())
-            processed += 1
-            self.storage.update_job(job.id, num_processed=processed, num_failed=failed)
+                self._file_done(job, pipeline.id, pf, key, progress, error=str(exc) or type(exc).__name__)
+                continue
+            batch.append((pf, key, doc, chunks))
+            if len(batch) >= self.BATCH_FILES or sum(len(b[3]) for b in batch) >= self.BATCH_CHUNKS:
+                self._embed_batch(job, pipeline.id, batch, progress)
+                batch = []
+        if batch:
+            self._embed_batch(job, pipeline.id, batch, progress)
 
         self._check(pipeline.id)
         self._build_and_swap(job, pipeline)
 
-    def _process_file(self, pipeline_id: str, pf: PipelineFile, stored: StoredFile, key: str,
-                      chunking: Any) -> int:
-        """Parse, chunk and embed one file; chunks and vectors go to disk. Returns the chunk count."""
-        from llamaeval import engine
+    # files are parsed and chunked one by one, embedded in batches (one ONNX call per batch)
+    BATCH_FILES = 32
+    BATCH_CHUNKS = 128
 
-        json_path, npy_path = self.layout.chunks_paths(pipeline_id, pf.file_id)
-        if json_path.exists() and npy_path.exists():
-            try:  # same content, same config: reuse (e.g. only the metadata changed)
-                record = json.loads(json_path.read_text("utf-8"))
-                if record["key"] == key:
-                    return len(record["chunks"])
-            except (ValueError, KeyError, OSError):
-                pass
-        data = self.layout.file_path(stored.id).read_bytes()
-        doc = engine.parse_document(data, stored.name)
-        chunks = engine.chunk_document(doc, chunking, self.embedder)
-        if not chunks:
-            raise engine.ParseError("document has no text to index")
-        vectors = np.asarray(self.embedder.embed_passages([c.text for c in chunks]), dtype=np.float32)
-        if vectors.shape[0] != len(chunks):
-            raise RuntimeError("embedder returned a wrong number of vectors")
+    def _file_done(self, job: Job, pipeline_id: str, pf: PipelineFile, key: str, progress: dict[str, int],
+                   n_chunks: int = 0, error: str | None = None) -> None:
+        if error is not None:
+            progress["failed"] += 1
+            for p in self.layout.chunks_paths(pipeline_id, pf.file_id):
+                p.unlink(missing_ok=True)
+        # on error the key records WHICH content failed: retried only when it changes or is re-added
+        self.storage.update_pipeline_file(pipeline_id, pf.file_id, status="error" if error else "completed",
+                                          error=error, num_chunks=n_chunks, processed_key=key,
+                                          updated_at=utc_now())
+        progress["processed"] += 1
+        self.storage.update_job(job.id, num_processed=progress["processed"], num_failed=progress["failed"])
+
+    def _reuse(self, pipeline_id: str, file_id: str, key: str) -> int | None:
+        """Chunk count of this file's processed chunks on disk when they match ``key`` (same content
+        and config, e.g. only the metadata changed), else None."""
+        json_path, npy_path = self.layout.chunks_paths(pipeline_id, file_id)
+        if not (json_path.exists() and npy_path.exists()):
+            return None
+        try:
+            record = json.loads(json_path.read_text("utf-8"))
+            return len(record["chunks"]) if record["key"] == key else None
+        except (ValueError, KeyError, OSError):
+            return None
+
+    def _embed_batch(self, job: Job, pipeline_id: str, batch: list[tuple[PipelineFile, str, Any, list[Any]]],
+                     progress: dict[str, int]) -> None:
+        """Embed the chunks of several files in one call; each file's chunks and vectors go to disk."""
         import io
 
-        buf = io.BytesIO()
-        np.save(buf, vectors)
-        write_atomic(npy_path, buf.getvalue())
-        record = {"key": key, "title": doc.title, "embedding_model": self.embedder.model_name,
-                  "chunks": [{"text": c.text, "chunk_index": c.chunk_index, "start_char": c.start_char,
-                              "end_char": c.end_char} for c in chunks]}
-        write_atomic(json_path, json.dumps(record, ensure_ascii=False).encode("utf-8"))
-        return len(chunks)
+        self._check(pipeline_id)
+        texts = [c.text for _, _, _, chunks in batch for c in chunks]
+        try:
+            vectors = np.asarray(self.embedder.embed_passages(texts), dtype=np.float32)
+            if vectors.shape[0] != len(texts):
+                raise ValueError(f"the embedder returned {vectors.shape[0]} vectors for {len(texts)} chunks")
+        except (ValueError, RuntimeError) as exc:
+            for pf, key, _, _ in batch:
+                self._file_done(job, pipeline_id, pf, key, progress, error=f"embedding failed: {exc}")
+            return
+        offset = 0
+        for pf, key, doc, chunks in batch:
+            own = vectors[offset:offset + len(chunks)]
+            offset += len(chunks)
+            json_path, npy_path = self.layout.chunks_paths(pipeline_id, pf.file_id)
+            buf = io.BytesIO()
+            np.save(buf, own)
+            write_atomic(npy_path, buf.getvalue(), durable=False)
+            record = {"key": key, "title": doc.title, "embedding_model": self.embedder.model_name,
+                      "chunks": [{"text": c.text, "chunk_index": c.chunk_index, "start_char": c.start_char,
+                                  "end_char": c.end_char} for c in chunks]}
+            write_atomic(json_path, json.dumps(record, ensure_ascii=False).encode("utf-8"), durable=False)
+            self._file_done(job, pipeline_id, pf, key, progress, n_chunks=len(chunks))
 
     def _build_and_swap(self, job: Job, pipeline: Pipeline) -> None:
         from llamaeval import engine
