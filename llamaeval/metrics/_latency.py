@@ -52,8 +52,11 @@ def _bootstrap(values: np.ndarray, confidence: float, n_boot: int, seed: int) ->
 
 
 def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0,
-                  *, shared: str = "include") -> pd.DataFrame:
+                  *, shared: str = "include", column: str = "latency_s") -> pd.DataFrame:
     """Client latency (``latency_s``, seconds) per configuration (``pipeline_id, mode, top_k``).
+
+    ``column`` picks another duration column instead (e.g. ``"server_total_s"`` or a
+    stage such as ``"server_embed_s"``); the output names stay ``mean_s``, ``p50_s``, ...
 
     Counted: successful requests only (HTTP 2xx and no ``error``); failed ones are
     reported in ``n_failed``. Rows marked ``warmup`` (when the runner records that column;
@@ -76,7 +79,7 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
     CIs (``confidence``, ``n_boot`` resamples, generator seeded with ``seed`` afresh for
     every configuration, so a configuration's CI does not depend on the others).
     """
-    require_frame(requests, "requests", ("latency_s",))
+    require_frame(requests, "requests", (column,))
     if not 0 < confidence < 1:
         raise EvaluationError(f"confidence must be in (0, 1), got {confidence}")
     if n_boot < 1:
@@ -84,9 +87,11 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
     if shared not in _SHARED_CHOICES:
         raise EvaluationError(f"shared must be one of {_SHARED_CHOICES}, got {shared!r}")
     frame = requests.copy()
-    frame["latency_s"] = pd.to_numeric(frame["latency_s"], errors="coerce")
+    # wall span always uses the client's wall time when there is one
+    frame["_client_s"] = pd.to_numeric(frame["latency_s" if "latency_s" in frame.columns else column], errors="coerce")
+    frame["latency_s"] = pd.to_numeric(frame[column], errors="coerce")
     if (frame["latency_s"] < 0).any():
-        raise EvaluationError("latency_s holds negative durations")
+        raise EvaluationError(f"{column} holds negative durations")
     frame["_ok"] = _successful(frame)
     frame["_warmup"] = frame["warmup"].fillna(False).astype(bool) if "warmup" in frame.columns else False
     frame["_shared"] = _copies(frame)
@@ -162,6 +167,6 @@ def _wall_rps(used: pd.DataFrame) -> float:
     if valid.sum() == 0:
         return float("nan")
     start = started[valid]
-    finish = start + pd.to_timedelta(used.loc[valid, "latency_s"], unit="s")
+    finish = start + pd.to_timedelta(used.loc[valid, "_client_s"].fillna(0.0), unit="s")
     span = (finish.max() - start.min()).total_seconds()
     return float(valid.sum() / span) if span > 0 else float("nan")

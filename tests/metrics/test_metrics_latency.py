@@ -53,6 +53,14 @@ def test_hand_checked_statistics(table):
     assert (fast["n"], fast["n_failed"], fast["n_warmup"], fast["n_shared"]) == (5, 1, 1, 0)
 
 
+def test_another_duration_column():
+    fast = latency_stats(REQUESTS, column="server_total_s").set_index(["mode", "top_k"]).loc[("fast", 10)]
+    assert fast["mean_s"] == pytest.approx(0.2) and fast["max_s"] == pytest.approx(0.5)  # server = latency / 2
+    assert fast["wall_rps"] == pytest.approx(1.0)  # the wall span still uses the client's wall time
+    with pytest.raises(EvaluationError, match="server_embed_s"):
+        latency_stats(REQUESTS, column="server_embed_s")
+
+
 def test_failures_only_give_nan_and_a_count(table):
     adv = table.loc[("advanced", 10)]
     assert adv["n"] == 0 and adv["n_failed"] == 1 and np.isnan(adv["p50_s"])
