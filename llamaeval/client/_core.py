@@ -233,9 +233,9 @@ class Core:
             if isinstance(result, httpx.Response) and result.status_code < 300:
                 return Reply(request, result, time.monotonic() - start, attempt + 1)
             if attempt < self.max_retries:
-                delay = self.policy.retry_delay(result, idempotent=call.idempotent)
+                delay = self.policy.retry_delay(result, idempotent=call.idempotent, attempt=attempt)
                 if delay is not None:
-                    yield Sleep(self.policy.backoff(attempt) if delay < 0 else delay)
+                    yield Sleep(delay)
                     attempt += 1
                     continue
             if isinstance(result, Exception):

@@ -64,33 +64,32 @@ class RetryPolicy:
             delay *= 0.5 + 0.5 * self.rng.random()
         return delay
 
-    def retry_delay(self, result: httpx.Response | Exception, *, idempotent: bool) -> float | None:
-        """Seconds to wait before retrying after ``result``, or None to stop.
+    def retry_delay(self, result: httpx.Response | Exception, *, idempotent: bool, attempt: int) -> float | None:
+        """Seconds to wait before retrying after ``result`` (the response or transport
+        exception of attempt number ``attempt``, from 0), or None when it must not be retried.
 
-        ``result`` is the response or the transport exception of one attempt; the
-        caller adds the attempt budget (``max_retries``) and the backoff.
-        Returns ``-1.0`` to mean "retry after the normal backoff".
+        The caller enforces the budget (``max_retries``).
         """
         if isinstance(result, Exception):
             if not isinstance(result, httpx.TransportError):
                 return None  # e.g. a decoding error: repeating it will not help
             if not idempotent and not isinstance(result, _NOT_SENT):
                 return None  # the server may have applied it
-            return -1.0
+            return self.backoff(attempt)
         status = result.status_code
         if status < 400:
             return None
         retry_after = parse_retry_after(result.headers.get("retry-after"))
         if status in (408, 429):
-            pass
+            pass  # the server did not act on the request
         elif status == 503 and retry_after is not None:
-            pass
+            pass  # the server explicitly asks to come back later
         elif status >= 500 and status != 501 and idempotent:
             pass
         else:
             return None
         if retry_after is None:
-            return -1.0
+            return self.backoff(attempt)
         if retry_after > self.max_retry_after:
             return None
         return retry_after

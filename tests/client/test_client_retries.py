@@ -230,3 +230,17 @@ def test_parse_retry_after_forms():
     assert parse_retry_after("Wed, 31 Dec 2025 00:00:00 GMT", now=now) == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None and parse_retry_after("") is None
+
+
+def test_retrieve_only_reads_so_a_500_is_retried(harness):
+    script = Script(reply(500, {"detail": "index loading"}), reply(200, RESULTS))
+    h = harness(script)
+    result = h.run(lambda c: c.pipelines.retrieve("pl1", "query"))
+    assert script.attempts == 2 and result.attempts == 2 and result.frame["doc_id"].tolist() == ["d1"]
+
+
+def test_408_on_create_is_retried_because_the_request_was_not_read(harness):
+    script = Script(reply(408, {"detail": "request timeout"}), reply(201, {"id": "ds1", "name": "s"}))
+    h = harness(script)
+    source = h.run(lambda c: c.data_sources.create("s", "directory", {"path": "docs"}))
+    assert script.attempts == 2 and source.id == "ds1"
