@@ -26,7 +26,7 @@ def _successful(requests: pd.DataFrame) -> pd.Series:
     if "error" in requests.columns:
         error = requests["error"]
         ok &= error.isna() | (error.astype(str).str.strip() == "")
-    return ok & requests["latency_s"].notna()
+    return ok
 
 
 def _bootstrap(values: np.ndarray, confidence: float, n_boot: int, seed: int) -> dict[str, tuple[float, float]]:
@@ -108,6 +108,7 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
         row["n_shared"] = int(used["_shared"].sum())
         if shared == "exclude":
             used = used[~used["_shared"]]
+        used = used[used["latency_s"].notna()]  # e.g. no Server-Timing stage in this response
         values = used["latency_s"].to_numpy(np.float64)
         row["n"] = len(values)
         row.update(_stats(values, used, confidence, n_boot, seed))
