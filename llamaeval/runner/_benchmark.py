@@ -157,7 +157,8 @@ async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
 
     requests, results = build_frames(records, cells, mapping, share_k=cfg.share_k)
     manifest = _manifest(queryset, queries, qrels, pipes, server, client, mode_list, ks,
-                         concurrency, cfg, fingerprint, session, previous_manifest, requests)
+                         concurrency, cfg, fingerprint, session, previous_manifest, requests,
+                         list(records.values()))
     run = BenchmarkRun(results, requests, qrels, queries, manifest, list(records.values()))
     if folder is not None:
         run.save(folder)
@@ -268,6 +269,7 @@ class _Sender:
         record |= {
             "latency_s": float(latency) if latency is not None else elapsed,
             "status": int(getattr(result, "status_code", 200) or 200),
+            "attempts": int(getattr(result, "attempts", 1) or 1),
             "error": None,
             "server_timing": {str(k): float(v) for k, v in (getattr(result, "server_timing", None) or {}).items()},
             "hits": hits_from_response(getattr(result, "raw", None), self._mapping),
@@ -367,12 +369,15 @@ def _load_previous(folder: Path | None, fingerprint: dict[str, Any]) -> tuple[di
 def _manifest(queryset: Any, queries: pd.DataFrame, qrels: pd.DataFrame, pipes: list[dict[str, Any]],
               server: dict[str, Any], client: Any, modes: list[str], ks: list[int], concurrency: int,
               cfg: BenchmarkConfig, fingerprint: dict[str, Any], session: dict[str, Any],
-              previous: dict | None, requests: pd.DataFrame) -> dict[str, Any]:
+              previous: dict | None, requests: pd.DataFrame,
+              records: list[dict[str, Any]]) -> dict[str, Any]:
     import httpx
 
     import llamaeval
 
     sessions = list((previous or {}).get("sessions", [])) + [session]
+    # Requests that needed more than one attempt: their latency includes the client's retry waits.
+    retried = sum(1 for r in records if int(r.get("attempts", 1)) > 1)
     ok = requests["status"].between(200, 299)
     return {
         "format": "llamaeval.BenchmarkRun/1",
@@ -391,7 +396,7 @@ def _manifest(queryset: Any, queries: pd.DataFrame, qrels: pd.DataFrame, pipes: 
         "timestamps": {"started_at": sessions[0]["started_at"], "finished_at": session["finished_at"]},
         "sessions": sessions,
         "counts": {"requests": int(len(requests)), "failed": int((~ok).sum()),
-                   "sent_this_session": session["sent"]},
+                   "retried": int(retried), "sent_this_session": session["sent"]},
         "machine": {"platform": platform.platform(), "machine": platform.machine(),
                     "processor": platform.processor(), "cpu_count": os.cpu_count(),
                     "python": sys.version.split()[0], "implementation": platform.python_implementation()},

@@ -30,7 +30,7 @@ REQUEST_TAIL = ["status", "error", "n_results", "shared", "started_at", "order"]
 RESULT_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", "rank", "doc_id", "chunk_id",
                   "file_id", "score", "latency_s", "status", "error", "shared"]
 RECORD_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", "shared", "order", "started_at",
-                  "latency_s", "status", "error", "server_timing"]
+                  "latency_s", "status", "attempts", "error", "server_timing"]
 HIT_FIELDS = ["rank", "key_value", "file_name", "chunk_index", "chunk_id", "file_id", "score"]
 CHUNK_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", *HIT_FIELDS]
 DOC_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", "rank", "doc_id", "chunk_id", "file_id", "score"]
@@ -79,12 +79,14 @@ def records_to_tables(records: Iterable[Mapping[str, Any]]) -> tuple[pd.DataFram
     rows, chunks = [], []
     for r in records:
         rows.append({c: r.get(c) for c in RECORD_COLUMNS[:-1]}
-                    | {"server_timing": json.dumps(r.get("server_timing") or {})})
+                    | {"attempts": int(r.get("attempts") or 1),
+                       "server_timing": json.dumps(r.get("server_timing") or {})})
         key = record_key(r)
         for h in r.get("hits") or []:
             chunks.append([*key, *h])
     table = pd.DataFrame(rows, columns=RECORD_COLUMNS).astype(
-        {"top_k": "int64", "shared": "bool", "order": "int64", "latency_s": "float64", "status": "int64"})
+        {"top_k": "int64", "shared": "bool", "order": "int64", "latency_s": "float64", "status": "int64",
+         "attempts": "int64"})
     chunk_table = _chunk_frame(chunks)
     return table, chunk_table
 
@@ -103,6 +105,7 @@ def tables_to_records(table: pd.DataFrame, chunk_table: pd.DataFrame) -> list[di
             "pipeline_id": row.pipeline_id, "mode": row.mode, "top_k": int(row.top_k),
             "query_id": row.query_id, "shared": bool(row.shared), "order": int(row.order),
             "started_at": row.started_at, "latency_s": float(row.latency_s), "status": int(row.status),
+            "attempts": int(row.attempts),
             "error": _na_to_none(row.error), "server_timing": json.loads(row.server_timing or "{}"),
         }
         rec["hits"] = hits.get(record_key(rec), [])
@@ -206,5 +209,6 @@ def _attach_request_fields(docs: pd.DataFrame, requests: pd.DataFrame) -> pd.Dat
 
 def _str_column(series: pd.Series) -> pd.Series:
     """A string column with missing values as NA, stable across Parquet round trips."""
-    values = [None if _na_to_none(v) is None else str(v) for v in series.tolist()]
-    return pd.Series(values, index=series.index, dtype="string")
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA:
+        return series
+    return series.astype("string")

@@ -109,7 +109,9 @@ class BenchmarkRun:
         folder = Path(folder)
         path = folder / MANIFEST_NAME
         if not path.exists():
-            raise ConfigurationError(f"no saved benchmark run in {folder} ({MANIFEST_NAME} missing)")
+            hint = (" - it holds an unfinished run: call benchmark(..., out=folder) again to resume it"
+                    if (folder / "journal.jsonl").exists() else "")
+            raise ConfigurationError(f"no saved benchmark run in {folder} ({MANIFEST_NAME} missing){hint}")
         manifest = json.loads(path.read_text(encoding="utf-8"))
         frames = {n: pd.read_parquet(folder / f"{n}.parquet") for n in _FRAMES}
         records = load_records(folder)

@@ -35,6 +35,7 @@ class FakeCloud:
         self.version = version
         self.calls: Counter[tuple[str, str, int, str]] = Counter()
         self.log: list[tuple[str, str, int, str]] = []
+        self.extras: list[dict] = []  # body fields beyond query/mode/top_k, per retrieve call
         self._lock = threading.Lock()
 
     def ranking(self, pipeline_id: str, query: str, mode: str) -> list[dict]:
@@ -81,6 +82,7 @@ class FakeCloud:
         with self._lock:
             self.calls[(pid, mode, top_k, query)] += 1
             self.log.append((pid, mode, top_k, query))
+            self.extras.append({k: v for k, v in body.items() if k not in ("query", "mode", "top_k")})
         results = self.ranking(pid, query, mode)[:top_k]
         timing = "embed;dur=1.5, bm25;dur=0.25, fuse;dur=0.05, total;dur=2.0"
         return httpx.Response(200, json={"results": results, "mode": mode, "top_k": top_k,

@@ -345,3 +345,35 @@ def test_evaluate_and_latency_delegate_to_metrics(fake, tiny_queryset):
         assert table.loc[table["mode"] == mode, "mrr"].item() == pytest.approx(sum(rr) / 5)
     lat = result.latency()
     assert len(lat) == 2
+
+
+def test_retrieve_params_are_sent_and_recorded(fake, tiny_queryset):
+    cfg = BenchmarkConfig(progress=False, warmup=1, retrieve_params={"alpha": 0.3, "filters": {"lang": "en"}})
+    result = run(fake, tiny_queryset, modes="fast", top_k=(2,), config=cfg)
+    assert fake.extras == [{"alpha": 0.3, "filters": {"lang": "en"}}] * 6  # warm-up included
+    assert result.manifest["parameters"]["retrieve_params"] == {"alpha": 0.3, "filters": {"lang": "en"}}
+
+
+def test_client_retries_count_in_latency_and_manifest(fake, tiny_queryset):
+    """Retries are the client's: a request that succeeds on its second attempt is a success,
+    its latency spans both attempts, and the manifest counts it as retried."""
+    from llamaeval import AsyncLlamaCloud
+    from llamaeval.client import RetryPolicy
+
+    seen = set()
+
+    async def flaky(request):
+        await asyncio.sleep(0)
+        body = json.loads(request.content) if request.url.path.endswith("/retrieve") else {}
+        key = (body.get("query"), body.get("mode"))
+        if body.get("query") == "wing flutter" and key not in seen:
+            seen.add(key)
+            return httpx.Response(503, json={"detail": "busy"})
+        return fake(request)
+
+    client = AsyncLlamaCloud(api_key="test-key", base_url=FAKE_URL, max_retries=1,
+                             retry=RetryPolicy(backoff_base=0.0, jitter=False), transport=httpx.MockTransport(flaky))
+    result = benchmark(client, ["pipe-a", "pipe-b"], tiny_queryset, ("fast", "accurate"), 2, config=QUIET)
+    assert (result.requests["status"] == 200).all()
+    assert result.manifest["counts"]["retried"] == 2  # q1 once per mode (first pipeline to ask)
+    assert [p["id"] for p in result.manifest["pipelines"]] == ["pipe-a", "pipe-b"]
