@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(default $LLAMAEVAL_SOURCES_ROOT; none: directory sources refused)")
     serve.add_argument("--max-upload-mb", type=float, default=None,
                        help="largest accepted upload in MB (default $LLAMAEVAL_MAX_UPLOAD_MB or 50)")
+    serve.add_argument("--reranker", default=None, metavar="MODULE:FACTORY",
+                       help="plug-in second stage: FACTORY() returns an object with score(query, passages) "
+                            "(default $LLAMAEVAL_RERANKER; none)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="server log level (default info)")
     serve.set_defaults(func=_serve)
@@ -49,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from llamaeval.server import ServerConfig, create_app
 
-    config = ServerConfig.from_env(args.data_dir, args.sources_root, args.max_upload_mb)
+    config = ServerConfig.from_env(args.data_dir, args.sources_root, args.max_upload_mb, args.reranker)
     if not 0 < args.port < 65536:
         print(f"llamaeval serve: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2

@@ -587,7 +587,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
         layout.create()
         store = storage if storage is not None else SQLiteStorage(layout.db_path)
         emb = embedder if embedder is not None else engine.Embedder()
-        indexes = IndexCache(layout, emb)
+        indexes = IndexCache(layout, emb, config.load_reranker())
         sync = SyncService(store, layout, config, emb, indexes)
         app.state.llamaeval = ServerState(config=config, storage=store, layout=layout, embedder=emb,
                                           indexes=indexes, sync=sync)

@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llamaeval._errors import ConfigurationError
 
@@ -25,12 +26,15 @@ class ServerConfig:
     sources_root: the folder under which ``directory`` data sources may point (None: refused).
     max_upload_bytes: the largest accepted upload (bigger ones get 413).
     scheduler_tick_s: how often (seconds) scheduled syncs (``sync_interval``) are checked.
+    reranker: optional ``"package.module:factory"``; ``factory()`` returns an
+        ``llamaeval.engine.Reranker`` (e.g. a local cross-encoder) used by every index.
     """
 
     data_dir: Path
     sources_root: Path | None = None
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     scheduler_tick_s: float = 1.0
+    reranker: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -41,14 +45,18 @@ class ServerConfig:
             object.__setattr__(self, "sources_root", root)
         if not isinstance(self.max_upload_bytes, int) or self.max_upload_bytes < 1:
             raise ConfigurationError(f"max_upload_bytes must be a positive int, got {self.max_upload_bytes!r}")
+        if self.reranker is not None and (not isinstance(self.reranker, str) or ":" not in self.reranker):
+            raise ConfigurationError(f"reranker must look like 'package.module:factory', got {self.reranker!r}")
         if not self.scheduler_tick_s > 0:
             raise ConfigurationError(f"scheduler_tick_s must be > 0, got {self.scheduler_tick_s!r}")
 
     @classmethod
     def from_env(cls, data_dir: Path | str | None = None, sources_root: Path | str | None = None,
-                 max_upload_mb: float | None = None) -> "ServerConfig":
+                 max_upload_mb: float | None = None, reranker: str | None = None) -> "ServerConfig":
         """Arguments first, then ``LLAMAEVAL_DATA_DIR`` / ``LLAMAEVAL_SOURCES_ROOT`` /
-        ``LLAMAEVAL_MAX_UPLOAD_MB``, then defaults (``./.llamaeval``, none, 50 MB)."""
+        ``LLAMAEVAL_MAX_UPLOAD_MB`` / ``LLAMAEVAL_RERANKER``, then defaults
+        (``./.llamaeval``, none, 50 MB, none)."""
+        reranker = reranker or os.environ.get("LLAMAEVAL_RERANKER") or None
         data_dir = data_dir or os.environ.get("LLAMAEVAL_DATA_DIR") or DEFAULT_DATA_DIR
         sources_root = sources_root or os.environ.get("LLAMAEVAL_SOURCES_ROOT") or None
         if max_upload_mb is None:
@@ -60,7 +68,23 @@ class ServerConfig:
         if not max_upload_mb > 0:
             raise ConfigurationError(f"max upload size must be > 0 MB, got {max_upload_mb}")
         return cls(data_dir=Path(data_dir), sources_root=Path(sources_root) if sources_root else None,
-                   max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)))
+                   max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)), reranker=reranker)
+
+    def load_reranker(self) -> Any:
+        """The configured reranker instance (None when not configured)."""
+        if self.reranker is None:
+            return None
+        import importlib
+
+        module_name, _, attr = self.reranker.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(f"cannot load reranker {self.reranker!r}: {exc}") from None
+        reranker = factory()
+        if not callable(getattr(reranker, "score", None)):
+            raise ConfigurationError(f"reranker {self.reranker!r} has no score(query, passages) method")
+        return reranker
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:

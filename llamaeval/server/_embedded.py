@@ -35,12 +35,14 @@ class EmbeddedServer:
     ``base_url`` ("http://127.0.0.1:PORT", without /api/v1), ``api_key``, ``data_dir``,
     ``port``, ``log_path`` (the server's stdout+stderr). With ``data_dir=None`` a temporary
     directory is used and removed on stop. ``api_key``: reuse this key instead of creating
-    one (e.g. when restarting on an existing data dir). ``startup_timeout`` in seconds.
+    one (e.g. when restarting on an existing data dir). ``reranker``: ``"module:factory"`` of a
+    plug-in second stage (see ``llamaeval serve --reranker``). ``startup_timeout`` in seconds.
     """
 
     def __init__(self, data_dir: Path | None = None, host: str = "127.0.0.1", port: int | None = None, *,
                  sources_root: Path | None = None, max_upload_mb: float | None = None,
-                 api_key: str | None = None, startup_timeout: float = 60.0) -> None:
+                 api_key: str | None = None, reranker: str | None = None,
+                 startup_timeout: float = 60.0) -> None:
         if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
             raise ConfigurationError(f"port must be an int in 1..65535, got {port!r}")
         if startup_timeout <= 0:
@@ -52,6 +54,7 @@ class EmbeddedServer:
         self.sources_root = Path(sources_root) if sources_root is not None else None
         self.max_upload_mb = max_upload_mb
         self.api_key = api_key
+        self.reranker = reranker
         self.startup_timeout = float(startup_timeout)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
@@ -114,6 +117,8 @@ class EmbeddedServer:
             cmd += ["--sources-root", str(self.sources_root)]
         if self.max_upload_mb is not None:
             cmd += ["--max-upload-mb", str(self.max_upload_mb)]
+        if self.reranker is not None:
+            cmd += ["--reranker", self.reranker]
         env = dict(os.environ)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")

@@ -64,9 +64,10 @@ def _sha256(data: bytes) -> str:
 class IndexCache:
     """Loaded indexes by pipeline, keyed by index version; loads on first use (thread-safe)."""
 
-    def __init__(self, layout: DataLayout, embedder: Any) -> None:
+    def __init__(self, layout: DataLayout, embedder: Any, reranker: Any = None) -> None:
         self._layout = layout
         self._embedder = embedder
+        self._reranker = reranker
         self._lock = threading.Lock()
         self._loaded: dict[str, tuple[str, Any]] = {}
         self._loading: dict[tuple[str, str], threading.Lock] = {}
@@ -84,9 +85,14 @@ class IndexCache:
                     return hit[1]
             from llamaeval import engine
 
-            index = engine.Index.load(self._layout.index_dir(pipeline_id, version), self._embedder)
+            index = engine.Index.load(self._layout.index_dir(pipeline_id, version), self._embedder,
+                                      reranker=self._reranker)
             self.put(pipeline_id, version, index)
             return index
+
+    @property
+    def reranker(self) -> Any:
+        return self._reranker
 
     def put(self, pipeline_id: str, version: str, index: Any) -> None:
         with self._lock:
@@ -197,8 +203,9 @@ class SyncService:
                 continue
             if any(j.status in ("pending", "running") for j in self.storage.list_jobs(pipeline.id)):
                 continue
-            if pipeline.num_files == 0 and not self.storage.list_pipeline_data_sources(pipeline.id):
-                continue
+            if not self.storage.list_pipeline_data_sources(pipeline.id) and not any(
+                    pf.status == "pending" for pf in self.storage.list_pipeline_files(pipeline.id)):
+                continue  # nothing can have changed: no job (avoids one empty job per interval)
             log.info("scheduled sync of pipeline %s", pipeline.id)
             self.request_sync(pipeline, trigger="schedule")
 
@@ -385,7 +392,7 @@ class SyncService:
         version = f"v{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         final = self.layout.index_dir(pipeline.id, version)
         os.replace(build_dir, final)
-        index = engine.Index.load(final, self.embedder)  # warm: first query after the swap is fast
+        index = engine.Index.load(final, self.embedder, reranker=self.indexes.reranker)  # warm: first query after the swap is fast
         now = utc_now()
         previous = pipeline.index_version
         # the swap: one metadata update makes the new index the current one

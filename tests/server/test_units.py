@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import time
 
 import pytest
 
 from llamaeval._errors import ConfigurationError
 from llamaeval.cli import main
-from llamaeval.server import ServerConfig, SQLiteStorage, Storage, create_api_key
+from llamaeval.server import ServerConfig, SQLiteStorage, Storage, create_api_key, create_api_key_in
 from llamaeval.server._app import _validation_message
 from llamaeval.server._keys import hash_key
 from llamaeval.server._storage import Pipeline, PipelineFile, utc_now
@@ -143,3 +143,58 @@ def test_importing_the_server_package_starts_nothing():
 def test_serve_rejects_a_missing_sources_root(tmp_path, capsys):
     assert main(["serve", "--data-dir", str(tmp_path), "--sources-root", str(tmp_path / "nope")]) == 1
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_app_starts_its_workers_and_embedder_at_startup_and_stops_them(tmp_path):
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from llamaeval.server import create_app
+
+    def workers() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name.startswith("llamaeval-")}
+
+    assert not workers()
+    apps = [create_app(ServerConfig(data_dir=tmp_path / name)) for name in ("a", "b")]
+    assert not workers() and not (tmp_path / "a").exists()  # creating the app does nothing
+    with TestClient(apps[0]) as one, TestClient(apps[1]) as two:
+        assert workers() == {"llamaeval-sync", "llamaeval-scheduler"}
+        a, b = apps[0].state.llamaeval, apps[1].state.llamaeval
+        assert a.embedder is not b.embedder  # one embedder per app, never a global
+        assert one.get("/health").json()["status"] == "ok"
+        assert two.get("/api/v1/projects").status_code == 401
+        assert (tmp_path / "a" / "llamaeval.db").exists()
+    assert not workers()
+
+
+def test_a_plug_in_reranker_is_used_by_the_indexes(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from llamaeval.server import create_app
+
+    with pytest.raises(ConfigurationError, match="module:factory"):
+        ServerConfig(data_dir=tmp_path, reranker="no_colon")
+    with pytest.raises(ConfigurationError, match="cannot load"):
+        ServerConfig(data_dir=tmp_path, reranker="no_such_module_x:make").load_reranker()
+    app = create_app(ServerConfig(data_dir=tmp_path / "d", reranker="server_rerank_plugin:make"))
+    key, _ = create_api_key_in(tmp_path / "d")
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as c:
+        project = c.post("/api/v1/projects", json={"name": "p"}).json()["id"]
+        docs = {"a.txt": "Airships and blimps float with helium.", "b.txt": "A zeppelin is a rigid airship.",
+                "c.txt": "Airships carried mail across the Atlantic."}
+        ids = [c.post("/api/v1/files", params={"project_id": project},
+                      files={"file": (n, t.encode(), "text/plain")}).json()["id"] for n, t in docs.items()]
+        pipeline = c.post("/api/v1/pipelines", json={"name": "p", "project_id": project}).json()["id"]
+        c.put(f"/api/v1/pipelines/{pipeline}/files", json=[{"file_id": i} for i in ids])
+        job = c.post(f"/api/v1/pipelines/{pipeline}/sync").json()
+        for _ in range(600):
+            job = c.get(f"/api/v1/pipelines/{pipeline}/jobs/{job['id']}").json()
+            if job["status"] in ("completed", "failed"):
+                break
+            time.sleep(0.05)
+        assert job["status"] == "completed", job
+        r = c.post(f"/api/v1/pipelines/{pipeline}/retrieve",
+                   json={"query": "airships floating with helium", "mode": "accurate", "top_k": 3}).json()
+        assert r["results"][0]["metadata"]["file_name"] == "b.txt"
+        assert "rerank" in r["results"][0]["metadata"]["scores"]
