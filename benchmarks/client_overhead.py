@@ -165,7 +165,7 @@ def _micro(server, pipeline_id: str, query: str, calls: int) -> dict[str, list[f
 
 def _paired(samples: list[float], base: list[float], seed: int = 0) -> tuple[float, float, float]:
     """Median of per-request ratios (variant / baseline, same query, same moment) with a 95% bootstrap CI."""
-    ratios = [a / b for a, b in zip(samples, base)]
+    ratios = [a / b for a, b in zip(samples, base, strict=True)]
     rng = random.Random(seed)
     boots = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(1000))
     return statistics.median(ratios), boots[25], boots[974]

@@ -36,23 +36,25 @@ that already ends with it. ``timeout`` is seconds (or an ``httpx.Timeout``).
 ``http_client`` lets you pass your own ``httpx.Client`` / ``httpx.AsyncClient``
 (proxies, certificates, limits) which the client then does not close.
 
-Operations (all 18 of the spec)
--------------------------------
-=============================================  ==========================================
-``projects.list() / .create(name) / .get(id)``  listProjects, createProject, getProject
-``files.upload(path_or_bytes, project_id, name)``  uploadFile
-``pipelines.list(project_id) / .create(name, project_id, sync_interval=None,
-retrieval_config=None, chunking_config=None) / .get(id) / .delete(id) / .sync(id)``
-                                               listPipelines, createPipeline, getPipeline,
-                                               deletePipeline, syncPipeline
-``pipelines.retrieve(id, query, mode="fast", top_k=10, **extra_body)``  runSearch
-``pipelines.files.list(id) / .add(id, files)``  listPipelineFiles, addFilesToPipeline
-``pipelines.data_sources.list(id) / .add(id, sources)``  list/addDataSourcesToPipeline
-``pipelines.data_sinks.list(id)``               listPipelineDataSinks
-``pipelines.jobs.list(id)``                     listPipelineJobs
-``data_sources.list(project_id) / .create(name, source_type, config=None, project_id=None)``
-                                               listDataSources, createDataSource
-=============================================  ==========================================
+Operations (all 18 of the spec, by operationId)
+-----------------------------------------------
+* ``projects.list()`` listProjects · ``projects.create(name)`` createProject ·
+  ``projects.get(id)`` getProject
+* ``files.upload(path_or_bytes, project_id, name=None)`` uploadFile
+* ``pipelines.list(project_id)`` listPipelines · ``pipelines.create(name, project_id,
+  sync_interval=None, retrieval_config=None, chunking_config=None)`` createPipeline ·
+  ``pipelines.get(id)`` getPipeline · ``pipelines.delete(id)`` deletePipeline ·
+  ``pipelines.sync(id)`` syncPipeline
+* ``pipelines.retrieve(id, query, mode="fast", top_k=10, **extra_body)`` runSearch
+* ``pipelines.files.list(id)`` listPipelineFiles · ``pipelines.files.add(id, files)``
+  addFilesToPipeline (file ids, ``{"file_id", "metadata"}`` dicts or a frame)
+* ``pipelines.data_sources.list(id)`` listPipelineDataSources ·
+  ``pipelines.data_sources.add(id, sources)`` addDataSourcesToPipeline (new sources as
+  dicts, existing ones by id or record)
+* ``pipelines.data_sinks.list(id)`` listPipelineDataSinks ·
+  ``pipelines.jobs.list(id)`` listPipelineJobs
+* ``data_sources.list(project_id)`` listDataSources ·
+  ``data_sources.create(name, source_type, config=None, project_id=None)`` createDataSource
 
 Ids may be given as strings or as the records returned (``Project``, ``Pipeline`` ...).
 

@@ -23,9 +23,9 @@ class _BaseClient:
         self._config: ClientConfig = resolve_config(api_key, base_url, region)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        if timeout is not None and not isinstance(timeout, httpx.Timeout):
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-                raise ConfigurationError(f"timeout must be seconds > 0, an httpx.Timeout or None, got {timeout!r}")
+        if timeout is not None and not isinstance(timeout, httpx.Timeout) and (
+                isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ConfigurationError(f"timeout must be seconds > 0, an httpx.Timeout or None, got {timeout!r}")
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass either transport= or http_client=, not both")
         if retry is not None and not isinstance(retry, RetryPolicy):
@@ -105,7 +105,7 @@ class LlamaCloud(_BaseClient):
             elif type(instruction) is Gather:
                 try:
                     value = [self._run(sub) for sub in instruction.ops]
-                except Exception as exc:  # noqa: BLE001 - handed back to the operation
+                except Exception as exc:
                     error = exc
             else:  # pragma: no cover - a programming error in an operation
                 raise TypeError(f"unknown instruction {instruction!r}")
@@ -182,7 +182,7 @@ class AsyncLlamaCloud(_BaseClient):
             elif type(instruction) is Gather:
                 try:
                     value = await self._gather(instruction)
-                except Exception as exc:  # noqa: BLE001 - handed back to the operation
+                except Exception as exc:
                     error = exc
             else:  # pragma: no cover - a programming error in an operation
                 raise TypeError(f"unknown instruction {instruction!r}")

@@ -119,14 +119,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _clean(value: Any) -> Any:
-    """Replace NaN / NA with None so the body is valid JSON."""
+def clean_json(value: Any) -> Any:
+    """Plain Python values for JSON: NaN / NA become None, numpy scalars Python scalars."""
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): clean_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean_json(v) for v in value]
     if value is None or isinstance(value, (str, int, bool)):
         return value
     try:  # pandas NA / NaT and numpy NaN
@@ -138,14 +138,14 @@ def _clean(value: Any) -> Any:
         pass
     item = getattr(value, "item", None)
     if callable(item):
-        return _clean(item())
+        return clean_json(item())
     return value
 
 
 def encode_json(body: Any) -> bytes:
     """Encode a request body; values that cannot be sent raise ConfigurationError."""
     try:
-        return json.dumps(_clean(body), default=_json_default, allow_nan=False,
+        return json.dumps(clean_json(body), default=_json_default, allow_nan=False,
                           separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"request body is not JSON serialisable: {exc}") from exc

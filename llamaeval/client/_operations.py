@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from llamaeval._errors import APIError, ConfigurationError, SyncError
-from llamaeval.client._core import Call, Core, Gather, Op, Reply, Sleep, encode_json
+from llamaeval.client._core import Call, Core, Gather, Op, Reply, Sleep, clean_json, encode_json
 from llamaeval.client._records import (
     DataSink,
     DataSource,
@@ -463,7 +463,7 @@ def _upload_many(core: Core, project_id: str, pipeline_id: str | None,
             files = yield Gather([_upload_one(core, project_id, name, source, bar) for name, source, _ in batch],
                                  limit=UPLOAD_CONCURRENCY)
             if pipeline_id is not None:
-                entries = [{"file_id": f.id, "metadata": meta} for f, (_, _, meta) in zip(files, batch)]
+                entries = [{"file_id": f.id, "metadata": meta} for f, (_, _, meta) in zip(files, batch, strict=True)]
                 yield from core.request(_add_files_call(pipeline_id, entries))
             uploaded.extend(files)
     finally:
@@ -526,16 +526,19 @@ def upload_documents(core: Core, documents: Any, project_id: str, pipeline_id: s
             title = row[title_column]
             if isinstance(title, str) and title.strip():
                 text = f"{title.strip()}\n\n{text}"
-        meta = {"doc_id": doc_id, **{c: row[c] for c in metadata_columns if c != id_column}}
+        meta = clean_json({"doc_id": doc_id, **{c: row[c] for c in metadata_columns if c != id_column}})
         items.append((_safe_file_name(doc_id, ".txt"), text.encode("utf-8"), meta))
         metadata.append(meta)
     return _map(_upload_many(core, pid, plid, items, batch_size, progress, "upload"),
                 lambda files: _uploads_frame(("doc_id", list(ids)), files, metadata))
 
 
+FolderMetadata = Mapping[str, Any] | Callable[[Path], Mapping[str, Any]] | None
+
+
 def upload_folder(core: Core, folder: str | os.PathLike[str], project_id: str, pipeline_id: str | None = None, *,
-                  pattern: str = "**/*", metadata: Mapping[str, Any] | Callable[[Path], Mapping[str, Any]] | None = None,
-                  batch_size: int = 50, progress: bool = True) -> Op[pd.DataFrame]:
+                  pattern: str = "**/*", metadata: FolderMetadata = None, batch_size: int = 50,
+                  progress: bool = True) -> Op[pd.DataFrame]:
     root = Path(folder)
     if not root.is_dir():
         raise ConfigurationError(f"not a folder: {root}")

@@ -305,7 +305,7 @@ def records_frame(cls: type[Record], records: list[Record]) -> pd.DataFrame:
             values = [r.extra.get(key) for r in records]
             if key.endswith("_at") and all(v is None or isinstance(v, str) for v in values):
                 parsed = [parse_datetime(v) for v in values]
-                if all((p is None) == (v is None) for p, v in zip(parsed, values)):
+                if all((p is None) == (v is None) for p, v in zip(parsed, values, strict=True)):
                     columns[key] = typed_column("datetime", parsed)
                     continue
             columns[key] = infer_column(values)

@@ -96,7 +96,8 @@ def test_to_async_keeps_settings_and_transport():
                     transport=transport, retry=policy)
     alc = lc.to_async()
     assert isinstance(alc, AsyncLlamaCloud)
-    assert (alc.base_url, alc.api_key, alc.max_retries, alc.timeout, alc.retry) == ("http://h", "k" * 12, 5, 3.0, policy)
+    settings = (alc.base_url, alc.api_key, alc.max_retries, alc.timeout, alc.retry)
+    assert settings == ("http://h", "k" * 12, 5, 3.0, policy)
 
     async def go():
         async with alc:

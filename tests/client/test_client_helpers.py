@@ -75,6 +75,7 @@ def test_upload_documents_in_batches_with_metadata(harness):
     added = [item for batch in api.added for item in batch]
     assert [item["metadata"] for item in added][:2] == [{"doc_id": "1", "year": 1990}, {"doc_id": "2", "year": 1991}]
     assert list(frame.columns) == ["doc_id", "file_id", "file_name", "file_size", "metadata.year"]
+    assert str(frame["metadata.year"].dtype) == "Int64"
     assert frame["doc_id"].tolist() == DOCS["doc_id"].tolist()
     by_name = {name: i for i, (name, _) in enumerate(api.uploads, 1)}
     assert frame["file_id"].tolist() == [f"f{by_name[n]}" for n in frame["file_name"]]
@@ -181,6 +182,6 @@ def test_wait_for_sync_times_out(harness):
 
     api = FakeAPI(jobs=[[_job("running")]])
     h = harness(api, retry=RetryPolicy(sleep=time.sleep, async_sleep=async_sleep))
-    with pytest.raises(SyncError, match="did not finish within 0.05 s"):
+    with pytest.raises(SyncError, match=r"did not finish within 0\.05 s"):
         h.run(lambda c: c.pipelines.wait_for_sync("pl1", timeout=0.05, poll_interval=0.01, progress=False))
     assert api.count("GET", "/jobs") >= 2

@@ -68,7 +68,8 @@ async def _scenario(lc: Any, tag: str, tmp_path: Path, sources_enabled: bool) ->
     ]))
     assert set(added["file_id"]) == {wings.id, engines.id}
     files = await _v(lc.pipelines.files.list(pipe.id))
-    assert dict(zip(files["file_id"], files["metadata.doc_id"])) == {wings.id: "wings", engines.id: "engines"}
+    doc_ids = dict(zip(files["file_id"], files["metadata.doc_id"], strict=True))
+    assert doc_ids == {wings.id: "wings", engines.id: "engines"}
     assert str(files["metadata.year"].dtype) == "Int64"
 
     # Sync: syncPipeline, wait (listPipelineJobs), jobs list

@@ -7,6 +7,7 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+from _client_fakes import API_KEY, Script, fail, reply
 
 from llamaeval import (
     APIConnectionError,
@@ -19,8 +20,6 @@ from llamaeval import (
     ServerError,
 )
 from llamaeval.client import parse_retry_after
-
-from _client_fakes import API_KEY, Script, fail, reply
 
 PROJECTS = [{"id": "p1", "name": "demo", "created_at": "2026-01-02T03:04:05Z"}]
 PROJECT = PROJECTS[0]
