@@ -8,7 +8,6 @@ and one failed request (rank NA), which must all score 0.
 
 import warnings
 
-import bm25s
 import ir_measures
 import numpy as np
 import pandas as pd
@@ -18,6 +17,8 @@ from ir_measures import RR, P, R, Success, nDCG
 
 from llamaeval import load_queryset
 from llamaeval.metrics import evaluate
+
+bm25s = pytest.importorskip("bm25s")  # in the [server] extra, which CI installs with [dev]
 
 # ours -> pytrec_eval measure key (trec_eval names)
 TREC = {"ndcg@10": "ndcg_cut_10", "ndcg@3": "ndcg_cut_3", "map": "map", "map@100": "map_cut_100",
