@@ -568,6 +568,39 @@ def _api_router() -> APIRouter:
     return r
 
 
+def _offline_docs_assets() -> Any:
+    """Swagger UI / ReDoc files shipped by the ``fastapi-offline`` package, so /docs works
+    without internet; None when it is not installed (then FastAPI's CDN-based pages are used)."""
+    try:
+        import importlib.resources
+
+        folder = importlib.resources.files("fastapi_offline") / "static"
+    except ModuleNotFoundError:
+        return None
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def _mount_offline_docs(app: FastAPI, folder: Any) -> None:
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-static", StaticFiles(directory=str(folder)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc",
+                              redoc_js_url="/docs-static/redoc.standalone.js",
+                              redoc_favicon_url="/docs-static/favicon.png")
+
+
 def create_app(config: ServerConfig, storage: Storage | None = None, embedder: Any = None) -> FastAPI:
     """The ASGI app for ``config``. Nothing starts until the app's lifespan starts:
     then the storage is opened (SQLite under ``config.data_dir`` unless ``storage`` is given),
@@ -600,7 +633,9 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
             if storage is None:
                 store.close()
 
+    static_docs = _offline_docs_assets()
     app = FastAPI(title="llamaeval local LlamaCloud server", version=__version__, lifespan=lifespan,
+                  docs_url=None if static_docs else "/docs", redoc_url=None if static_docs else "/redoc",
                   description="A self-hosted implementation of the LlamaCloud retrieval API "
                               "(projects, files, pipelines, sync jobs, data sources, retrieval). "
                               "Authenticate with `Authorization: Bearer <key>` "
@@ -619,6 +654,8 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
                 "supported_source_types": list(SUPPORTED_SOURCE_TYPES)}
 
     app.include_router(_api_router())
+    if static_docs:
+        _mount_offline_docs(app, static_docs)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -170,5 +171,7 @@ def test_served_openapi_lists_every_spec_operation(server, spec):
     assert served["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     docs = httpx.get(server.base_url + "/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    for asset in re.findall(r'(?:src|href)="(/docs-static/[^"]+)"', docs.text):  # served locally: works offline
+        assert httpx.get(server.base_url + asset).status_code == 200, asset
     health = httpx.get(server.base_url + "/health").json()
     assert health["status"] == "ok" and health["max_top_k"] >= 100
