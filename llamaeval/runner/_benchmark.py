@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import sys
@@ -106,20 +107,9 @@ async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
     ks = _as_k_list(top_k)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
-    mapping = cfg.mapping
-    if mapping is None:
-        from llamaeval.datasets import DocumentMapping
-
-        mapping = DocumentMapping()
-    key = getattr(mapping, "metadata_key", None)
-    if not callable(getattr(mapping, "collapse", None)) or not isinstance(key, str):
-        raise ConfigurationError("config.mapping must be a llamaeval.DocumentMapping")
-    if key in _RESERVED_COLUMNS:
-        raise ConfigurationError(f"mapping.metadata_key {key!r} clashes with a results column")
+    mapping = _resolve_mapping(cfg.mapping)
     queries, qrels = _select_queries(queryset, cfg.queries)
-    query_text = dict(zip(queries["query_id"], queries["text"]))
     query_ids = list(queries["query_id"])
-
     fingerprint = {
         "queryset": {"name": getattr(queryset, "name", None), "split": getattr(queryset, "split", None),
                      "content_hash": queryset.content_hash()},
@@ -134,25 +124,24 @@ async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
     plan = build_plan(pipelines, mode_list, ks, query_ids, share_k=cfg.share_k, seed=cfg.seed)
     done = {k: r for k, r in records.items() if not cfg.retry_failed or _ok(r["status"])}
     todo = missing_requests(plan, cells, done, share_k=cfg.share_k)
+    warm = warmup_requests(pipelines, mode_list, ks, query_ids, cfg.warmup, cfg.seed) if todo else []
 
     session: dict[str, Any] = {"started_at": _now_iso(), "sent": 0, "warmup_sent": 0}
     async with async_client(client) as aclient:
         pipes = [await pipeline_info(aclient, p) for p in pipelines]
         server = await server_info(aclient)
-        if todo:
-            warm = warmup_requests(pipelines, mode_list, ks, query_ids, cfg.warmup, cfg.seed)
-            journal = Journal(folder / JOURNAL_NAME, fingerprint) if folder is not None else None
-            sender = _Sender(aclient, query_text, dict(cfg.retrieve_params), mapping,
-                             concurrency, cfg.rate_limit)
-            with journal if journal is not None else _nullctx():
-                session["warmup_sent"] = await sender.run(warm, None, progress=False)
+        sender = _Sender(aclient, dict(zip(query_ids, queries["text"])), dict(cfg.retrieve_params), mapping,
+                         concurrency, cfg.rate_limit)
+        journal = Journal(folder / JOURNAL_NAME, fingerprint) if folder is not None and todo else None
+        with journal if journal is not None else contextlib.nullcontext():
+            session["warmup_sent"] = await sender.run(warm, None, progress=False)
 
-                def finished(rec: dict[str, Any]) -> None:
-                    records[record_key(rec)] = rec
-                    if journal is not None:
-                        journal.append(rec)
+            def finished(rec: dict[str, Any]) -> None:
+                records[record_key(rec)] = rec
+                if journal is not None:
+                    journal.append(rec)
 
-                session["sent"] = await sender.run(todo, finished, progress=cfg.progress)
+            session["sent"] = await sender.run(todo, finished, progress=cfg.progress)
     session["finished_at"] = _now_iso()
 
     requests, results = build_frames(records, cells, mapping, share_k=cfg.share_k)
@@ -166,12 +155,18 @@ async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
     return run
 
 
-class _nullctx:
-    def __enter__(self) -> None:
-        return None
+def _resolve_mapping(mapping: Any) -> Any:
+    """The configured DocumentMapping (default: metadata key ``doc_id``, else the file stem)."""
+    if mapping is None:
+        from llamaeval.datasets import DocumentMapping
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+        return DocumentMapping()
+    key = getattr(mapping, "metadata_key", None)
+    if not callable(getattr(mapping, "collapse", None)) or not isinstance(key, str):
+        raise ConfigurationError("config.mapping must be a llamaeval.DocumentMapping")
+    if key in _RESERVED_COLUMNS:
+        raise ConfigurationError(f"mapping.metadata_key {key!r} clashes with a results column")
+    return mapping
 
 
 class _RateLimiter:

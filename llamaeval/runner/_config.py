@@ -84,4 +84,7 @@ def _mapping_dict(mapping: Any) -> dict[str, Any] | None:
     """The identity of a DocumentMapping as recorded in manifests and resume fingerprints."""
     if mapping is None:
         return None
+    to_dict = getattr(mapping, "to_dict", None)
+    if callable(to_dict):
+        return {"type": type(mapping).__name__, **to_dict()}
     return {"type": type(mapping).__name__, "metadata_key": getattr(mapping, "metadata_key", None)}

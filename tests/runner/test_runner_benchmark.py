@@ -377,3 +377,20 @@ def test_client_retries_count_in_latency_and_manifest(fake, tiny_queryset):
     assert (result.requests["status"] == 200).all()
     assert result.manifest["counts"]["retried"] == 2  # q1 once per mode (first pipeline to ask)
     assert [p["id"] for p in result.manifest["pipelines"]] == ["pipe-a", "pipe-b"]
+
+
+def test_document_mapping_is_configurable(fake, tiny_queryset):
+    from llamaeval import DocumentMapping
+
+    by_file = run(fake, tiny_queryset, modes="fast", top_k=(6,),
+                  config=BenchmarkConfig(progress=False, warmup=0, mapping=DocumentMapping(metadata_key="file_id")))
+    default = run(fake, tiny_queryset, modes="fast", top_k=(6,))
+    assert list(by_file.results["doc_id"]) == ["file-" + d[1:] for d in default.results["doc_id"]]
+    chunks = run(fake, tiny_queryset, modes="fast", top_k=(6,),
+                 config=BenchmarkConfig(progress=False, warmup=0, mapping=DocumentMapping(level="chunk")))
+    assert (chunks.requests["n_results"] == 6).all()
+    assert chunks.results.groupby("query_id").size().eq(6).all()  # chunk level: nothing collapses
+    assert chunks.results["doc_id"].str.fullmatch(r"D\d+#\d").all()
+    assert chunks.manifest["parameters"]["mapping"]["level"] == "chunk"
+    with pytest.raises(ConfigurationError, match="clashes"):
+        run(fake, tiny_queryset, config=BenchmarkConfig(mapping=DocumentMapping(metadata_key="rank")))
