@@ -132,7 +132,9 @@ class File(Record):
 
 @dataclass
 class Pipeline(Record):
-    """A pipeline; ``sync_interval`` in seconds. The config fields are the local server's additions."""
+    """A pipeline; ``sync_interval`` in seconds. Fields after ``updated_at`` are the local
+    server's additions (None when a server does not send them); ``error`` says why the
+    last sync failed."""
 
     id: str
     name: str | None = None
@@ -147,13 +149,15 @@ class Pipeline(Record):
     last_synced_at: datetime | None = None
     retrieval_config: dict[str, Any] | None = None
     chunking_config: dict[str, Any] | None = None
+    error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     _KINDS: ClassVar[dict[str, str]] = {
         "id": "str", "name": "str", "project_id": "str", "status": "status",
         "sync_interval": "int", "created_at": "datetime", "updated_at": "datetime",
         "embedding_model": "str", "num_files": "int", "num_chunks": "int",
-        "last_synced_at": "datetime", "retrieval_config": "optdict", "chunking_config": "optdict"}
+        "last_synced_at": "datetime", "retrieval_config": "optdict", "chunking_config": "optdict",
+        "error": "str"}
     _STATUSES: ClassVar[tuple[str, ...]] = ("idle", "syncing", "active", "error")
 
 

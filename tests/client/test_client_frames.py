@@ -128,3 +128,10 @@ def test_server_timing_in_seconds():
     header = 'embed;dur=1.5, bm25;dur=0.25;desc="sparse, stemmed", cache;desc=hit, total;dur=3'
     assert parse_server_timing(header) == {"embed": 0.0015, "bm25": 0.00025, "total": 0.003}
     assert parse_server_timing(None) == {} and parse_server_timing("x;dur=abc") == {}
+
+
+@pytest.mark.parametrize("cls", [Project, File, Pipeline, PipelineFile, PipelineJob, DataSource, DataSink])
+def test_every_typed_field_has_a_kind(cls):
+    from dataclasses import fields
+
+    assert set(cls._KINDS) == {f.name for f in fields(cls)} - {"extra"}
