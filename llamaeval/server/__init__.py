@@ -5,6 +5,7 @@ Run it::
     llamaeval keys create --data-dir ./srv --name me     # prints the API key on the last line
     llamaeval serve --data-dir ./srv [--host 127.0.0.1] [--port 8000]
                     [--sources-root /data/docs] [--max-upload-mb 50] [--log-level info]
+                    [--reranker mypkg.rerank:make]
 
 or from Python (a real subprocess on a free loopback port, with a fresh key)::
 
@@ -15,7 +16,8 @@ API: the 18 operations of the LlamaCloud OpenAPI spec under ``/api/v1`` (project
 files, pipelines, pipeline files / data sources / data sinks / jobs, sync, retrieve,
 data sources), plus ``GET /files/{id}`` and ``GET /pipelines/{id}/jobs/{job_id}``.
 ``GET /health`` (no auth) answers ``{"status": "ok", "version", "max_top_k", ...}``;
-interactive docs at ``/docs``, the OpenAPI document at ``/openapi.json``.
+interactive docs at ``/docs`` and ``/redoc`` (assets served locally when ``fastapi-offline``
+is installed, so they work offline), the OpenAPI document at ``/openapi.json``.
 
 Auth: ``Authorization: Bearer <key>``. Keys are stored as SHA-256 hashes; each key
 belongs to an account (``keys create --account ID`` adds a key to an existing one)
@@ -29,7 +31,7 @@ Files: ``.txt .text .md .markdown .html .htm .pdf (text layer) .json .jsonl .csv
 .xml`` (``llamaeval.engine.SUPPORTED_EXTENSIONS``). Uploads must be non-empty, have a
 plain file name (no directories or ``..``) and a supported extension. A file that
 cannot be parsed at sync time ends with ``status: "error"`` and its reason in ``error``;
-the other files complete.
+the other files complete (adding it again, or changing it in its data source, retries it).
 
 Sync: ``POST /pipelines/{id}/sync`` queues a job (one worker thread runs jobs in
 order). It scans the pipeline's data sources, then parses, chunks (token-aware with
@@ -51,11 +53,16 @@ num_chunks, embedding_model, dimensions).
 
 Retrieve: ``{"query", "mode": "fast|accurate|advanced", "top_k": 1..engine.MAX_TOP_K}``;
 each result's ``metadata`` holds the file's custom metadata plus ``file_id, file_name,
-pipeline_id, chunk_id, chunk_index, start_char, end_char, scores`` (stage -> score);
-the ``Server-Timing`` header gives per-stage durations in milliseconds.
+pipeline_id, chunk_id, chunk_index, start_char, end_char, scores`` (stage -> score)
+and ``title`` when the document has one (custom keys may not use the reserved names);
+the ``Server-Timing`` header gives per-stage durations in milliseconds. ``--reranker
+MODULE:FACTORY`` plugs a second stage (``FACTORY()`` returns an ``llamaeval.engine.Reranker``,
+e.g. a local cross-encoder) into every index. BLAS runs single-threaded in the server
+process (set at startup), next to onnxruntime.
 
 Settings: flags, then environment ``LLAMAEVAL_DATA_DIR`` (default ``./.llamaeval``),
-``LLAMAEVAL_SOURCES_ROOT``, ``LLAMAEVAL_MAX_UPLOAD_MB`` (default 50). Data dir layout:
+``LLAMAEVAL_SOURCES_ROOT``, ``LLAMAEVAL_MAX_UPLOAD_MB`` (default 50), ``LLAMAEVAL_RERANKER``.
+Data dir layout:
 ``llamaeval.db`` (SQLite metadata behind the :class:`Storage` protocol, so another
 database can replace it), ``files/``, ``pipelines/<id>/chunks/``, ``pipelines/<id>/indexes/``.
 """

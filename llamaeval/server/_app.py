@@ -632,6 +632,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
             sync.stop()
             if storage is None:
                 store.close()
+            app.state.blas_limits.restore_original_limits()
 
     static_docs = _offline_docs_assets()
     app = FastAPI(title="llamaeval local LlamaCloud server", version=__version__, lifespan=lifespan,

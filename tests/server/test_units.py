@@ -165,6 +165,10 @@ def test_app_starts_its_workers_and_embedder_at_startup_and_stops_them(tmp_path)
         assert one.get("/health").json()["status"] == "ok"
         assert two.get("/api/v1/projects").status_code == 401
         assert (tmp_path / "a" / "llamaeval.db").exists()
+        from threadpoolctl import threadpool_info
+
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)  # BLAS single-threaded while serving
     assert not workers()
 
 
