@@ -26,13 +26,23 @@ _MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def _new_axes(ax: "Axes | None", size: tuple[float, float] = (6.4, 4.0)) -> "Axes":
+    """``ax``, or the Axes of a new figure.
+
+    When the caller uses pyplot (it is imported, as in a notebook), the figure is made
+    through pyplot so Jupyter shows it and ``plt.show()`` works; otherwise it is a bare
+    ``Figure``: no global state, no GUI backend, safe in threads (reports, CLI).
+    """
     if ax is not None:
         return ax
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        return plt.subplots(figsize=size, layout="constrained")[1]
     from matplotlib.figure import Figure
 
-    # A bare Figure (no pyplot): no global state, no GUI backend, safe in threads.
-    fig = Figure(figsize=size, layout="constrained")
-    return fig.add_subplot()
+    return Figure(figsize=size, layout="constrained").add_subplot()
 
 
 def _color(mode: str, i: int) -> str:
