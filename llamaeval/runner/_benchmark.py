@@ -47,13 +47,14 @@ def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
     (Jupyter), the run happens on a worker thread with its own loop. In async code,
     ``await abenchmark(...)`` instead.
     """
-    coro = abenchmark(client, pipeline_id, queryset, modes, top_k,
-                      concurrency=concurrency, out=out, config=config)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
-    return _run_in_thread(coro)
+        return asyncio.run(_benchmark(client, pipeline_id, queryset, modes, top_k, concurrency, out, config))
+    # An AsyncLlamaCloud made in the running loop may hold connections bound to it: the
+    # worker loop uses a twin with the same settings instead.
+    return _run_in_thread(_benchmark(client, pipeline_id, queryset, modes, top_k, concurrency, out, config,
+                                     twin=True))
 
 
 def _run_in_thread(coro: Any) -> Any:
@@ -99,6 +100,12 @@ async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
                      concurrency: int = 8, out: str | os.PathLike[str] | None = None,
                      config: BenchmarkConfig | None = None) -> BenchmarkRun:
     """The async form of :func:`benchmark` (same arguments, same result)."""
+    return await _benchmark(client, pipeline_id, queryset, modes, top_k, concurrency, out, config)
+
+
+async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any, modes: str | Sequence[str],
+                     top_k: int | Sequence[int], concurrency: int, out: str | os.PathLike[str] | None,
+                     config: BenchmarkConfig | None, *, twin: bool = False) -> BenchmarkRun:
     cfg = config if config is not None else BenchmarkConfig()
     if not isinstance(cfg, BenchmarkConfig):
         raise ConfigurationError(f"config must be a BenchmarkConfig, got {type(cfg).__name__}")
@@ -127,7 +134,7 @@ async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
     warm = warmup_requests(pipelines, mode_list, ks, query_ids, cfg.warmup, cfg.seed) if todo else []
 
     session: dict[str, Any] = {"started_at": _now_iso(), "sent": 0, "warmup_sent": 0}
-    async with async_client(client) as aclient:
+    async with async_client(client, twin=twin) as aclient:
         pipes = [await pipeline_info(aclient, p) for p in pipelines]
         server = await server_info(aclient)
         sender = _Sender(aclient, dict(zip(query_ids, queries["text"])), dict(cfg.retrieve_params), mapping,

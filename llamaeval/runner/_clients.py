@@ -12,13 +12,28 @@ from llamaeval._errors import ConfigurationError, LlamaEvalError
 
 
 @contextlib.asynccontextmanager
-async def async_client(client: Any) -> AsyncIterator[Any]:
+async def async_client(client: Any, *, twin: bool = False) -> AsyncIterator[Any]:
     """Yield an AsyncLlamaCloud for ``client``; a sync LlamaCloud gets its ``to_async()`` twin
-    (same key, base URL, timeout, retries and transport), closed on exit."""
+    (same key, base URL, timeout, retries and transport), closed on exit.
+
+    ``twin=True`` also replaces an AsyncLlamaCloud by a fresh one with the same settings:
+    needed when running on another event loop than the one the client was used on
+    (httpx connections are bound to their loop).
+    """
     from llamaeval.client import AsyncLlamaCloud, LlamaCloud
 
     if isinstance(client, AsyncLlamaCloud):
-        yield client
+        if not twin:
+            yield client
+            return
+        if not getattr(client, "_owns_http", True):
+            raise ConfigurationError(
+                "this AsyncLlamaCloud wraps your own httpx.AsyncClient, which is bound to the running event "
+                "loop: use `await llamaeval.runner.abenchmark(...)` here instead of benchmark(...)")
+        fresh = AsyncLlamaCloud(api_key=client.api_key, base_url=client.base_url, timeout=client.timeout,
+                                max_retries=client.max_retries, retry=client.retry, transport=client.transport)
+        async with fresh:
+            yield fresh
         return
     if not isinstance(client, LlamaCloud):
         raise ConfigurationError(

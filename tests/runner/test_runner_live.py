@@ -133,3 +133,19 @@ def test_saved_run_round_trips(full_run):
     for name in ("results", "requests", "qrels", "queries"):
         pd.testing.assert_frame_equal(getattr(loaded, name), getattr(run, name))
     assert loaded.manifest == run.manifest
+
+
+def test_benchmark_inside_a_running_loop_with_a_used_async_client(live_server, adi_pipeline, adi_queryset):
+    """Jupyter: a loop runs and the AsyncLlamaCloud already holds connections bound to it."""
+    five = adi_queryset.judged_query_ids[:5]
+
+    async def cell():
+        async with live_client(live_server) as lc:
+            await lc.health()
+            run = benchmark(lc, adi_pipeline, adi_queryset, "fast", 3,
+                            config=BenchmarkConfig(progress=False, warmup=0, queries=five))
+            assert (await lc.health())["status"] == "ok"  # still usable on its own loop
+        return run
+
+    run = asyncio.run(cell())
+    assert list(run.requests["query_id"]) == five and (run.requests["status"] == 200).all()
