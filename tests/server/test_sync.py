@@ -4,8 +4,9 @@ directory data sources, scheduled syncs, statuses."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from server_helpers import upload, wait_job
+from server_helpers import api, upload, wait_job
 
 
 def _sync(c, pipeline: str) -> dict:
@@ -159,3 +160,22 @@ def test_statuses_move_and_sync_while_syncing_queues_one_job(c, project, adi_cor
     assert seen_files & {"pending", "processing"}
     assert c.get(f"/pipelines/{pipeline}").json()["status"] == "active"
     assert {f["status"] for f in c.get(f"/pipelines/{pipeline}/files").json()} == {"completed"}
+
+
+def test_concurrent_retrieves_during_a_sync_all_succeed(server, c, project, adi_synced, adi_corpus):
+    ids = [upload(c, project, f"b{d['_id']}.txt", d["text"].encode()).json()["id"] for d in adi_corpus[:20]]
+    other = c.post("/pipelines", json={"name": "busy", "project_id": project}).json()["id"]
+    c.put(f"/pipelines/{other}/files", json=[{"file_id": i} for i in ids]).raise_for_status()
+    job = c.post(f"/pipelines/{other}/sync").json()
+
+    def ask(i: int) -> tuple[int, int]:
+        with api(server) as client:
+            r = client.post(f"/pipelines/{adi_synced['pipeline_id']}/retrieve",
+                            json={"query": adi_corpus[i]["title"], "mode": ("fast", "accurate", "advanced")[i % 3],
+                                  "top_k": 5})
+            return r.status_code, len(r.json().get("results", []))
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(24)))
+    assert answers == [(200, 5)] * 24
+    assert wait_job(c, other, job["id"])["status"] == "completed"
