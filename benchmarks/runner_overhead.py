@@ -72,7 +72,8 @@ async def bare_async(base_url: str, key: str, reqs, concurrency: int, transport=
         return time.perf_counter() - t0
 
 
-async def runner(base_url: str, key: str, pipeline: str, qs, concurrency: int, transport=None) -> tuple[float, object]:
+async def runner(base_url: str, key: str, pipeline: str, qs, concurrency: int,
+                 transport=None) -> tuple[float, object]:
     client = AsyncLlamaCloud(api_key=key, base_url=base_url, max_retries=0, transport=transport)
     async with client:
         t0 = time.perf_counter()

@@ -148,7 +148,9 @@ async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
                 if journal is not None:
                     journal.append(rec)
 
-            session["sent"] = await sender.run(todo, finished, progress=cfg.progress)
+            # The bar counts the whole plan, so a resumed run starts where the last one stopped.
+            session["sent"] = await sender.run(todo, finished, progress=cfg.progress,
+                                               already_done=len(plan) - len(todo))
     session["finished_at"] = _now_iso()
 
     requests, results = build_frames(records, cells, mapping, share_k=cfg.share_k)
@@ -205,7 +207,8 @@ class _Sender:
         self._concurrency = concurrency
         self._limiter = _RateLimiter(rate_limit) if rate_limit else None
 
-    async def run(self, requests: list[PlannedRequest], on_done: Any, *, progress: bool) -> int:
+    async def run(self, requests: list[PlannedRequest], on_done: Any, *, progress: bool,
+                  already_done: int = 0) -> int:
         """Send all ``requests`` (in order, ``concurrency`` at a time); returns how many were sent.
 
         On cancellation or an unexpected exception the in-flight requests are
@@ -216,7 +219,7 @@ class _Sender:
         queue: asyncio.Queue[PlannedRequest] = asyncio.Queue()
         for r in requests:
             queue.put_nowait(r)
-        bar = _progress_bar(len(requests)) if progress else None
+        bar = _progress_bar(len(requests) + already_done, already_done) if progress else None
         sent = 0
 
         async def worker() -> None:
@@ -279,10 +282,10 @@ class _Sender:
         return record
 
 
-def _progress_bar(total: int) -> Any:
+def _progress_bar(total: int, initial: int) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="benchmark", unit="req")
+    return tqdm(total=total, initial=initial, desc="benchmark", unit="req")
 
 
 # --- inputs ------------------------------------------------------------------------------
@@ -341,7 +344,8 @@ def _ok(status: int) -> bool:
 
 # --- resume ------------------------------------------------------------------------------
 
-def _load_previous(folder: Path | None, fingerprint: dict[str, Any]) -> tuple[dict[Key, dict[str, Any]], dict | None]:
+def _load_previous(folder: Path | None,
+                   fingerprint: dict[str, Any]) -> tuple[dict[Key, dict[str, Any]], dict | None]:
     """Records already finished in ``folder`` (saved run + journal) and its manifest, if any."""
     if folder is None:
         return {}, None

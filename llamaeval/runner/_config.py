@@ -55,7 +55,8 @@ class BenchmarkConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigurationError(f"seed must be an int, got {self.seed!r}")
         if not isinstance(self.retrieve_params, Mapping):
-            raise ConfigurationError(f"retrieve_params must be a mapping, got {type(self.retrieve_params).__name__}")
+            raise ConfigurationError(
+                f"retrieve_params must be a mapping, got {type(self.retrieve_params).__name__}")
         clash = sorted(_RESERVED_PARAMS & set(self.retrieve_params))
         if clash:
             raise ConfigurationError(

@@ -35,7 +35,6 @@ HIT_FIELDS = ["rank", "key_value", "file_name", "chunk_index", "chunk_id", "file
 CHUNK_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", *HIT_FIELDS]
 DOC_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", "rank", "doc_id", "chunk_id", "file_id", "score"]
 REQUEST_KEY = ["pipeline_id", "mode", "top_k", "query_id"]
-_KEY = REQUEST_KEY
 
 
 def record_key(record: Mapping[str, Any]) -> Key:
@@ -94,7 +93,7 @@ def records_to_tables(records: Iterable[Mapping[str, Any]]) -> tuple[pd.DataFram
 def tables_to_records(table: pd.DataFrame, chunk_table: pd.DataFrame) -> list[dict[str, Any]]:
     """Records back from the two Parquet tables."""
     hits: dict[Key, list[list[Any]]] = {}
-    for row in chunk_table.sort_values([*_KEY, "rank"]).itertuples(index=False):
+    for row in chunk_table.sort_values([*REQUEST_KEY, "rank"]).itertuples(index=False):
         hits.setdefault((row.pipeline_id, row.mode, int(row.top_k), row.query_id), []).append(
             [int(row.rank), _na_to_none(row.key_value), _na_to_none(row.file_name),
              None if _na_to_none(row.chunk_index) is None else int(row.chunk_index),
@@ -196,8 +195,9 @@ def _collapse(chunks: pd.DataFrame, mapping: Any) -> pd.DataFrame:
 def _attach_request_fields(docs: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
     """Join each document row to its request's latency/status/error/shared; add one NA row per
     request that returned nothing (failed or empty)."""
-    per_req = requests[[*_KEY, "latency_s", "status", "error", "shared"]].assign(_row=range(len(requests)))
-    merged = per_req.merge(docs, on=_KEY, how="left", validate="one_to_many")
+    per_req = requests[[*REQUEST_KEY, "latency_s", "status", "error", "shared"]]
+    per_req = per_req.assign(_row=range(len(requests)))
+    merged = per_req.merge(docs, on=REQUEST_KEY, how="left", validate="one_to_many")
     merged = merged.sort_values(["_row", "rank"], kind="stable", na_position="first")
     out = merged[RESULT_COLUMNS].reset_index(drop=True)
     out["rank"] = out["rank"].astype("Int64")
