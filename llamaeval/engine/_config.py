@@ -23,7 +23,9 @@ _AGGREGATIONS = ("max", "max+sum")
 def default_ltr_model() -> dict[str, Any]:
     """The shipped second-stage weights (``llamaeval/engine/data/ltr.json``), read on call."""
     text = resources.files("llamaeval.engine").joinpath("data", "ltr.json").read_text("utf-8")
-    return json.loads(text)
+    data = json.loads(text)
+    # the training report ("tuning") stays in the file; the config carries the model itself
+    return {"description": data.get("description", ""), "models": data["models"]}
 
 
 @dataclass

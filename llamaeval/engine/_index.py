@@ -165,6 +165,7 @@ class Index:
         files: dict[str, int] = {}
         self._file_of = np.array([files.setdefault(e.file_id, len(files)) for e in entries], dtype=np.int64)
         self._title_terms: dict[int, frozenset[str]] = {}
+        self._blas: Any = None
         models = config.ltr_model["models"]
         self._rankers = {name: LinearRanker(models[name]) for name in ("accurate", "advanced") if name in models}
 
@@ -338,9 +339,11 @@ class Index:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be an integer in 1..{MAX_TOP_K}, got {top_k!r}")
-        from threadpoolctl import threadpool_limits
+        if self._blas is None:
+            from threadpoolctl import ThreadpoolController
 
-        with threadpool_limits(limits=1, user_api="blas"):
+            self._blas = ThreadpoolController()  # scanning the loaded libraries costs ~5 ms: once
+        with self._blas.limit(limits=1, user_api="blas"):
             return self._search(query, mode, top_k)
 
     def _search(self, query: str, mode: str, top_k: int) -> SearchResponse:
