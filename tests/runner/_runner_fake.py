@@ -9,6 +9,7 @@ of a larger one and two runs give identical results.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ from typing import Callable
 
 import httpx
 
+FAKE_URL = "http://fake.test"
 N_DOCS = 12
 CHUNKS_PER_DOC = 3
 
@@ -105,3 +107,16 @@ def failing(handler: Callable[[httpx.Request], httpx.Response],
         return handler(request)
 
     return wrapped
+
+
+def make_async_client(handler, max_retries: int = 0):
+    """An AsyncLlamaCloud on the fake; each response yields to the event loop once, as real I/O does,
+    so concurrent requests interleave and cancellation lands mid-run."""
+    from llamaeval import AsyncLlamaCloud
+
+    async def yielding(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0)
+        return handler(request)
+
+    return AsyncLlamaCloud(api_key="test-key", base_url=FAKE_URL, max_retries=max_retries,
+                           transport=httpx.MockTransport(yielding))

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
 import pandas as pd
 import pytest
 
 from _runner_fake import FakeCloud
 
-FAKE_URL = "http://fake.test"
-
 
 @pytest.fixture()
 def fake() -> FakeCloud:
     return FakeCloud(pipelines=("pipe-a", "pipe-b"))
-
-
-def make_async_client(handler, max_retries: int = 0):
-    """An AsyncLlamaCloud on the fake; each response yields to the event loop once, as real I/O does,
-    so concurrent requests interleave and cancellation lands mid-run."""
-    from llamaeval import AsyncLlamaCloud
-
-    async def yielding(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0)
-        return handler(request)
-
-    return AsyncLlamaCloud(api_key="test-key", base_url=FAKE_URL, max_retries=max_retries,
-                           transport=httpx.MockTransport(yielding))
 
 
 @pytest.fixture()

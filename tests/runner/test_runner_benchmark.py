@@ -8,8 +8,7 @@ import json
 import httpx
 import pandas as pd
 import pytest
-from conftest import FAKE_URL, make_async_client
-from _runner_fake import FakeCloud, failing
+from _runner_fake import FAKE_URL, FakeCloud, failing, make_async_client
 
 from llamaeval import BenchmarkConfig, BenchmarkRun, ConfigurationError, NotFoundError, benchmark
 from llamaeval.runner import abenchmark
