@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--reranker", default=None, metavar="MODULE:FACTORY",
                        help="plug-in second stage: FACTORY() returns an object with score(query, passages) "
                             "(default $LLAMAEVAL_RERANKER; none)")
+    serve.add_argument("--onnx-threads", type=int, default=None, metavar="N",
+                       help="onnxruntime threads of the embedder (default $LLAMAEVAL_ONNX_THREADS or "
+                            "onnxruntime's choice)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="server log level (default info)")
     serve.set_defaults(func=_serve)
@@ -52,7 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from llamaeval.server import ServerConfig, create_app
 
-    config = ServerConfig.from_env(args.data_dir, args.sources_root, args.max_upload_mb, args.reranker)
+    config = ServerConfig.from_env(args.data_dir, args.sources_root, args.max_upload_mb, args.reranker,
+                                   args.onnx_threads)
     if not 0 < args.port < 65536:
         print(f"llamaeval serve: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ Run it::
     llamaeval keys create --data-dir ./srv --name me     # prints the API key on the last line
     llamaeval serve --data-dir ./srv [--host 127.0.0.1] [--port 8000]
                     [--sources-root /data/docs] [--max-upload-mb 50] [--log-level info]
-                    [--reranker mypkg.rerank:make]
+                    [--reranker mypkg.rerank:make] [--onnx-threads N]
 
 or from Python (a real subprocess on a free loopback port, with a fresh key)::
 
@@ -61,7 +61,8 @@ e.g. a local cross-encoder) into every index. BLAS runs single-threaded in the s
 process (set at startup), next to onnxruntime.
 
 Settings: flags, then environment ``LLAMAEVAL_DATA_DIR`` (default ``./.llamaeval``),
-``LLAMAEVAL_SOURCES_ROOT``, ``LLAMAEVAL_MAX_UPLOAD_MB`` (default 50), ``LLAMAEVAL_RERANKER``.
+``LLAMAEVAL_SOURCES_ROOT``, ``LLAMAEVAL_MAX_UPLOAD_MB`` (default 50), ``LLAMAEVAL_RERANKER``,
+``LLAMAEVAL_ONNX_THREADS`` (embedder threads; default onnxruntime's).
 Data dir layout:
 ``llamaeval.db`` (SQLite metadata behind the :class:`Storage` protocol, so another
 database can replace it), ``files/``, ``pipelines/<id>/chunks/``, ``pipelines/<id>/indexes/``.

@@ -619,7 +619,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
         layout = DataLayout(config.data_dir)
         layout.create()
         store = storage if storage is not None else SQLiteStorage(layout.db_path)
-        emb = embedder if embedder is not None else engine.Embedder()
+        emb = embedder if embedder is not None else engine.Embedder(num_threads=config.onnx_threads)
         indexes = IndexCache(layout, emb, config.load_reranker())
         sync = SyncService(store, layout, config, emb, indexes)
         app.state.llamaeval = ServerState(config=config, storage=store, layout=layout, embedder=emb,

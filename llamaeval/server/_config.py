@@ -28,6 +28,7 @@ class ServerConfig:
     scheduler_tick_s: how often (seconds) scheduled syncs (``sync_interval``) are checked.
     reranker: optional ``"package.module:factory"``; ``factory()`` returns an
         ``llamaeval.engine.Reranker`` (e.g. a local cross-encoder) used by every index.
+    onnx_threads: onnxruntime intra-op threads of the embedder (None: onnxruntime's default).
     """
 
     data_dir: Path
@@ -35,6 +36,7 @@ class ServerConfig:
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     scheduler_tick_s: float = 1.0
     reranker: str | None = None
+    onnx_threads: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -47,15 +49,23 @@ class ServerConfig:
             raise ConfigurationError(f"max_upload_bytes must be a positive int, got {self.max_upload_bytes!r}")
         if self.reranker is not None and (not isinstance(self.reranker, str) or ":" not in self.reranker):
             raise ConfigurationError(f"reranker must look like 'package.module:factory', got {self.reranker!r}")
+        if self.onnx_threads is not None and (not isinstance(self.onnx_threads, int) or self.onnx_threads < 1):
+            raise ConfigurationError(f"onnx_threads must be a positive int, got {self.onnx_threads!r}")
         if not self.scheduler_tick_s > 0:
             raise ConfigurationError(f"scheduler_tick_s must be > 0, got {self.scheduler_tick_s!r}")
 
     @classmethod
     def from_env(cls, data_dir: Path | str | None = None, sources_root: Path | str | None = None,
-                 max_upload_mb: float | None = None, reranker: str | None = None) -> "ServerConfig":
+                 max_upload_mb: float | None = None, reranker: str | None = None,
+                 onnx_threads: int | None = None) -> "ServerConfig":
         """Arguments first, then ``LLAMAEVAL_DATA_DIR`` / ``LLAMAEVAL_SOURCES_ROOT`` /
-        ``LLAMAEVAL_MAX_UPLOAD_MB`` / ``LLAMAEVAL_RERANKER``, then defaults
-        (``./.llamaeval``, none, 50 MB, none)."""
+        ``LLAMAEVAL_MAX_UPLOAD_MB`` / ``LLAMAEVAL_RERANKER`` / ``LLAMAEVAL_ONNX_THREADS``, then
+        defaults (``./.llamaeval``, none, 50 MB, none, onnxruntime's default)."""
+        if onnx_threads is None and os.environ.get("LLAMAEVAL_ONNX_THREADS"):
+            raw = os.environ["LLAMAEVAL_ONNX_THREADS"]
+            if not raw.isdigit():
+                raise ConfigurationError(f"LLAMAEVAL_ONNX_THREADS must be a positive integer, got {raw!r}")
+            onnx_threads = int(raw)
         reranker = reranker or os.environ.get("LLAMAEVAL_RERANKER") or None
         data_dir = data_dir or os.environ.get("LLAMAEVAL_DATA_DIR") or DEFAULT_DATA_DIR
         sources_root = sources_root or os.environ.get("LLAMAEVAL_SOURCES_ROOT") or None
@@ -68,7 +78,8 @@ class ServerConfig:
         if not max_upload_mb > 0:
             raise ConfigurationError(f"max upload size must be > 0 MB, got {max_upload_mb}")
         return cls(data_dir=Path(data_dir), sources_root=Path(sources_root) if sources_root else None,
-                   max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)), reranker=reranker)
+                   max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)), reranker=reranker,
+                   onnx_threads=onnx_threads)
 
     def load_reranker(self) -> Any:
         """The configured reranker instance (None when not configured)."""

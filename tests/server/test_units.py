@@ -103,6 +103,12 @@ def test_server_config_from_arguments_env_and_defaults(tmp_path, monkeypatch):
         ServerConfig(data_dir=tmp_path, sources_root=tmp_path / "missing")
     with pytest.raises(ConfigurationError):
         ServerConfig.from_env(tmp_path, None, 0)
+    monkeypatch.delenv("LLAMAEVAL_MAX_UPLOAD_MB")
+    monkeypatch.setenv("LLAMAEVAL_ONNX_THREADS", "1")
+    assert ServerConfig.from_env().onnx_threads == 1
+    monkeypatch.setenv("LLAMAEVAL_ONNX_THREADS", "many")
+    with pytest.raises(ConfigurationError, match="LLAMAEVAL_ONNX_THREADS"):
+        ServerConfig.from_env()
 
 
 def test_validation_messages_name_the_field_and_the_problem():
