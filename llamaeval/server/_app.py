@@ -92,9 +92,10 @@ class Gatekeeper:
     a 400 about its JSON, and a huge upload is refused from its Content-Length.
     """
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, max_upload_bytes: int) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_body_bytes = max_upload_bytes + 1024 * 1024  # room for the multipart envelope
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -114,9 +115,9 @@ class Gatekeeper:
             scope.setdefault("state", {})["account_id"] = acct
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            limit_mb = self.max_body_bytes / 1024 / 1024
+            limit_mb = self.max_upload_bytes / 1024 / 1024
             return await _send_json(send, 413, f"request body of {int(length)} bytes is larger than the server's "
-                                    f"limit (about {limit_mb:.1f} MB; see --max-upload-mb)")
+                                    f"upload limit of {limit_mb:.2f} MB (see --max-upload-mb)")
         return await self.app(scope, receive, send)
 
 
@@ -306,8 +307,8 @@ def _api_router() -> APIRouter:
         limit = state.config.max_upload_bytes
         data = file.file.read(limit + 1)
         if len(data) > limit:
-            raise HTTPException(413, f"file {name!r} is larger than the server's upload limit of {limit} bytes "
-                                     f"({limit / 1024 / 1024:.1f} MB; see --max-upload-mb)")
+            raise HTTPException(413, f"file {name!r} is larger than the server's upload limit of "
+                                     f"{limit / 1024 / 1024:.2f} MB ({limit} bytes; see --max-upload-mb)")
         if not data:
             raise _bad(f"file {name!r} is empty")
         content_type = file.content_type or ""
@@ -644,7 +645,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(Gatekeeper, max_body_bytes=config.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(Gatekeeper, max_upload_bytes=config.max_upload_bytes)
 
     @app.get("/health", tags=["Health"], response_model=S.HealthOut, summary="Liveness (no auth)")
     def health() -> Any:
