@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 
 from llamaeval._errors import ConfigurationError
+from llamaeval.client import _operations as ops
 from llamaeval.client._config import ClientConfig, mask_key, resolve_config
-from llamaeval.client._core import Core, Gather, Send, Sleep, error_from_exception, error_from_response
+from llamaeval.client._core import Core, Gather, Send, Sleep
 from llamaeval.client._resources import DataSources, Files, Pipelines, Projects
 from llamaeval.client._retry import RetryPolicy
 
@@ -112,14 +113,7 @@ class LlamaCloud(_BaseClient):
 
     def health(self) -> dict[str, Any]:
         """``GET /health`` of the server root (no auth; the local server answers it)."""
-        request = self._http.build_request("GET", self.base_url + "/health", headers=self._core.headers)
-        try:
-            response = self._http.send(request)
-        except httpx.RequestError as exc:
-            raise error_from_exception(exc, request, 1) from exc
-        if response.status_code >= 300:
-            raise error_from_response(request, response)
-        return response.json()
+        return self._run(ops.health(self._core))
 
     def to_async(self) -> AsyncLlamaCloud:
         """An AsyncLlamaCloud with the same settings (and transport, if it can run async)."""
@@ -206,14 +200,7 @@ class AsyncLlamaCloud(_BaseClient):
 
     async def health(self) -> dict[str, Any]:
         """``GET /health`` of the server root (no auth; the local server answers it)."""
-        request = self._http.build_request("GET", self.base_url + "/health", headers=self._core.headers)
-        try:
-            response = await self._http.send(request)
-        except httpx.RequestError as exc:
-            raise error_from_exception(exc, request, 1) from exc
-        if response.status_code >= 300:
-            raise error_from_response(request, response)
-        return response.json()
+        return await self._drive(ops.health(self._core))
 
     async def aclose(self) -> None:
         """Close the connection pool (not an ``http_client`` you passed in)."""

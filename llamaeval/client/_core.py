@@ -46,7 +46,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One API request, described without I/O; ``path`` is relative to ``/api/v1``."""
+    """One API request, described without I/O; ``path`` is relative to ``/api/v1`` (or the root)."""
 
     method: str
     path: str
@@ -54,6 +54,7 @@ class Call:
     content: bytes | None = None  # a JSON body, already encoded
     files: Mapping[str, tuple[str, bytes, str]] | None = None
     idempotent: bool = True
+    at_root: bool = False  # path relative to the server root (``/health``), not ``/api/v1``
 
 
 @dataclass(slots=True)
@@ -213,7 +214,7 @@ class Core:
         """Arguments for ``httpx.Client.build_request`` (rebuilt for every attempt)."""
         kwargs: dict[str, Any] = {
             "method": call.method,
-            "url": self.config.api_root + call.path,
+            "url": (self.config.base_url if call.at_root else self.config.api_root) + call.path,
             "headers": self._json_headers if call.content is not None else self.headers,
         }
         if call.params:

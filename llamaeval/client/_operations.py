@@ -122,6 +122,14 @@ def _frame_or_empty(cls: type[Record]) -> Callable[[Reply], pd.DataFrame]:
     return parse
 
 
+# ------------------------------------------------------------------------- health
+
+
+def health(core: Core) -> Op[dict[str, Any]]:
+    """``GET /health`` at the server root (the local server answers it without auth)."""
+    return _single(core, Call("GET", "/health", at_root=True), _object)
+
+
 # ----------------------------------------------------------------------- projects
 
 

@@ -55,3 +55,10 @@ def test_ids_are_path_quoted(harness):
     h = harness(script)
     h.run(lambda c: c.pipelines.get("a/b"))
     assert script.requests[0].url.raw_path == b"/api/v1/pipelines/a%2Fb"
+
+
+def test_health_is_read_at_the_server_root(harness):
+    script = Script(reply(503, {"detail": "starting"}), reply(200, {"status": "ok", "version": "0.1.0"}))
+    h = harness(script)
+    assert h.run(lambda c: c.health()) == {"status": "ok", "version": "0.1.0"}
+    assert [str(r.url) for r in script.requests] == ["http://test.local/health"] * 2
