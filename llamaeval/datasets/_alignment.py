@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from llamaeval._errors import AlignmentError, ConfigurationError
 from llamaeval.datasets._queryset import QuerySet, warn
@@ -94,13 +93,15 @@ def _judged_hits(hits: pd.DataFrame, qrels: pd.DataFrame, queries: list[str],
     """
     if not queries:
         return 0.0, 0.0, None
+    from scipy import sparse  # only needed here; keeps `import llamaeval.datasets` light
+
     row = {q: i for i, q in enumerate(queries)}
     run = hits[hits["query_id"].isin(row)].drop_duplicates(["query_id", "doc_id"])
     judged = qrels[qrels["query_id"].isin(row)].drop_duplicates(["query_id", "doc_id"])
     docs = {d: j for j, d in enumerate(pd.unique(pd.concat([run["doc_id"], judged["doc_id"]])))}
     shape = (len(queries), max(len(docs), 1))
 
-    def matrix(frame: pd.DataFrame) -> sparse.csr_matrix:
+    def matrix(frame: pd.DataFrame) -> Any:
         return sparse.csr_matrix((np.ones(len(frame)), (frame["query_id"].map(row).to_numpy(),
                                                          frame["doc_id"].map(docs).to_numpy())), shape=shape)
 

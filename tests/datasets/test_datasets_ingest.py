@@ -43,11 +43,6 @@ def adi10():
     return adi.subset(doc_ids=adi.corpus["doc_id"].head(10), name="adi10")
 
 
-def _docs_in(client, pipeline_id: str) -> pd.Series:
-    files = client.pipelines.files.list(pipeline_id)
-    return files
-
-
 def test_ingest_twice_leaves_one_file_per_document(client, adi10):
     first = Wrapped(client)
     pid = ingest(first, adi10, project="datasets-tests", pipeline="adi10-twice", batch_size=4, progress=False)
