@@ -84,8 +84,9 @@ def ingest(client: Any, queryset: QuerySet, project: str = "llamaeval", pipeline
     - One file per document: ``<doc_id>.txt`` holding the title, a blank line, the text;
       custom metadata ``{metadata_key: doc_id}`` (what :class:`DocumentMapping` reads back).
     - Idempotent and resumable: documents whose id is already among the pipeline's files
-      are skipped, and each batch of ``batch_size`` uploads is added to the pipeline
-      before the next starts, so an interrupted run continues where it stopped.
+      are skipped, and each batch of ``batch_size`` uploads (``concurrency`` at a time) is
+      added to the pipeline before the next starts — also when part of a batch failed —
+      so a run that crashed or was interrupted continues where it stopped.
     - Documents with empty title and text are skipped with a warning (nothing to index;
       Cranfield 471 and 995).
     - Syncs when something was added or the pipeline is not yet in sync, then waits up to
@@ -127,9 +128,18 @@ def ingest(client: Any, queryset: QuerySet, project: str = "llamaeval", pipeline
               disable=not progress) as bar, ThreadPoolExecutor(max_workers=concurrency) as pool:
         for batch in _batches(todo, batch_size):
             rows = list(batch[["doc_id", "title", "text"]].itertuples(index=False, name=None))
-            entries = list(pool.map(upload, rows))
-            client.pipelines.files.add(pipeline_id, entries)
-            bar.update(len(entries))
+            futures = [pool.submit(upload, row) for row in rows]
+            entries, failure = [], None
+            for future in futures:
+                try:
+                    entries.append(future.result())
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after saving the rest
+                    failure = failure or exc
+            if entries:  # what did upload is added even if part of the batch failed: nothing is redone
+                client.pipelines.files.add(pipeline_id, entries)
+                bar.update(len(entries))
+            if failure is not None:
+                raise failure
 
     if sync:
         _sync_if_needed(client, pipeline_id, added=len(todo), timeout=timeout, progress=progress)

@@ -104,3 +104,12 @@ def test_top_level_datasets_folder_points_at_the_bundle():
 def test_unknown_name_lists_the_bundled_ones():
     with pytest.raises(QuerySetError, match="bundled: adi, med, cranfield, cisi, scifact"):
         load_queryset("trec-covid")
+
+
+def test_queryset_passes_through_and_subsets_stay_consistent():
+    adi = _load("adi")
+    assert load_queryset(adi) is adi
+    small = adi.subset(doc_ids=adi.corpus["doc_id"].head(10))
+    assert len(small.corpus) == 10
+    assert set(small.qrels["doc_id"]) <= set(small.corpus["doc_id"])
+    assert len(small.queries) == 35 and len(small.judged_query_ids) < 35
