@@ -7,9 +7,11 @@ Exit codes: 0 ok, 1 a llamaeval error (message on stderr, via the dispatcher),
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import sys
 import time
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -277,6 +279,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _plain_warnings(func: Any) -> Any:
+    """Show warnings raised while a command runs as one ``llamaeval CMD: warning: ...`` line."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                 line: str | None = None) -> None:
+            print(f"llamaeval {args.command}: warning: {message}", file=sys.stderr, flush=True)
+
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return func(args)
+
+    return wrapper
+
+
 # --- registration -----------------------------------------------------------------------------
 
 def register(subparsers: Any) -> None:
@@ -290,7 +308,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", default="test", help="judgement split (default: test)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_service(p)
-    p.set_defaults(func=_cmd_ingest)
+    p.set_defaults(func=_plain_warnings(_cmd_ingest))
 
     p = subparsers.add_parser("bench", help="run a mode x top_k benchmark and write the report",
                               description="Benchmark retrieval of a pipeline over a query set; saves the run "
@@ -306,7 +324,7 @@ def register(subparsers: Any) -> None:
     _add_grid(p, top_k_default="10")
     _add_analysis(p)
     _add_service(p)
-    p.set_defaults(func=_cmd_bench)
+    p.set_defaults(func=_plain_warnings(_cmd_bench))
 
     p = subparsers.add_parser("report", help="write the HTML report of a saved run",
                               description="Write report.html (self-contained) and report.md for a run saved "
@@ -314,7 +332,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("run", help="folder of a saved benchmark run")
     p.add_argument("--out", default=None, help="HTML path (default: RUN/report.html)")
     _add_analysis(p)
-    p.set_defaults(func=_cmd_report)
+    p.set_defaults(func=_plain_warnings(_cmd_report))
 
     p = subparsers.add_parser("demo", help="embedded server + bundled Cranfield + full grid + report",
                               description="Start an embedded local server, ingest a bundled query set "
@@ -328,4 +346,4 @@ def register(subparsers: Any) -> None:
     _add_grid(p, top_k_default=DEMO_TOP_K)
     _add_analysis(p)
     _add_service(p, embedded=True)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_plain_warnings(_cmd_demo))

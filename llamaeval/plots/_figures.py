@@ -195,8 +195,13 @@ def quality_vs_latency(run_or_table: Any, quality: str = "ndcg@10", cost: str = 
         sub = table[table["mode"] == mode]
         ax.scatter(sub[cost] * 1000.0, sub[quality], color=_color(mode, i), label=mode, s=36, zorder=3)
         if annotate and "top_k" in sub.columns:
+            # configurations drawn on the same spot (e.g. share_k: one latency per mode) share a label
+            spots: dict[tuple[float, float], list[int]] = {}
             for x, y, k in zip(sub[cost] * 1000.0, sub[quality], sub["top_k"]):
-                ax.annotate(f"k={int(k)}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+                spots.setdefault((round(float(x), 6), round(float(y), 4)), []).append(int(k))
+            for (x, y), ks in spots.items():
+                ax.annotate("k=" + ",".join(map(str, sorted(ks))), (x, y), textcoords="offset points",
+                            xytext=(4, 3), fontsize=7)
     front = pareto_frontier(table, quality=quality, cost=cost).sort_values(cost)
     ax.plot(front[cost] * 1000.0, front[quality], color="black", linestyle="--", linewidth=1.2,
             marker="x", label="Pareto frontier", zorder=4)
