@@ -158,6 +158,35 @@ def _figures(run: Any, table: "pd.DataFrame", primary: str, baseline: dict, best
     return figs
 
 
+def stage_table(requests: "pd.DataFrame") -> "pd.DataFrame":
+    """Mean milliseconds per server stage (Server-Timing) and client wall time, per pipeline and mode.
+
+    Counts each request sent once (share_k rows collapsed) and successful requests only.
+    """
+    import pandas as pd
+
+    from llamaeval.plots import physical_requests
+
+    req = requests
+    if "status" in req.columns:
+        req = req[req["status"].between(200, 299)]
+    req = physical_requests(req)
+    stages = [c for c in req.columns if c.startswith("server_") and c.endswith("_s") and c != "server_total_s"]
+    keys = [k for k in ("pipeline_id", "mode") if k in req.columns]
+    if req.empty or not keys:
+        return pd.DataFrame()
+    cols = ["latency_s", *(["server_total_s"] if "server_total_s" in req.columns else []), *stages]
+    means = req.groupby(keys, sort=False)[cols].mean() * 1000.0
+    means = means.dropna(axis=1, how="all")
+    means.columns = ["client ms" if c == "latency_s" else c.removeprefix("server_").removesuffix("_s") + " ms"
+                     for c in means.columns]
+    means.insert(0, "requests", req.groupby(keys, sort=False).size())
+    out = sort_configs(means.reset_index())
+    if "pipeline_id" in out.columns and out["pipeline_id"].nunique() == 1:
+        out = out.drop(columns="pipeline_id")
+    return out
+
+
 def _best_config(table: "pd.DataFrame", metric: str) -> dict[str, Any]:
     row = table.sort_values(metric, ascending=False, kind="stable").iloc[0]
     return {k: (int(row[k]) if k == "top_k" else row[k]) for k in ("pipeline_id", "mode", "top_k") if k in table}
@@ -230,6 +259,7 @@ def build_context(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary
         "significance": sig,
         "significance_note": sig_note,
         "failures": failures,
+        "stages": stage_table(run.requests),
         "manifest": manifest,
         "gate": gate_rows,
         "_run": run,
@@ -255,12 +285,13 @@ def render_html(context: dict[str, Any]) -> str:
     fail_cols = [c for c in ("pipeline_id", "mode", "top_k", "query_id", "status", "error") if failures is not None
                  and c in failures.columns]
     return _env().get_template("report.html.j2").render(
-        **{k: v for k, v in ctx.items() if k not in ("table", "display", "frontier", "significance", "failures")},
+        **{k: v for k, v in ctx.items() if k not in ("table", "display", "frontier", "significance", "failures", "stages")},
         figures=figures,
         summary_html=_html_table(ctx["display"]),
         frontier_html=_html_table(ctx["frontier"]),
         significance_html=_html_table(_significance_view(ctx["significance"], ctx["primary"])) if ctx["significance"] is not None else "",
         failures_html=_html_table(failures[fail_cols].head(50)) if ctx["n_failed"] else "",
+        stages_html=_html_table(ctx["stages"], digits=2) if len(ctx["stages"]) else "",
         manifest_rows=_manifest_rows(ctx["manifest"]),
         manifest_json=json.dumps(ctx["manifest"], indent=2, sort_keys=True, default=str),
         config_label=_labeller(ctx["table"]),
@@ -275,7 +306,8 @@ def render_markdown(context: dict[str, Any]) -> str:
     if sig is not None and len(sig):
         sig_md = markdown_table(_significance_view(sig, ctx["primary"], with_effect=False))
     return _env().get_template("summary.md.j2").render(
-        **{k: v for k, v in ctx.items() if k not in ("table", "display", "frontier", "significance", "failures")},
+        **{k: v for k, v in ctx.items()
+           if k not in ("table", "display", "frontier", "significance", "failures", "stages")},
         summary_md=markdown_table(ctx["display"]),
         significance_md=sig_md,
         config_label=_labeller(ctx["table"]),

@@ -43,8 +43,9 @@ def test_report_tables_values_and_manifest(run, html_path):
     table = run.evaluate(["ndcg@10"])
     best = table["ndcg@10"].max()
     assert f"{best:.4f}" in html
-    for section in ("summary", "figures", "frontier", "significance", "failures", "manifest", "gate"):
+    for section in ("summary", "figures", "stages", "frontier", "significance", "failures", "manifest", "gate"):
         assert f'<section id="{section}">' in html
+    assert "embed ms" in html and "client ms" in html
     assert "p_ttest_adj" in html and "baseline" in html
     assert "abc123" in html  # the query set hash from the manifest
     assert "HTTP 500: boom" in html  # the failed request is listed
@@ -91,3 +92,15 @@ def test_thresholds_parse_and_check(run):
     assert report.check_thresholds(table, {"ndcg@10": 0.99})[0].startswith("ndcg@10: best 0.9502")
     with pytest.raises(ConfigurationError, match="mrr"):
         report.check_thresholds(table, {"mrr": 0.1})
+
+
+def test_stage_table_counts_each_request_once_in_milliseconds(run):
+    from llamaeval.report._write import stage_table
+
+    stages = stage_table(run.requests).set_index("mode")
+    req = run.requests
+    sent = req[(req["top_k"] == 10) & (req["status"] == 200)]  # share_k: one request per mode and query
+    for mode, group in sent.groupby("mode"):
+        assert stages.loc[mode, "requests"] == len(group)
+        assert stages.loc[mode, "client ms"] == pytest.approx(group["latency_s"].mean() * 1000)
+        assert stages.loc[mode, "embed ms"] == pytest.approx(group["server_embed_s"].mean() * 1000)
