@@ -124,19 +124,19 @@ class BenchmarkRun:
                 score: str = "rank") -> list[Path]:
         """Write TREC run files (``qid Q0 docid rank score tag``).
 
-        One configuration: ``path`` is the file. Several: ``path`` is a folder and each
-        configuration goes to ``<pipeline>_<mode>_k<top_k>.trec``. ``score="rank"``
+        One configuration: ``path`` is the file. Several (or ``path`` an existing folder):
+        ``path`` is a folder and each configuration goes to ``<pipeline>_<mode>_k<top_k>.trec``. ``score="rank"``
         writes ``top_k - rank + 1`` so tools that re-sort by score (trec_eval) keep the
         server's order; ``score="server"`` writes the server's score. Failed/empty
-        requests write no line. Returns the files written.
+        requests, and chunks without a document id, write no line. Returns the files written.
         """
         if score not in ("rank", "server"):
             raise ConfigurationError(f"score must be 'rank' or 'server', got {score!r}")
-        rows = self.results.dropna(subset=["rank"])
+        rows = self.results.dropna(subset=["rank", "doc_id"])
         configs = self.configurations
         path = Path(path)
         written = []
-        multi = len(configs) > 1
+        multi = len(configs) > 1 or path.is_dir()
         if multi:
             path.mkdir(parents=True, exist_ok=True)
         for cfg in configs.itertuples(index=False):

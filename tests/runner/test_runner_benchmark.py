@@ -396,3 +396,18 @@ def test_document_mapping_is_configurable(fake, tiny_queryset):
     assert chunks.manifest["parameters"]["mapping"]["level"] == "chunk"
     with pytest.raises(ConfigurationError, match="clashes"):
         run(fake, tiny_queryset, config=BenchmarkConfig(mapping=DocumentMapping(metadata_key="rank")))
+
+
+def test_trec_file_scores_like_the_run(fake, tiny_queryset, tmp_path):
+    """A single configuration exports to one file; trec tools read back the same ranking."""
+    import ir_measures
+    from ir_measures import RR, nDCG
+
+    result = run(fake, tiny_queryset, modes="advanced", top_k=(8,))
+    (path,) = result.to_trec(tmp_path / "run.trec")
+    assert path == tmp_path / "run.trec"
+    qrels = list(ir_measures.read_trec_qrels(
+        "\n".join(f"{q} 0 {d} {r}" for q, d, r in tiny_queryset.qrels.itertuples(index=False))))
+    theirs = ir_measures.calc_aggregate([RR, nDCG @ 8], qrels, list(ir_measures.read_trec_run(str(path))))
+    ours = result.evaluate(["mrr", "ndcg@8"]).iloc[0]
+    assert theirs[RR] == pytest.approx(ours["mrr"]) and theirs[nDCG @ 8] == pytest.approx(ours["ndcg@8"])
