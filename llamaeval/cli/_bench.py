@@ -103,13 +103,15 @@ def _add_service(p: argparse.ArgumentParser, *, embedded: bool = False) -> None:
     g.add_argument("--api-key", help="API key (default: $LLAMA_CLOUD_API_KEY)")
 
 
-def _add_grid(p: argparse.ArgumentParser, *, top_k_default: str) -> None:
+def _add_grid(p: argparse.ArgumentParser, *, top_k_default: str, concurrency: int = 4) -> None:
     g = p.add_argument_group("benchmark grid")
     g.add_argument("--modes", type=_modes, default=list(MODES), metavar="M1,M2",
                    help=f"retrieval modes (default: {','.join(MODES)})")
     g.add_argument("--top-k", type=_top_k, default=_top_k(top_k_default), metavar="K1,K2",
                    help=f"result counts to request (default: {top_k_default})")
-    g.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default: 4)")
+    g.add_argument("--concurrency", type=_positive_int, default=concurrency,
+                   help=f"requests in flight (default: {concurrency}; more raises throughput but adds "
+                        "queueing to each request's latency on a small local server)")
     g.add_argument("--split", default="test", help="judgement split of the query set (default: test)")
     g.add_argument("--warmup", type=int, default=2, help="warm-up requests per (pipeline, mode), not measured")
     g.add_argument("--no-share-k", dest="share_k", action="store_false",
@@ -343,7 +345,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data-dir", default=None, help="keep the embedded server's data here (default: a temp dir)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT/run (needs a persistent --data-dir)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    _add_grid(p, top_k_default=DEMO_TOP_K)
+    _add_grid(p, top_k_default=DEMO_TOP_K, concurrency=2)
     _add_analysis(p)
     _add_service(p, embedded=True)
     p.set_defaults(func=_plain_warnings(_cmd_demo))

@@ -39,7 +39,7 @@ def test_demo_defaults_are_the_full_cranfield_grid():
     assert args.queryset == "cranfield"
     assert args.modes == ["fast", "accurate", "advanced"]
     assert args.top_k == [1, 3, 5, 10, 20, 50]
-    assert args.share_k is True and args.base_url is None
+    assert args.share_k is True and args.base_url is None and args.concurrency == 2
     args = build_parser().parse_args(["demo", "--fail-under", "ndcg@10=0.30", "--top-k", "10,1,10"])
     assert args.fail_under == [{"ndcg@10": 0.30}] and args.top_k == [1, 10]
 
