@@ -256,7 +256,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             base_url, api_key = args.base_url, args.api_key
             _say(args, f"using the service at {base_url}")
         else:
-            from llamaeval.server import EmbeddedServer
+            try:
+                from llamaeval.server import EmbeddedServer
+            except ModuleNotFoundError as exc:
+                raise ConfigurationError(f"the embedded server needs the 'server' extra ({exc.name} is missing): "
+                                         "pip install 'llamaeval[server]', or pass --base-url") from exc
 
             _say(args, "starting the embedded server ...")
             server = stack.enter_context(EmbeddedServer(data_dir=Path(args.data_dir) if args.data_dir else None))
