@@ -22,6 +22,7 @@ MODES: tuple[str, ...] = ("fast", "accurate", "advanced")  # the API's retrieval
 DEFAULT_METRICS = "ndcg@10,recall@20,mrr,map"
 DEMO_TOP_K = "1,3,5,10,20,50"
 EXIT_GATE_FAILED = 3
+DEMO_KEY_FILE = "demo-api-key"  # in a persistent --data-dir: the embedded server's key, reused
 # Files a benchmark run folder holds (runner: journal + saved frames); demo may clear only these.
 _RUN_FILES = {"journal.jsonl", "manifest.json", "results.parquet", "requests.parquet", "qrels.parquet",
               "queries.parquet", "records.parquet", "chunks.parquet"}
@@ -263,7 +264,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                          "pip install 'llamaeval[server]', or pass --base-url") from exc
 
             _say(args, "starting the embedded server ...")
-            server = stack.enter_context(EmbeddedServer(data_dir=Path(args.data_dir) if args.data_dir else None))
+            data_dir = Path(args.data_dir) if args.data_dir else None
+            key_file = data_dir / DEMO_KEY_FILE if data_dir is not None else None
+            saved_key = key_file.read_text(encoding="utf-8").strip() if key_file and key_file.is_file() else None
+            server = stack.enter_context(EmbeddedServer(data_dir=data_dir, api_key=saved_key or None))
+            if key_file is not None and not saved_key:
+                # keep the key beside the data so a later demo on this --data-dir finds its pipeline
+                # (and skips ingest); readable by the owner only
+                key_file.touch(mode=0o600)
+                key_file.write_text(server.api_key, encoding="utf-8")
             base_url, api_key = server.base_url, server.api_key
             _say(args, f"server at {base_url} (data in {server.data_dir}) [{time.monotonic() - t0:.1f} s]")
         lc = stack.enter_context(_client(args, base_url=base_url, api_key=api_key))
@@ -346,7 +355,9 @@ def register(subparsers: Any) -> None:
                                           "print the summary table.")
     p.add_argument("--queryset", default="cranfield", help="bundled name or folder (default: cranfield)")
     p.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")
-    p.add_argument("--data-dir", default=None, help="keep the embedded server's data here (default: a temp dir)")
+    p.add_argument("--data-dir", default=None,
+                   help="keep the embedded server's data (and its key) here; a later demo on the same folder "
+                        "reuses the ingested pipeline (default: a temp dir)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT/run (needs a persistent --data-dir)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_grid(p, top_k_default=DEMO_TOP_K, concurrency=2)

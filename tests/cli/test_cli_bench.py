@@ -96,3 +96,23 @@ def test_reduced_demo_against_a_given_service(live_server, tmp_path, capsys):
     assert "| fast | 10 |" in captured.out
     assert "quality gate failed: ndcg@10" in captured.err
     assert (out / "report.html").exists() and (out / "run" / "manifest.json").exists()
+
+
+def test_demo_with_embedded_server_reuses_its_data_dir(tmp_path, capsys):
+    """The real demo path (EmbeddedServer), reduced to adi x fast x two cutoffs, run twice."""
+    import re
+
+    data, out = tmp_path / "server", tmp_path / "demo"
+    argv = ["demo", "--queryset", "adi", "--modes", "fast", "--top-k", "1,5", "--warmup", "0",
+            "--data-dir", str(data), "--out", str(out)]
+    assert main(argv) == 0
+    first = capsys.readouterr()
+    assert "| fast | 5 |" in first.out
+    key_file = data / "demo-api-key"
+    assert key_file.stat().st_mode & 0o077 == 0  # the saved key is private
+    pipeline = re.search(r"pipeline (\S+) synced", first.err).group(1)
+
+    assert main([*argv, "--resume"]) == 0
+    second = capsys.readouterr()
+    assert re.search(r"pipeline (\S+) synced", second.err).group(1) == pipeline  # ingest found it
+    assert second.out.split("report:")[0] == first.out.split("report:")[0]  # same run, nothing re-sent
