@@ -3,12 +3,13 @@
     .venv/bin/python benchmarks/train_ltr.py [--write]
 
 Training data, and ONLY these (SciFact test is never read): SciFact `qrels/train.tsv`
-(809 queries), cranfield, cisi and med (their only judgements). Each collection
-counts equally (per-query weights 1/n_queries). Steps:
+(809 queries), cranfield, cisi and med (their only judgements). A collection of n
+queries weighs sqrt(n) (each query sqrt(n)/n), so SciFact counts about half. Steps:
 1. fast: grid over fusion (convex / rrf), dense_weight and rrf_k; pick the best mean nDCG@10.
-2. accurate: a linear model over the second-stage features of the `rerank_depth`
-   best fused candidates, fitted with a listwise softmax loss (ListNet, L2), by L-BFGS.
-   The L2 strength is chosen by leave-one-collection-out.
+2. accurate: a linear model, or a linear model plus an 8-unit tanh layer, over the
+   second-stage features of the `rerank_depth` best fused candidates, fitted with a
+   listwise softmax loss (ListNet, L2) by L-BFGS from a fixed seed. Model size and L2
+   strength are chosen by leave-one-collection-out mean nDCG@10.
 3. advanced: grid over expansion parameters with a model per setting, the same way.
 With --write the weights go to llamaeval/engine/data/ltr.json (with what they were trained on).
 """
@@ -34,8 +35,12 @@ from modes import (  # noqa: E402
 from llamaeval.engine._index import _top  # noqa: E402
 
 TRAIN_SETS = (("scifact", "train"), ("cranfield", "test"), ("cisi", "test"), ("med", "test"))
-FEATURES_ACCURATE = ["bm25", "dense", "dense_mm", "fused", "fused_rrf", "doc_bm25_max", "doc_dense_max",
-                     "title", "coverage", "proximity", "length"]
+FEATURES_ACCURATE = ["bm25", "dense", "dense_mm", "fused", "fused_rrf", "bm25_rank", "dense_rank",
+                     "doc_bm25_max", "doc_dense_max", "title", "coverage", "missing_idf", "proximity", "phrase",
+                     "length", "q_terms", "q_bm25_top", "q_dense_top"]
+# An 8-unit tanh layer was tried (hidden=8): leave-one-collection-out weighted nDCG@10
+# 0.597 vs 0.608 for the linear model on the accurate features; the default grid keeps linear.
+HIDDEN = (0,)
 FEATURES_ADVANCED = FEATURES_ACCURATE + ["bm25_prf", "dense_prf", "fused_prf", "fused_both"]
 
 
@@ -57,6 +62,12 @@ def ndcg_of(index, queries, qrels, mode) -> float:
         res = index.search(text, mode, 100)
         run[q] = collapse([h.entry.metadata["doc_id"] for h in res.hits])
     return metrics(run, qrels)["ndcg@10"]
+
+
+def set_weights(sets: list[dict]) -> np.ndarray:
+    """Weight of each collection: sqrt(number of judged queries), normalised to sum 1."""
+    w = np.sqrt([len(s["queries"]) for s in sets])
+    return w / w.sum()
 
 
 # ----------------------------------------------------------------------------- step 1: fusion
@@ -83,8 +94,9 @@ def tune_fusion(sets: list[dict]) -> tuple[dict, list]:
                 order = cand[np.lexsort((cand, -fused))]
                 run[q] = collapse([idx.entries[i].metadata["doc_id"] for i in order])
             per_set.append(metrics(run, s["qrels"])["ndcg@10"])
-        table.append((params, per_set, float(np.mean(per_set))))
-        print(f"fusion {params}: {' '.join(f'{v:.4f}' for v in per_set)} mean {np.mean(per_set):.4f}", file=sys.stderr)
+        mean = float(np.dot(set_weights(sets), per_set))
+        table.append((params, per_set, mean))
+        print(f"fusion {params}: {' '.join(f'{v:.4f}' for v in per_set)} weighted mean {mean:.4f}", file=sys.stderr)
     best = max(table, key=lambda r: r[2])
     return best[0], table
 
@@ -106,10 +118,10 @@ def collect(sets: list[dict], mode: str, features: list[str]) -> list[dict]:
     return data
 
 
-def fit(data: list[dict], l2: float, n_sets: int) -> dict:
-    """ListNet: minimise sum_q w_q * CE(softmax(gain_q), softmax(X_q w)) + l2 |w|^2."""
+def fit(data: list[dict], l2: float, set_w: np.ndarray, hidden: int = 0) -> dict:
+    """ListNet: minimise sum_q w_q * CE(softmax(gain_q), softmax(score_q)) + l2 |params|^2."""
     use = [d for d in data if d["y"].sum() > 0]
-    counts = np.bincount([d["set"] for d in use], minlength=n_sets)
+    counts = np.bincount([d["set"] for d in use], minlength=len(set_w))
     allx = np.concatenate([d["x"] for d in use])
     mean, std = allx.mean(0), allx.std(0) + 1e-9
     width = max(d["x"].shape[0] for d in use)
@@ -117,32 +129,58 @@ def fit(data: list[dict], l2: float, n_sets: int) -> dict:
     X = np.zeros((len(use), width, nf))
     M = np.zeros((len(use), width), dtype=bool)
     T = np.zeros((len(use), width))
-    W = np.array([1.0 / counts[d["set"]] / n_sets for d in use])
+    W = np.array([set_w[d["set"]] / counts[d["set"]] for d in use])
     for i, d in enumerate(use):
         n = d["x"].shape[0]
         X[i, :n] = (d["x"] - mean) / std
         M[i, :n] = True
         g = 2.0 ** d["y"] - 1.0
         T[i, :n] = g / g.sum()
+    h = hidden
+    sizes = [nf, h * nf, h, h]
 
-    def loss(w):
+    def unpack(p):
+        parts, o = [], 0
+        for k in sizes:
+            parts.append(p[o:o + k])
+            o += k
+        w, w1, b1, w2 = parts
+        return w, w1.reshape(h, nf), b1, w2
+
+    def loss(p):
+        w, w1, b1, w2 = unpack(p)
         s = X @ w
+        if h:
+            H = np.tanh(X @ w1.T + b1)
+            s = s + H @ w2
         s = np.where(M, s, -1e9)
         s_max = s.max(1, keepdims=True)
         logz = np.log(np.exp(s - s_max).sum(1, keepdims=True)) + s_max
         logp = np.where(M, s - logz, 0.0)
-        p = np.where(M, np.exp(logp), 0.0)
+        p_ = np.where(M, np.exp(logp), 0.0)
         ce = -(T * logp).sum(1)
-        grad_s = (p - T) * W[:, None]
-        g = np.einsum("qn,qnf->f", grad_s, X) + 2 * l2 * w
-        return float((W * ce).sum() + l2 * w @ w), g
+        G = (p_ - T) * W[:, None]
+        grads = [np.einsum("qn,qnf->f", G, X)]
+        if h:
+            dA = G[:, :, None] * w2 * (1 - H ** 2)
+            grads += [np.einsum("qnh,qnf->hf", dA, X).ravel(), dA.sum((0, 1)), np.einsum("qn,qnh->h", G, H)]
+        g = np.concatenate(grads) + 2 * l2 * p
+        return float((W * ce).sum() + l2 * p @ p), g
 
-    res = minimize(loss, np.zeros(nf), jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    return {"weights": res.x.tolist(), "mean": mean.tolist(), "std": std.tolist(), "bias": 0.0}
+    p0 = np.random.default_rng(0).normal(0, 0.1, sum(sizes))
+    p0[:nf] = 0.0
+    res = minimize(loss, p0, jac=True, method="L-BFGS-B", options={"maxiter": 1000})
+    w, w1, b1, w2 = unpack(res.x)
+    model = {"weights": w.tolist(), "mean": mean.tolist(), "std": std.tolist(), "bias": 0.0}
+    if h:
+        model.update(hidden_weights=w1.tolist(), hidden_bias=b1.tolist(), output_weights=w2.tolist())
+    return model
 
 
 def evaluate_model(data: list[dict], model: dict, sets: list[dict], which: set[int]) -> list[float]:
-    w, mean, std = np.array(model["weights"]), np.array(model["mean"]), np.array(model["std"])
+    from llamaeval.engine import LearnedRanker
+
+    ranker = LearnedRanker({"features": [str(i) for i in range(len(model["weights"]))], **model})
     out = []
     for sid, s in enumerate(sets):
         if sid not in which:
@@ -152,7 +190,7 @@ def evaluate_model(data: list[dict], model: dict, sets: list[dict], which: set[i
         for d in data:
             if d["set"] != sid:
                 continue
-            sc = ((d["x"] - mean) / std) @ w
+            sc = ranker.score({str(i): d["x"][:, i] for i in range(d["x"].shape[1])})
             order = d["cand"][np.lexsort((d["cand"], -sc))]
             run[d["q"]] = collapse([idx.entries[i].metadata["doc_id"] for i in order])
         out.append(metrics(run, s["qrels"])["ndcg@10"])
@@ -161,24 +199,30 @@ def evaluate_model(data: list[dict], model: dict, sets: list[dict], which: set[i
 
 def train(data: list[dict], sets: list[dict], label: str) -> tuple[dict, dict]:
     n = len(sets)
+    set_w = set_weights(sets)
     report = {}
-    best_l2, best_score = None, -1.0
-    for l2 in (1e-4, 1e-3, 1e-2):
-        held = []
-        for out in range(n):
-            m = fit([d for d in data if d["set"] != out], l2, n)
-            held.append(evaluate_model(data, m, sets, {out})[0])
-        score = float(np.mean(held))
-        report[f"l2={l2}"] = {"leave_one_collection_out_ndcg@10": dict(zip([s["name"] for s in sets], held)),
-                              "mean": score}
-        print(f"{label} l2={l2}: held-out {' '.join(f'{v:.4f}' for v in held)} mean {score:.4f}", file=sys.stderr)
-        if score > best_score:
-            best_l2, best_score = l2, score
-    model = fit(data, best_l2, n)
+    best, best_score = None, -1.0
+    for hidden in HIDDEN:
+        for l2 in (1e-3, 1e-2, 3e-2):
+            held = []
+            for out in range(n):
+                keep = [d for d in data if d["set"] != out]
+                w = set_w.copy()
+                w[out] = 0.0
+                m = fit(keep, l2, w / w.sum(), hidden)
+                held.append(evaluate_model(data, m, sets, {out})[0])
+            score = float(np.dot(set_w, held))
+            report[f"hidden={hidden},l2={l2}"] = {
+                "leave_one_collection_out_ndcg@10": dict(zip([s["name"] for s in sets], held)), "weighted_mean": score}
+            print(f"{label} hidden={hidden} l2={l2}: held-out {' '.join(f'{v:.4f}' for v in held)} "
+                  f"weighted {score:.4f}", file=sys.stderr)
+            if score > best_score:
+                best, best_score = (hidden, l2), score
+    model = fit(data, best[1], set_w, best[0])
     insample = evaluate_model(data, model, sets, set(range(n)))
-    report["chosen_l2"] = best_l2
+    report["chosen"] = {"hidden": best[0], "l2": best[1], "held_out_weighted_mean": best_score}
     report["in_sample_ndcg@10"] = dict(zip([s["name"] for s in sets], insample))
-    print(f"{label} final l2={best_l2}: in-sample {' '.join(f'{v:.4f}' for v in insample)}", file=sys.stderr)
+    print(f"{label} final {best}: in-sample {' '.join(f'{v:.4f}' for v in insample)}", file=sys.stderr)
     return model, report
 
 
@@ -210,18 +254,31 @@ def main() -> None:
         # advanced: expansion grid, a model per setting, chosen by held-out mean
         adv_best = None
         for prf in ({"prf_docs": 3, "prf_terms": 10, "prf_weight": 0.3, "rocchio_beta": 0.3},
-                    {"prf_docs": 5, "prf_terms": 20, "prf_weight": 0.4, "rocchio_beta": 0.5},
-                    {"prf_docs": 10, "prf_terms": 20, "prf_weight": 0.5, "rocchio_beta": 1.0}):
+                    {"prf_docs": 5, "prf_terms": 10, "prf_weight": 0.2, "rocchio_beta": 0.2}):
             cfg = replace(base, **prf)
             for s in sets:
                 s["index"] = s["index"].with_config(cfg)
             data = collect(sets, "advanced", FEATURES_ADVANCED)
             model, report = train(data, sets, f"advanced {prf}")
-            held = max(v["mean"] for k, v in report.items() if k.startswith("l2="))
+            held = report["chosen"]["held_out_weighted_mean"]
             tuning.setdefault("advanced_grid", []).append({"params": prf, "held_out_mean": held, "report": report})
             if adv_best is None or held > adv_best[0]:
                 adv_best = (held, prf, model)
         models["advanced"] = {"features": FEATURES_ADVANCED, **adv_best[2]}
+        # document-aware aggregation weight, through the real search path with the chosen models
+        cfg = replace(base, **adv_best[1], ltr_model={"models": models})
+        set_w = set_weights(sets)
+        agg = []
+        for wsum in (0.0, 0.1, 0.3):
+            c = replace(cfg, doc_aggregation="max+sum" if wsum else "max", doc_sum_weight=wsum)
+            per = [ndcg_of(s["index"].with_config(c), s["queries"], s["qrels"], "advanced") for s in sets]
+            agg.append({"doc_sum_weight": wsum, "ndcg@10": dict(zip([s["name"] for s in sets], per)),
+                        "weighted_mean": float(np.dot(set_w, per))})
+            print(f"aggregation doc_sum_weight={wsum}: {' '.join(f'{v:.4f}' for v in per)}", file=sys.stderr)
+        best_agg = max(agg, key=lambda r: r["weighted_mean"])["doc_sum_weight"]
+        tuning["aggregation_grid"] = agg
+        tuning["defaults"] = {**tuning.get("fusion_chosen", {}), **adv_best[1],
+                              "doc_aggregation": "max+sum" if best_agg else "max", "doc_sum_weight": best_agg}
         tuning["advanced_chosen"] = adv_best[1]
     tuning["seconds"] = round(time.time() - t0, 1)
     out = {"description": "Linear learning-to-rank weights (ListNet) of llamaeval's accurate/advanced second "

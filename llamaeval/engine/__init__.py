@@ -35,28 +35,33 @@ Every mode first embeds the query (stage ``embed``), scores every chunk with BM2
 (``bm25``) and with exact cosine similarity (``dense``), then fuses (``fuse``).
 
 ``fast``      hybrid: union of each retriever's ``fast_candidates`` best chunks,
-              fused by ``fusion`` ("convex": (1-dense_weight)*minmax(bm25) +
+              fused by ``fusion`` ("convex" (default): (1-dense_weight)*minmax(bm25) +
               dense_weight*minmax(cosine), min-max over each retriever's pool; or
               "rrf": 2*((1-dense_weight)/(rrf_k+rank_bm25) + dense_weight/(rrf_k+rank_dense))).
-              Hit ``stage_scores``: bm25, dense, fused.
+              Hit ``stage_scores``: bm25 (raw BM25), dense (cosine), fused.
 ``accurate``  the same fusion over a larger pool (``accurate_candidates`` per
               retriever); the ``rerank_depth`` best fused chunks are rescored by the
-              second stage (``second_stage="ltr"``): a linear learning-to-rank model over
-              features (bm25, dense, fused scores, document-level chunk-max of bm25 and
-              dense, idf-weighted query-term coverage, title match and proximity
-              (matched terms / smallest window holding them), chunk length). Weights ship
-              in ``ltr_model`` (trained by benchmarks/train_ltr.py). Stage scores add
-              ``ltr``; a plug-in ``Reranker`` adds ``rerank``.
+              second stage (``second_stage="ltr"``): a linear learning-to-rank model
+              (ListNet) over 18 features of each candidate — BM25 and cosine (raw,
+              min-max, rank), fused score and rank, document-level chunk-max of BM25 and
+              cosine (the best chunk of the same file in the set), idf-weighted query-term
+              coverage, idf of the rarest missing term, title match, proximity (matched
+              terms / smallest window holding them), query-bigram phrase matches, chunk
+              length, and query-level context. Weights ship in ``ltr_model`` and were
+              trained by ``benchmarks/train_ltr.py`` on SciFact train, cranfield, cisi and
+              med only. Stage scores add ``ltr``; a plug-in ``Reranker`` adds ``rerank``.
 ``advanced``  accurate plus query expansion (stage ``expand``): from the ``prf_docs``
               best fused chunks, RM3-style expansion of the BM25 query (``prf_terms``
               idf-weighted feedback terms mixed in with weight ``prf_weight``) and Rocchio
               on the query vector (q + ``rocchio_beta`` * centroid, renormalised); the
-              expanded retrieval is fused again and both candidate sets are rescored
-              by its own learned model with the expansion scores as extra features;
-              then document-aware aggregation (``doc_aggregation="max+sum"``: each chunk
-              gains ``doc_sum_weight`` x the scores of the other chunks of its file in
-              the reranked set). Stage scores add bm25_prf, dense_prf, fused_prf, ltr,
-              doc_aggregate.
+              expanded retrieval is fused again, the union of both candidate sets is
+              rescored by its own learned model with the expansion scores as 4 extra
+              features; then document-aware aggregation: ``doc_aggregation="max"`` (the
+              trained default: a document counts by its best chunk, the model already sees
+              chunk-max features) or ``"max+sum"`` (each chunk gains ``doc_sum_weight`` x the
+              scores of the other chunks of its file in the reranked set — for collections
+              of long, many-chunk documents). Stage scores add bm25_prf, dense_prf,
+              fused_prf, ltr, doc_aggregate.
 
 A user cross-encoder plugs in as ``Index.load(dir, embedder, reranker=obj)`` where
 ``obj.score(query, passages) -> np.ndarray`` (the ``Reranker`` protocol); in
@@ -69,14 +74,21 @@ RetrievalConfig parameters (all in ``to_dict()``; ``from_dict`` rejects unknown 
 bm25_k1 (1.2), bm25_b (0.75), bm25_method ("lucene"|"robertson"|"atire"),
 stemmer ("english", any PyStemmer algorithm, or "none"), stopwords ("english"|"none")
   — these shape the BM25 index (changing them needs a rebuild);
-fusion ("convex"|"rrf"), dense_weight (0..1), rrf_k, fast_candidates (100),
-accurate_candidates (300), rerank_depth (100), second_stage ("ltr"|"none"),
-reranker_weight (0..1), prf_docs, prf_terms, prf_weight (0..1), rocchio_beta,
-doc_aggregation ("max"|"max+sum"), doc_sum_weight, ltr_model (the learned weights).
+fusion ("convex"|"rrf", default convex), dense_weight (0..1, 0.5), rrf_k (60),
+fast_candidates (100), accurate_candidates (300), rerank_depth (100),
+second_stage ("ltr"|"none"), reranker_weight (0..1, 1.0), prf_docs (3), prf_terms (10),
+prf_weight (0..1, 0.3), rocchio_beta (0.3), doc_aggregation ("max"|"max+sum", max),
+doc_sum_weight (0.1), ltr_model (the learned weights: {"models": {"accurate": ...,
+"advanced": ...}}, each {"features", "weights", "mean", "std", "bias"} and optionally an
+MLP layer — see ``LearnedRanker``). Defaults after the BM25 block were tuned by
+benchmarks/train_ltr.py (never on SciFact test).
 
 Determinism: rankings never depend on hash order — ties break by chunk order,
 BM25 query terms are summed in sorted order. Numpy BLAS runs single-threaded
-during a search (threadpoolctl), so it does not fight onnxruntime for the cores.
+during a search (threadpoolctl, per Index), so it does not fight onnxruntime for the
+cores; a server with concurrent searches should also call
+``threadpoolctl.threadpool_limits(1, "blas")`` once at start-up (limits are process-wide).
+Dense search is exact (one matrix-vector product); see benchmarks/results/scale.md.
 """
 
 from __future__ import annotations
@@ -86,7 +98,7 @@ from llamaeval.engine._config import MAX_TOP_K, MODES, RetrievalConfig
 from llamaeval.engine._embed import Embedder
 from llamaeval.engine._index import Index, IndexEntry, SearchHit, SearchResponse, build_index
 from llamaeval.engine._parse import SUPPORTED_EXTENSIONS, ParsedDocument, ParseError, parse_document
-from llamaeval.engine._rerank import LinearRanker, Reranker
+from llamaeval.engine._rerank import LearnedRanker, Reranker
 
 __all__ = [
     "MODES",
@@ -106,5 +118,5 @@ __all__ = [
     "SearchHit",
     "SearchResponse",
     "Reranker",
-    "LinearRanker",
+    "LearnedRanker",
 ]

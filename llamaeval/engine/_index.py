@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ import numpy as np
 from llamaeval.engine._analyze import Analyzer
 from llamaeval.engine._config import MAX_TOP_K, MODES, RetrievalConfig
 from llamaeval.engine._embed import Embedder
-from llamaeval.engine._rerank import LinearRanker, Reranker
+from llamaeval.engine._rerank import LearnedRanker, Reranker
 
 __all__ = ["IndexEntry", "SearchHit", "SearchResponse", "Index", "build_index"]
 
@@ -166,8 +166,9 @@ class Index:
         self._file_of = np.array([files.setdefault(e.file_id, len(files)) for e in entries], dtype=np.int64)
         self._title_terms: dict[int, frozenset[str]] = {}
         self._blas: Any = None
+        self._chunk_terms: dict[int, list[str]] = {}
         models = config.ltr_model["models"]
-        self._rankers = {name: LinearRanker(models[name]) for name in ("accurate", "advanced") if name in models}
+        self._rankers = {name: LearnedRanker(models[name]) for name in ("accurate", "advanced") if name in models}
 
     def _init_bm25(self, bm25: Any) -> None:
         s = bm25.scores
@@ -230,7 +231,7 @@ class Index:
         clone.__dict__.update(self.__dict__)
         clone.config = config
         models = config.ltr_model["models"]
-        clone._rankers = {n: LinearRanker(models[n]) for n in ("accurate", "advanced") if n in models}
+        clone._rankers = {n: LearnedRanker(models[n]) for n in ("accurate", "advanced") if n in models}
         return clone
 
     # ------------------------------------------------------------------ scoring primitives
@@ -278,6 +279,14 @@ class Index:
         return cand, fused.astype(np.float64)
 
     # ------------------------------------------------------------------ features
+    def _terms_of(self, i: int) -> list[str]:
+        """Analysed terms of chunk ``i`` (cached: analysis costs ~0.2 ms per chunk)."""
+        terms = self._chunk_terms.get(i)
+        if terms is None:
+            terms = [sys.intern(t) for t in self._analyzer(self.entries[i].text)]
+            self._chunk_terms[i] = terms
+        return terms
+
     def _title_terms_of(self, i: int) -> frozenset[str]:
         terms = self._title_terms.get(i)
         if terms is None:
@@ -287,47 +296,63 @@ class Index:
         return terms
 
     def _features(self, cand: np.ndarray, q_weights: dict[str, float], sparse: np.ndarray,
-                  dense: np.ndarray, fused: np.ndarray) -> dict[str, np.ndarray]:
+                  dense: np.ndarray, fused: np.ndarray, ctx_terms: list[str] | None = None) -> dict[str, np.ndarray]:
         """Second-stage features of the candidates (all computed over the candidate set)."""
         qterms = sorted(t for t in q_weights if t in self._vocab)
         idf = {t: float(self._idf[self._vocab[t]]) for t in qterms}
         idf_total = sum(idf.values()) or 1.0
+        idf_max = max(idf.values()) if idf else 1.0
+        bigrams = list(dict.fromkeys(zip(q_order, q_order[1:]))) if (q_order := ctx_terms) else []
         n = cand.size
         coverage = np.zeros(n)
         proximity = np.zeros(n)
         title = np.zeros(n)
         length = np.zeros(n)
+        missing = np.zeros(n)
+        phrase = np.zeros(n)
         qset = set(qterms)
         for row, i in enumerate(cand):
-            terms = self._analyzer(self.entries[i].text)
+            terms = self._terms_of(int(i))
             length[row] = math.log1p(len(terms))
             present = qset.intersection(terms)
             coverage[row] = sum(idf[t] for t in present) / idf_total
+            absent = qset - present
+            missing[row] = max((idf[t] for t in absent), default=0.0) / idf_max
             if len(present) >= 2:
                 proximity[row] = _proximity(terms, present)
+                if bigrams:
+                    pairs = set(zip(terms, terms[1:]))
+                    phrase[row] = sum(1 for bg in bigrams if bg in pairs) / len(bigrams)
             if qset:
                 tt = self._title_terms_of(int(i))
                 title[row] = sum(idf[t] for t in qset & tt) / idf_total
-        bm25_mm = _minmax(sparse[cand])
+        bm25_raw = sparse[cand].astype(np.float64)
+        bm25_mm = _minmax(bm25_raw)
         dense_raw = dense[cand].astype(np.float64)
         dense_mm = _minmax(dense_raw)
         files = self._file_of[cand]
         doc_bm25 = _group_max(files, bm25_mm)
         doc_dense = _group_max(files, dense_mm)
-        rank_fused = np.empty(n)
-        rank_fused[np.lexsort((cand, -fused))] = np.arange(1, n + 1)
         return {
             "bm25": bm25_mm,
             "dense": dense_raw,
             "dense_mm": dense_mm,
             "fused": _minmax(fused),
-            "fused_rrf": 1.0 / (60.0 + rank_fused),
+            "fused_rrf": 1.0 / (60.0 + _ranks(cand, fused)),
+            "bm25_rank": 1.0 / (10.0 + _ranks(cand, bm25_raw)),
+            "dense_rank": 1.0 / (10.0 + _ranks(cand, dense_raw)),
             "doc_bm25_max": doc_bm25,
             "doc_dense_max": doc_dense,
             "title": title,
             "coverage": coverage,
+            "missing_idf": missing,
             "proximity": proximity,
+            "phrase": phrase,
             "length": length,
+            # query-level context (constant within a query): lets a non-linear model adapt
+            "q_terms": np.full(n, math.log1p(len(qterms))),
+            "q_bm25_top": np.full(n, float(bm25_raw.max()) if n else 0.0),
+            "q_dense_top": np.full(n, float(dense_raw.max()) if n else 0.0),
         }
 
     # ------------------------------------------------------------------ search
@@ -387,6 +412,7 @@ class Index:
         qv = self.embedder.embed_query(query)
         t1 = clock()
         timings["embed"] = t1 - t0
+        q_terms = self._analyzer(query)
         q_weights = self._query_weights(query)
         sparse = self._bm25_scores(q_weights)
         t2 = clock()
@@ -400,7 +426,7 @@ class Index:
         stage: dict[str, np.ndarray] = {"bm25": sparse[cand].astype(np.float64),
                                         "dense": dense[cand].astype(np.float64), "fused": fused}
         final = fused
-        ctx: dict[str, Any] = {"q_weights": q_weights, "sparse": sparse, "dense": dense}
+        ctx: dict[str, Any] = {"q_weights": q_weights, "q_terms": q_terms, "sparse": sparse, "dense": dense}
         if mode == "fast":
             return cand, final, stage, ctx
         if mode == "advanced":
@@ -426,7 +452,7 @@ class Index:
 
     def _stage_features(self, cand: np.ndarray, stage: dict[str, np.ndarray], ctx: dict[str, Any],
                         mode: str) -> dict[str, np.ndarray]:
-        feats = self._features(cand, ctx["q_weights"], ctx["sparse"], ctx["dense"], stage["fused"])
+        feats = self._features(cand, ctx["q_weights"], ctx["sparse"], ctx["dense"], stage["fused"], ctx["q_terms"])
         if mode == "advanced":
             feats["bm25_prf"] = _minmax(stage["bm25_prf"])
             feats["dense_prf"] = stage["dense_prf"]
@@ -445,7 +471,7 @@ class Index:
         fb_w = _minmax(fused[np.searchsorted(cand, fb)]) + 1e-3  # relevance model weight per feedback doc
         term_w: dict[str, float] = {}
         for i, w in zip(fb, fb_w):
-            terms = self._analyzer(self.entries[int(i)].text)
+            terms = self._terms_of(int(i))
             if not terms:
                 continue
             inv = float(w) / len(terms)
@@ -499,6 +525,13 @@ def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndar
     """values[keys == w] for each w of ``wanted`` (sorted ``keys``), 0 where absent."""
     pos = np.clip(np.searchsorted(keys, wanted), 0, keys.size - 1)
     return np.where(keys[pos] == wanted, values[pos], 0.0)
+
+
+def _ranks(cand: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """1-based rank of each candidate by ``scores`` (ties by chunk order)."""
+    ranks = np.empty(cand.size)
+    ranks[np.lexsort((cand, -scores))] = np.arange(1, cand.size + 1)
+    return ranks
 
 
 def _group_max(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
