@@ -171,6 +171,12 @@ class SyncService:
 
     # -- threads --------------------------------------------------------------------------
     def _work(self) -> None:
+        try:  # load the model now, off the request path: the first sync or query does not pay it
+            load = getattr(self.embedder, "load", None)
+            if callable(load):
+                load()
+        except Exception:
+            log.exception("could not load the embedding model")
         while not self._stop.is_set():
             try:
                 job_id = self._queue.get(timeout=1.0)
