@@ -47,6 +47,13 @@ def test_unparseable_file_ends_in_error_with_reason_others_complete(c, project):
         assert (f["error"] is None) == (f["status"] == "completed")
     assert _top_names(c, pipeline, "swept wings in a wind tunnel", 1) == ["good.md"]
     assert c.get(f"/pipelines/{pipeline}").json()["status"] == "active"
+    # an unchanged failed file is not retried by the next sync, unless it is added again
+    assert _sync(c, pipeline)["num_files"] == 0
+    c.put(f"/pipelines/{pipeline}/files", json=[{"file_id": ids[1]}]).raise_for_status()
+    assert _files(c, pipeline)["broken.pdf"]["status"] == "pending"
+    again = _sync(c, pipeline)
+    assert again["num_files"] == 1 and again["num_failed"] == 1
+    assert _files(c, pipeline)["broken.pdf"]["status"] == "error"
 
 
 def test_a_pipeline_whose_files_all_fail_ends_in_error(c, project):
