@@ -647,7 +647,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(Gatekeeper, max_upload_bytes=config.max_upload_bytes)
 
-    @app.get("/health", tags=["Health"], response_model=S.HealthOut, summary="Liveness (no auth)")
+    @app.get("/health", tags=["Health"], response_model=S.HealthOut, summary="Liveness (no auth)", operation_id="health")
     def health() -> Any:
         from llamaeval import engine
 
