@@ -217,7 +217,7 @@ def _significance(run: Any, primary: str, baseline: dict) -> tuple["pd.DataFrame
 def build_context(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary: str | None = None,
                   baseline: dict | None = None, title: str | None = None,
                   gate: dict[str, float] | None = None) -> dict[str, Any]:
-    """Everything the templates show, computed once (tables as DataFrames, figures as data URIs)."""
+    """Everything the templates show, computed once (tables as DataFrames; figures are drawn by render_html)."""
     from llamaeval.metrics import pareto_frontier
 
     metrics = list(dict.fromkeys(metrics))
