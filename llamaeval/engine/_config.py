@@ -100,6 +100,19 @@ class RetrievalConfig:
         num("doc_sum_weight", 0.0, 10.0)
         if not isinstance(self.ltr_model, dict) or not isinstance(self.ltr_model.get("models"), dict):
             raise ValueError("retrieval_config.ltr_model must be a dict with a 'models' mapping")
+        from llamaeval.engine._rerank import FEATURES, LearnedRanker
+
+        for mode, model in self.ltr_model["models"].items():
+            if mode not in ("accurate", "advanced"):
+                raise ValueError(f"retrieval_config.ltr_model.models: unknown mode {mode!r} (accurate, advanced)")
+            try:
+                ranker = LearnedRanker(model)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise ValueError(f"retrieval_config.ltr_model.models.{mode}: {exc}") from None
+            allowed = FEATURES if mode == "advanced" else FEATURES[:18]
+            unknown = [f for f in ranker.features if f not in allowed]
+            if unknown:
+                raise ValueError(f"retrieval_config.ltr_model.models.{mode}: unknown feature(s) {', '.join(unknown)}")
         if self.stemmer != "none":
             import Stemmer
 

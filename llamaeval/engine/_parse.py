@@ -67,7 +67,7 @@ def parse_document(data: bytes, file_name: str) -> ParsedDocument:
         elif ext == ".xml":
             doc = _parse_xml(text)
         else:
-            doc = ParsedDocument(text=text.strip(), title=None)
+            doc = ParsedDocument(text=text.strip(), title=_plain_title(text))
     text = _normalise(doc.text)
     if not text:
         raise ParseError("document has no text")
@@ -99,6 +99,16 @@ def _normalise(text: str) -> str:
     text = _SPACES.sub(" ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
     return _BLANKS.sub("\n\n", text).strip()
+
+
+_TITLE_LINE = re.compile(r"\A[ \t]*([^\n]{1,200}?)[ \t]*\r?\n[ \t]*\r?\n\s*\S")
+
+
+def _plain_title(text: str) -> str | None:
+    """A plain-text file's title: its first line, when that line is short (<= 200
+    characters) and a blank line separates it from more text (e.g. "Title\n\nBody")."""
+    match = _TITLE_LINE.match(text.lstrip("\ufeff\r\n"))
+    return match.group(1).strip() or None if match else None
 
 
 _MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)

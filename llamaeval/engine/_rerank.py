@@ -6,7 +6,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Reranker", "LearnedRanker"]
+__all__ = ["Reranker", "LearnedRanker", "FEATURES"]
+
+#: Features the engine computes for the second stage (accurate: the first 18; advanced: all).
+FEATURES: tuple[str, ...] = (
+    "bm25", "dense", "dense_mm", "fused", "fused_rrf", "bm25_rank", "dense_rank", "doc_bm25_max",
+    "doc_dense_max", "title", "coverage", "missing_idf", "proximity", "phrase", "length", "q_terms",
+    "q_bm25_top", "q_dense_top", "bm25_prf", "dense_prf", "fused_prf", "fused_both",
+)
 
 
 @runtime_checkable

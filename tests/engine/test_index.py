@@ -223,7 +223,10 @@ def test_retrieval_config_round_trip_and_validation(index):
     assert cfg.to_dict()["ltr_model"]["models"]["accurate"]["weights"]
     for bad, word in [({"bm25_k": 1}, "bm25_k"), ({"fusion": "sum"}, "fusion"), ({"dense_weight": 2}, "dense_weight"),
                       ({"stemmer": "klingon"}, "stemmer"), ({"fast_candidates": 0}, "fast_candidates"),
-                      ({"prf_terms": "ten"}, "prf_terms")]:
+                      ({"prf_terms": "ten"}, "prf_terms"),
+                      ({"ltr_model": {"models": {"accurate": {"features": ["nope"], "weights": [1.0]}}}}, "nope"),
+                      ({"ltr_model": {"models": {"accurate": {"features": ["bm25"], "weights": [1, 2]}}}}, "same length"),
+                      ({"ltr_model": {"models": {"fast": {"features": [], "weights": []}}}}, "unknown mode")]:
         with pytest.raises(ValueError, match=word):
             RetrievalConfig.from_dict(bad)
     with pytest.raises(ValueError, match="bm25_k1"):
@@ -237,3 +240,19 @@ def test_build_index_validates(tmp_path, adi):
         build_index(adi["entries"][:3], adi["embeddings"][:2], RetrievalConfig(), tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="not an index"):
         Index.load(tmp_path, None)
+
+
+def test_features_match_the_declared_list_and_the_shipped_models(index, adi):
+    from importlib import resources
+
+    from llamaeval.engine._rerank import FEATURES
+
+    timings: dict = {}
+    cand, _, stage, ctx = index._candidates(adi["queries"]["2"], "advanced", timings)
+    feats = index._stage_features(cand, stage, ctx, "advanced")
+    assert tuple(sorted(feats)) == tuple(sorted(FEATURES))
+    assert all(v.shape == cand.shape and np.isfinite(v).all() for v in feats.values())
+    shipped = json.loads(resources.files("llamaeval.engine").joinpath("data", "ltr.json").read_text())
+    assert "scifact/test" not in shipped["tuning"]["trained_on"]
+    assert set(shipped["models"]) == {"accurate", "advanced"}
+    assert "placeholder" not in shipped

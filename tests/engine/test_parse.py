@@ -48,7 +48,16 @@ def blank_pdf() -> bytes:
 def test_txt_keeps_text_and_normalises_whitespace():
     doc = parse_document("Hello   wörld\r\n\r\n\r\n\r\nsecond  line\n".encode(), "a.txt")
     assert doc.text == "Hello wörld\n\nsecond line"
-    assert doc.title is None
+    assert doc.title == "Hello wörld"
+
+
+def test_txt_title_is_a_short_first_line_before_a_blank_line():
+    doc = parse_document(b"Shock waves in nozzles\n\nThe flow was measured.", "d.txt")
+    assert doc.title == "Shock waves in nozzles"
+    assert doc.text == "Shock waves in nozzles\n\nThe flow was measured."  # the title stays in the text
+    assert parse_document(b"one paragraph\nwithout a blank line", "d.txt").title is None
+    assert parse_document(("x" * 300 + "\n\nbody").encode(), "d.txt").title is None
+    assert parse_document(b"only a title\n\n", "d.txt").title is None
 
 
 def test_txt_utf16_with_bom():
