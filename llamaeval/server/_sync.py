@@ -273,7 +273,8 @@ class SyncService:
             if pf.status in ("pending", "processing") or pf.processed_key != key:
                 targets.append((pf, stored, key))
         self.storage.update_job(job.id, num_files=len(targets))
-        if not targets and not removed and pipeline.index_version is not None:
+        if (not targets and not removed and pipeline.index_version is not None
+                and self._stored_fingerprint(pipeline) == self._fingerprint(pipeline)):
             now = utc_now()  # nothing changed: the current index stays
             self.storage.update_job(job.id, status="completed", completed_at=now, num_chunks=pipeline.num_chunks)
             self.storage.update_pipeline(pipeline.id, status="active", error=None, last_synced_at=now,
@@ -307,7 +308,8 @@ class SyncService:
             self._embed_batch(job, pipeline.id, batch, progress)
 
         self._check(pipeline.id)
-        self._build_and_swap(job, pipeline)
+        progress["files"] = len(targets)
+        self._build_and_swap(job, pipeline, chunking, progress)
 
     # files are parsed and chunked one by one, embedded in batches (one ONNX call per batch)
     BATCH_FILES = 32
@@ -367,7 +369,57 @@ class SyncService:
             write_atomic(json_path, json.dumps(record, ensure_ascii=False).encode("utf-8"), durable=False)
             self._file_done(job, pipeline_id, pf, key, progress, n_chunks=len(chunks))
 
-    def _build_and_swap(self, job: Job, pipeline: Pipeline) -> None:
+    INPUTS_FILE = "inputs.sha256"  # in each index dir: what the index was built from
+
+    def _fingerprint(self, pipeline: Pipeline) -> str:
+        """Hash of everything an index is built from: completed files, their content keys,
+        names and metadata, and the retrieval config."""
+        h = hashlib.sha256(json.dumps(pipeline.retrieval_config, sort_keys=True).encode())
+        for pf in sorted(self.storage.list_pipeline_files(pipeline.id), key=lambda f: f.file_id):
+            if pf.status == "completed":
+                h.update(json.dumps([pf.file_id, pf.processed_key, pf.name, pf.metadata], sort_keys=True).encode())
+        return h.hexdigest()
+
+    def _stored_fingerprint(self, pipeline: Pipeline) -> str | None:
+        if pipeline.index_version is None:
+            return None
+        try:
+            return (self.layout.index_dir(pipeline.id, pipeline.index_version) / self.INPUTS_FILE).read_text().strip()
+        except OSError:
+            return None
+
+    def _read_chunks(self, pipeline_id: str, pf: PipelineFile) -> tuple[dict[str, Any], np.ndarray]:
+        """A completed file's chunks and vectors from disk; OSError/ValueError/KeyError when unusable."""
+        json_path, npy_path = self.layout.chunks_paths(pipeline_id, pf.file_id)
+        record = json.loads(json_path.read_text("utf-8"))
+        emb = np.load(npy_path)
+        if record["key"] != pf.processed_key or emb.shape[0] != len(record["chunks"]):
+            raise ValueError("chunks on disk do not match the file")
+        return record, emb
+
+    def _reprocess(self, job: Job, pipeline_id: str, pf: PipelineFile, chunking: Any,
+                   progress: dict[str, int]) -> PipelineFile | None:
+        """Process one completed file again (its chunks on disk were lost or damaged)."""
+        from llamaeval import engine
+
+        progress["files"] = progress.get("files", 0) + 1
+        self.storage.update_job(job.id, num_files=progress["files"])
+        stored = self.storage.get_file(job.account_id, pf.file_id)
+        key = pf.processed_key or ""
+        try:
+            if stored is None:
+                raise engine.ParseError("the uploaded file no longer exists")
+            doc = engine.parse_document(self.layout.file_path(stored.id).read_bytes(), stored.name)
+            chunks = engine.chunk_document(doc, chunking, self.embedder)
+            if not chunks:
+                raise engine.ParseError("document has no text to index")
+        except (engine.ParseError, ValueError, UnicodeError, OSError) as exc:
+            self._file_done(job, pipeline_id, pf, key, progress, error=str(exc) or type(exc).__name__)
+            return None
+        self._embed_batch(job, pipeline_id, [(pf, key, doc, chunks)], progress)
+        return self.storage.get_pipeline_file(pipeline_id, pf.file_id)
+
+    def _build_and_swap(self, job: Job, pipeline: Pipeline, chunking: Any, progress: dict[str, int]) -> None:
         from llamaeval import engine
 
         entries: list[Any] = []
@@ -376,17 +428,22 @@ class SyncService:
         for pf in files:
             if pf.status != "completed":
                 continue
-            json_path, npy_path = self.layout.chunks_paths(pipeline.id, pf.file_id)
-            record = json.loads(json_path.read_text("utf-8"))
-            emb = np.load(npy_path)
-            if emb.shape[0] != len(record["chunks"]):
-                raise RuntimeError(f"processed chunks of file {pf.file_id} are inconsistent; add it again")
+            try:
+                record, emb = self._read_chunks(pipeline.id, pf)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("chunks of %s in pipeline %s are unusable (%s): processing the file again",
+                            pf.name, pipeline.id, exc)
+                fresh = self._reprocess(job, pipeline.id, pf, chunking, progress)
+                if fresh is None or fresh.status != "completed":
+                    continue
+                record, emb = self._read_chunks(pipeline.id, fresh)
             for c in record["chunks"]:
                 entries.append(engine.IndexEntry(
                     chunk_id=f"{pf.file_id}:{c['chunk_index']}", file_id=pf.file_id, file_name=pf.name,
                     chunk_index=c["chunk_index"], start_char=c["start_char"], end_char=c["end_char"],
                     text=c["text"], title=record.get("title"), metadata=dict(pf.metadata)))
             vectors.append(emb)
+        files = self.storage.list_pipeline_files(pipeline.id)
         if not entries:
             errors = [f"{pf.name}: {pf.error}" for pf in files if pf.status == "error"]
             detail = f"; first: {errors[0]}" if errors else ""
@@ -394,6 +451,7 @@ class SyncService:
         config = engine.RetrievalConfig.from_dict(pipeline.retrieval_config)
         build_dir = self.layout.new_build_dir(pipeline.id)
         engine.build_index(entries, np.vstack(vectors), config, build_dir)
+        (build_dir / self.INPUTS_FILE).write_text(self._fingerprint(pipeline))
         self._check(pipeline.id)
         version = f"v{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         final = self.layout.index_dir(pipeline.id, version)

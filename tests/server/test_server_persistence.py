@@ -104,18 +104,49 @@ def test_killed_sync_keeps_the_last_completed_index(own_server, adi_corpus):
         assert c.get(f"/pipelines/{pipeline}").json()["status"] == "active"
 
 
-def test_failed_sync_keeps_the_last_completed_index(own_server):
+def test_failed_sync_keeps_the_last_completed_index(own_server, sources_root):
+    folder = sources_root / "failing"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("Oleo struts absorb the energy of touchdown.")
+    with api(own_server) as c:
+        project = c.post("/projects", json={"name": "f"}).json()["id"]
+        pipeline = c.post("/pipelines", json={"name": "p", "project_id": project}).json()["id"]
+        c.put(f"/pipelines/{pipeline}/data-sources", json=[{"name": "d", "source_type": "directory",
+                                                            "config": {"path": "failing"}}]).raise_for_status()
+        assert wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])["status"] == "completed"
+        baseline = _retrieve(c, pipeline, "oleo struts", 3)
+        # the only document turns into something that cannot be parsed: this sync fails
+        (folder / "notes.txt").write_bytes(b"\x00\x01\x02 binary junk \xff\xfe\x00" * 50)
+        job = wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])
+        assert job["status"] == "failed" and "no file could be indexed" in job["error"], job
+        p = c.get(f"/pipelines/{pipeline}").json()
+        assert p["status"] == "error" and p["error"] == job["error"] and p["num_chunks"] == 1
+        assert c.get(f"/pipelines/{pipeline}/files").json()[0]["status"] == "error"
+        assert _retrieve(c, pipeline, "oleo struts", 3) == baseline  # the last completed index
+
+
+def test_damaged_chunks_on_disk_are_processed_again(own_server):
     with api(own_server) as c:
         project, pipeline = _setup(c)
         baseline = _retrieve(c, pipeline, "oleo struts", 3)
-        # damage one file's processed chunks on disk: building the next index fails
-        chunk_json = next((own_server.data_dir / "pipelines" / pipeline / "chunks").glob("*.json"))
-        chunk_json.write_text("{not json")
+        for chunk_json in (own_server.data_dir / "pipelines" / pipeline / "chunks").glob("*.json"):
+            chunk_json.write_text("{not json")
         extra = upload(c, project, "rotor.txt", b"Helicopter rotors change pitch cyclically.").json()["id"]
         c.put(f"/pipelines/{pipeline}/files", json=[{"file_id": extra}]).raise_for_status()
         job = wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])
-        assert job["status"] == "failed" and job["error"]
-        p = c.get(f"/pipelines/{pipeline}").json()
-        assert p["status"] == "error" and p["error"] == job["error"] and p["num_chunks"] == len(DOCS)
-        assert _retrieve(c, pipeline, "oleo struts", 3) == baseline
-        assert "rotor.txt" not in [n for n, _ in _retrieve(c, pipeline, "helicopter rotor pitch", 3)]
+        assert job["status"] == "completed", job
+        assert job["num_files"] == 1 + len(DOCS)  # the new file and the damaged ones
+        assert c.get(f"/pipelines/{pipeline}").json()["num_chunks"] == len(DOCS) + 1
+        assert _retrieve(c, pipeline, "oleo struts", 3)[0] == baseline[0]
+        assert _retrieve(c, pipeline, "helicopter rotor pitch", 1)[0][0] == "rotor.txt"
+        # an unchanged pipeline whose index is current is not rebuilt ...
+        version = c.get(f"/pipelines/{pipeline}/data-sinks").json()[0]["config"]["index_version"]
+        again = wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])
+        assert again["num_files"] == 0
+        assert c.get(f"/pipelines/{pipeline}/data-sinks").json()[0]["config"]["index_version"] == version
+        # ... but one whose index does not record the current inputs is
+        (own_server.data_dir / "pipelines" / pipeline / "indexes" / version / "inputs.sha256").unlink()
+        again = wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])
+        assert again["status"] == "completed" and again["num_files"] == 0
+        assert c.get(f"/pipelines/{pipeline}/data-sinks").json()[0]["config"]["index_version"] != version
+        assert _retrieve(c, pipeline, "helicopter rotor pitch", 1)[0][0] == "rotor.txt"
