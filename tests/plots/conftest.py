@@ -30,3 +30,11 @@ def synthetic():
 def run(synthetic):
     """A fresh synthetic run (3 modes x top_k 1,3,5,10 x 6 queries; one failed request)."""
     return synthetic.make_run()
+
+
+@pytest.fixture(autouse=True)
+def _close_pyplot_figures():
+    """Figures go through pyplot once something imported it (see plots._new_axes): close them."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")

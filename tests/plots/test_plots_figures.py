@@ -108,3 +108,23 @@ def test_overview_and_png(run):
     png = plots.to_png(fig, dpi=40)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots.to_png(fig.axes[0], dpi=40)[:4] == b"\x89PNG"
+
+
+def test_new_figures_use_pyplot_only_when_the_caller_does(run):
+    import pathlib
+    import subprocess
+    import sys
+
+    import matplotlib.pyplot as plt
+
+    code = ("import sys; sys.path.insert(0, {path!r}); import synthetic_run; from llamaeval import plots; "
+            "ax = plots.metric_vs_top_k(synthetic_run.frames()['results'].assign(**{{'ndcg@10': 0.5}})"
+            ".drop_duplicates(['mode', 'top_k'])); "
+            "plt = sys.modules.get('matplotlib.pyplot'); "
+            "print(len(plt.get_fignums()) if plt else 0, type(ax.figure).__name__)")
+    here = str(pathlib.Path(__file__).parent)
+    out = subprocess.run([sys.executable, "-c", code.format(path=here)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "Figure"]  # a script without pyplot: a bare Figure, no global state
+
+    ax = plots.metric_vs_top_k(run)
+    assert ax.figure.number in plt.get_fignums()  # with pyplot in use (a notebook): shown and closable
