@@ -260,6 +260,8 @@ def per_query_difference(run: Any, a: dict, b: dict, metric: str = "ndcg@10", *,
     ax.bar(range(len(diff)), diff.to_numpy(), color=colors, width=0.85)
     ax.axhline(0.0, color="black", linewidth=0.8)
     wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    if "pipeline_id" in per_query.columns and per_query["pipeline_id"].nunique() == 1:
+        a, b = ({k: v for k, v in cfg.items() if k != "pipeline_id"} for cfg in (a, b))  # shorter titles
     ax.set_xlabel(f"query (sorted by difference; {len(diff)} queries)")
     ax.set_ylabel(f"Δ {metric} (B − A)")
     ax.set_title(f"B: {_config_label(b)}  vs  A: {_config_label(a)}\n"
