@@ -184,6 +184,26 @@ def main() -> None:
                   "| chunks | lists | nprobe | build s | recall@100 | dense ms (p50) |", "|---|---|---|---|---|---|"]
         for n, nl, npb, b, rec, ms in ivf_rows:
             lines.append(f"| {n:,} | {nl} | {npb} | {b:.0f} | {rec:.3f} | {ms:.2f} |")
+    if rows:
+        dense = ", ".join(f"{r[7]['dense']:.1f} ms at {r[0]:,}" for r in rows)
+        lines += [
+            "",
+            "## Decision: exact dense search",
+            "",
+            f"Exact dense search (one float32 matrix-vector product) grows linearly: {dense}. "
+            "BM25 stays cheap (postings are sparse) and the query embedding is constant. Up to ~100k "
+            "chunks (a SciFact-size pipeline is ~10k) exact search keeps `fast` near its 10 ms budget "
+            "with no recall loss, so the engine ships exact search only. At 1M chunks the exact product "
+            "dominates the query and the index needs ~4.4 GB of RAM (vectors 1.5 GB, BM25 postings "
+            "0.9 GB, the rest entries — with real chunk texts add ~1 KB per chunk). The measured "
+            "approximate alternative (IVF above) would cut the dense stage to ~1–3 ms at the price of "
+            "4–7% of the exact dense top-100 (recall@100 0.93–0.96 at nprobe 32) and minutes of "
+            "k-means per build; it is not shipped. Past a few hundred thousand chunks, split the "
+            "collection over pipelines or use a vector database.",
+            "",
+            "Memory note: RSS growth counts the in-memory index (vectors, BM25 postings, IndexEntry "
+            "objects with empty texts); synthetic texts are not stored.",
+        ]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
 
