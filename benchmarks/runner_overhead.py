@@ -126,26 +126,31 @@ def main() -> None:
         asyncio.run(runner(server.base_url, server.api_key, pipeline, qs, 4))
 
         for c in args.concurrency:
-            bare_t, run_t, lat_bare, lat_run = [], [], [], []
+            bare_t, client_t, run_t, lat_run = [], [], [], []
             for rep in range(args.repeats):
-                order = ("bare", "runner") if rep % 2 == 0 else ("runner", "bare")
+                # rotate who goes first so slow drift does not favour one
+                order = ["bare", "client", "runner"]
+                order = order[rep % 3:] + order[:rep % 3]
                 for which in order:
                     if which == "bare":
                         if c == 1:
                             bare_t.append(bare_sync(server.base_url, server.api_key, reqs))
                         else:
                             bare_t.append(asyncio.run(bare_async(server.base_url, server.api_key, reqs, c)))
+                    elif which == "client":
+                        client_t.append(asyncio.run(client_loop(server.base_url, server.api_key, pipeline, qs, c)))
                     else:
                         wall, run = asyncio.run(runner(server.base_url, server.api_key, pipeline, qs, c))
                         run_t.append(wall)
                         lat_run.append(run.requests["latency_s"].median())
-            b, r = median(bare_t), median(run_t)
-            # each repeat is a back-to-back pair: the median of the paired ratios resists load drift
+            b, cl, r = median(bare_t), median(client_t), median(run_t)
+            # each repeat is a back-to-back group: medians of the paired ratios resist load drift
             ratios = sorted(rt / bt for rt, bt in zip(run_t, bare_t))
-            rows.append({"concurrency": c, "n": n, "bare_s": b, "runner_s": r, "ratio": median(ratios),
-                         "ratio_lo": ratios[0], "ratio_hi": ratios[-1],
-                         "bare_rps": n / b, "runner_rps": n / r, "runner_p50_ms": 1000 * median(lat_run),
-                         "spread": (min(run_t) / max(run_t), min(bare_t) / max(bare_t))})
+            over_client = sorted(rt / ct for rt, ct in zip(run_t, client_t))
+            rows.append({"concurrency": c, "n": n, "bare_s": b, "client_s": cl, "runner_s": r,
+                         "ratio": median(ratios), "ratio_lo": ratios[0], "ratio_hi": ratios[-1],
+                         "over_client": median(over_client),
+                         "bare_rps": n / b, "runner_rps": n / r, "runner_p50_ms": 1000 * median(lat_run)})
             print(rows[-1], file=sys.stderr)
 
     # The runner's own cost without a server: one canned real response for every request.
@@ -195,24 +200,35 @@ def write(path: Path, rows, mock_rows, n, server_version, repeats) -> None:
         f"{os.cpu_count()} CPUs (shared with other jobs), Python {sys.version.split()[0]}, "
         f"llamaeval {llamaeval.__version__}, local server {server_version}.",
         f"Workload: adi, {n} requests per pass (35 judged queries x fast/accurate/advanced, top_k={TOP_K}), "
-        f"the runner's seeded interleaved order; median of {repeats} back-to-back pairs of passes "
-        f"(bare and runner, alternating which goes first).",
+        f"the runner's seeded interleaved order; median of {repeats} back-to-back groups of passes "
+        f"(bare httpx, the llamaeval client alone, the runner; rotating which goes first).",
         "",
         "## Against the local server (loopback, EmbeddedServer subprocess)",
         "",
-        "| concurrency | bare httpx (s) | runner (s) | runner / bare (paired median, range) | bare req/s | runner req/s "
-        "| runner p50 latency (ms) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| concurrency | bare httpx (s) | llamaeval client (s) | runner (s) | runner / bare (paired median, range) "
+        "| runner / client | bare req/s | runner req/s | runner p50 latency (ms) | ratio expected from the isolated cost |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def isolated_ratio(r):
+        """The ratio expected from the runner's isolated cost (mock section) alone."""
+        m = min(mock_rows, key=lambda m: abs(m["concurrency"] - r["concurrency"]))
+        return (r["bare_s"] + n * m["extra_us"] * 1e-6 + n * (m["client_us"] - m["bare_us"]) * 1e-6) / r["bare_s"]
+
     for r in rows:
-        lines.append(f"| {r['concurrency']} | {r['bare_s']:.3f} | {r['runner_s']:.3f} | "
-                     f"{r['ratio']:.2f} ({r['ratio_lo']:.2f}-{r['ratio_hi']:.2f}) | "
-                     f"{r['bare_rps']:.1f} | {r['runner_rps']:.1f} | {r['runner_p50_ms']:.2f} |")
+        r["expected"] = isolated_ratio(r)
+        lines.append(f"| {r['concurrency']} | {r['bare_s']:.3f} | {r['client_s']:.3f} | {r['runner_s']:.3f} | "
+                     f"{r['ratio']:.2f} ({r['ratio_lo']:.2f}-{r['ratio_hi']:.2f}) | {r['over_client']:.2f} | "
+                     f"{r['bare_rps']:.1f} | {r['runner_rps']:.1f} | {r['runner_p50_ms']:.2f} | {r['expected']:.3f} |")
     lines += [
         "",
         "Runner wall time covers the whole `abenchmark` call: pipeline + `/health` look-ups, sending, "
         "building the frames (chunk->document collapse). Bare = the same POST bodies, parsed JSON, nothing kept; "
-        "at concurrency 1 a plain `httpx.Client` loop, otherwise `httpx.AsyncClient` + semaphore.",
+        "at concurrency 1 a plain `httpx.Client` loop, otherwise `httpx.AsyncClient` + semaphore. "
+        "Client = `AsyncLlamaCloud.pipelines.retrieve` for the same requests + semaphore, results dropped. "
+        "The last column adds the client's and the runner's own cost measured without a server (next "
+        "section) to the bare time: on a quiet machine the measured ratio should sit near it; the "
+        "paired range shows how much the shared machine's load moves a single pass.",
         "",
         "## The runner's own cost (no server: one canned real response via httpx.MockTransport)",
         "",
