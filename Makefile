@@ -22,7 +22,7 @@ demo: install-server
 
 ## The whole test suite, notebooks included (nbval).
 test: install-dev
-	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider -q
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider -q
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
