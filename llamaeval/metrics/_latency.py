@@ -61,10 +61,9 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
     Counted: successful requests only (HTTP 2xx and no ``error``); failed ones are
     reported in ``n_failed``. Rows marked ``warmup`` (when the runner records that column;
     the runner normally leaves warm-ups out of ``requests``) are excluded and counted in
-    ``n_warmup``. Shared latency (runner ``share_k``): a row with ``shared`` True whose
-    (pipeline_id, mode, query_id, ``order``) group holds a row at a larger ``top_k`` is a
-    COPY - its results were cut from that larger request and its latency is that
-    request's. ``shared="include"`` (default) counts copies, so a smaller top_k shows the
+    ``n_warmup``. Shared latency (runner ``share_k``): a row with ``shared`` True is a
+    COPY - its results were cut from a request sent at a larger ``top_k`` and its
+    latency is that request's. ``shared="include"`` (default) counts copies, so a smaller top_k shows the
     latency actually paid for it in this run (``n_shared`` says how many rows are copies);
     ``shared="exclude"`` drops them, keeping only the configuration that sent the request
     (a configuration left with none gets NaN statistics).
@@ -121,17 +120,10 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
 
 
 def _copies(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose latency was measured by a request at a larger ``top_k`` (see latency_stats)."""
-    if "shared" not in frame.columns or "top_k" not in frame.columns:
+    """Rows whose latency was measured by a request at a larger ``top_k`` (runner ``shared``)."""
+    if "shared" not in frame.columns:
         return pd.Series(False, index=frame.index)
-    shared = frame["shared"].fillna(False).astype(bool)
-    keys = [c for c in ("pipeline_id", "mode", "query_id", "order") if c in frame.columns]
-    top_k = pd.to_numeric(frame["top_k"], errors="coerce")
-    if not keys:
-        largest = pd.Series(top_k[shared].max(), index=frame.index)
-    else:
-        largest = top_k.where(shared).groupby([frame[c] for c in keys], dropna=False).transform("max")
-    return shared & (top_k < largest)
+    return frame["shared"].fillna(False).astype(bool)
 
 
 def _stats(values: np.ndarray, used: pd.DataFrame, confidence: float, n_boot: int, seed: int) -> dict[str, float]:

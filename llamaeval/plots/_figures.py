@@ -112,18 +112,10 @@ def _requests(run_or_requests: Any) -> "pd.DataFrame":
 
 
 def physical_requests(requests: "pd.DataFrame") -> "pd.DataFrame":
-    """One row per request actually sent: rows cut from one shared larger-k response
-    (``shared`` True, same ``pipeline_id, mode, query_id, order``) count once."""
+    """One row per request actually sent: drops rows cut from a larger-k response (``shared``)."""
     if "shared" not in requests.columns or requests.empty:
         return requests
-    shared = requests["shared"].fillna(False).astype(bool)
-    key = [c for c in ("pipeline_id", "mode", "query_id", "order") if c in requests.columns]
-    if "order" not in key:
-        key.append("latency_s")
-    once = requests[shared].sort_values("top_k").drop_duplicates(subset=key, keep="last")
-    import pandas as pd
-
-    return pd.concat([requests[~shared], once]).sort_index()
+    return requests[~requests["shared"].fillna(False).astype(bool)]
 
 
 def latency_distribution(run_or_requests: Any, *, kind: str = "box", top_k: int | None = None,

@@ -25,7 +25,7 @@ class BenchmarkConfig:
         seed: seed of the shuffled send order (and of the warm-up query choice).
         share_k: send one request per (pipeline, mode, query) at the largest
             ``top_k`` and derive smaller ``top_k`` by truncating its chunk list;
-            such rows carry ``shared=True`` and the shared request's latency.
+            the derived (smaller-k) rows carry ``shared=True`` and that request's latency.
         retrieve_params: extra keyword arguments for every ``retrieve`` call.
         mapping: how a retrieved chunk maps to a judged document id
             (a ``llamaeval.datasets.DocumentMapping``; default: metadata key ``doc_id``).

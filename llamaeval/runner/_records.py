@@ -150,7 +150,7 @@ def build_frames(records: Mapping[Key, Mapping[str, Any]], cells: Sequence[Key],
         for s in stages:
             row[_stage_column(s)] = timing.get(s, math.nan)
         row |= {"status": r["status"], "error": r.get("error"), "n_results": len(hits),
-                "shared": bool(r.get("shared")) or key != cell,
+                "shared": key != cell,  # cut from a larger top_k request
                 "started_at": r["started_at"], "order": r["order"]}
         req_rows.append(row)
         for h in hits:

@@ -24,9 +24,9 @@ REQUESTS = pd.DataFrame(
     # accurate with share_k: one request per query at top_k=50 (orders 20, 21), whose results
     # also answer top_k=10 (same order, shared=True, the top_k=50 request's latency), and one
     # top_k=10 request sent on its own (order 22, say after a resume)
-    + [_req("accurate", 0.5, 20, shared=True, top_k=50, query="a"),
+    + [_req("accurate", 0.5, 20, top_k=50, query="a"),
        _req("accurate", 0.5, 20, shared=True, top_k=10, query="a"),
-       _req("accurate", 0.7, 21, shared=True, top_k=50, query="b"),
+       _req("accurate", 0.7, 21, top_k=50, query="b"),
        _req("accurate", 0.7, 21, shared=True, top_k=10, query="b"),
        _req("accurate", 0.2, 22, shared=False, top_k=10, query="c")]
     # advanced: only a connection failure (status 0)

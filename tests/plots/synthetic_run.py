@@ -51,7 +51,7 @@ def frames(seed: int = 0) -> dict[str, pd.DataFrame]:
             ranking = _ranking(mode, qi)
             latency = float(_MODE_SHAPE[mode][1] * rng.lognormal(0.0, 0.25))
             # share_k as the runner does it: ONE request at the largest top_k per (mode, query);
-            # every top_k row is cut from it, carries shared=True and the request's order/latency.
+            # every smaller top_k row is cut from it, carries shared=True and the request's order/latency.
             failed = mode == "fast" and qid == "q4"
             for k in TOP_K:
                 requests.append({
@@ -59,7 +59,7 @@ def frames(seed: int = 0) -> dict[str, pd.DataFrame]:
                     "latency_s": latency, "server_total_s": latency * 0.8,
                     "server_embed_s": latency * 0.3, "status": 500 if failed else 200,
                     "error": "HTTP 500: boom" if failed else None,
-                    "n_results": 0 if failed else k, "shared": True,
+                    "n_results": 0 if failed else k, "shared": k != max(TOP_K),
                     "started_at": t0 + timedelta(seconds=order * 0.05), "order": order,
                 })
                 if failed:
@@ -67,7 +67,7 @@ def frames(seed: int = 0) -> dict[str, pd.DataFrame]:
                         "pipeline_id": PIPELINE, "mode": mode, "top_k": k, "query_id": qid,
                         "rank": pd.NA, "doc_id": pd.NA, "chunk_id": pd.NA, "file_id": pd.NA,
                         "score": np.nan, "latency_s": latency, "status": 500,
-                        "error": "HTTP 500: boom", "shared": True,
+                        "error": "HTTP 500: boom", "shared": k != max(TOP_K),
                     })
                     continue
                 for rank, doc in enumerate(ranking[:k], start=1):
@@ -75,7 +75,7 @@ def frames(seed: int = 0) -> dict[str, pd.DataFrame]:
                         "pipeline_id": PIPELINE, "mode": mode, "top_k": k, "query_id": qid,
                         "rank": rank, "doc_id": doc, "chunk_id": f"c-{doc}-0", "file_id": f"f-{doc}",
                         "score": round(1.0 - 0.07 * rank, 4), "latency_s": latency,
-                        "status": 200, "error": None, "shared": True,
+                        "status": 200, "error": None, "shared": k != max(TOP_K),
                     })
             order += 1
     results = pd.DataFrame(results)
