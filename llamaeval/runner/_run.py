@@ -48,13 +48,33 @@ class BenchmarkRun:
 
     # --- analysis (delegated; imported lazily so the runner stays light) -------------------
 
-    def evaluate(self, metrics: Sequence[str] | None = None, **kwargs: Any) -> pd.DataFrame:
-        """Relevance metrics per configuration via :func:`llamaeval.metrics.evaluate`."""
+    def evaluate(self, metrics: Sequence[str] | None = None, *, alignment: str = "raise",
+                 **kwargs: Any) -> pd.DataFrame:
+        """Relevance metrics per configuration via :func:`llamaeval.metrics.evaluate`.
+
+        First checks that the run's ids line up with the judgements
+        (:func:`llamaeval.datasets.check_alignment`): ``alignment="raise"`` (default)
+        raises AlignmentError with the numbers, ``"warn"`` warns, ``"off"`` skips.
+        """
         from llamaeval.metrics import evaluate
 
+        if alignment not in ("raise", "warn", "off"):
+            raise ConfigurationError(f"alignment must be 'raise', 'warn' or 'off', got {alignment!r}")
+        if alignment != "off":
+            self.check_alignment(on_mismatch=alignment)
         if metrics is None:
             return evaluate(self.results, self.qrels, **kwargs)
         return evaluate(self.results, self.qrels, metrics, **kwargs)
+
+    def check_alignment(self, **kwargs: Any) -> Any:
+        """The run's query and document ids against its judgements
+        (:func:`llamaeval.datasets.check_alignment`); returns the AlignmentReport."""
+        from llamaeval.datasets import QuerySet, check_alignment
+
+        info = self.manifest.get("queryset") or {}
+        judged = QuerySet(info.get("name") or "run", self.queries, self.qrels,
+                          split=info.get("split") or "test", on_error="warn")
+        return check_alignment(self.results["query_id"], self.results["doc_id"], judged, **kwargs)
 
     def latency(self, **kwargs: Any) -> pd.DataFrame:
         """Latency statistics per configuration via :func:`llamaeval.metrics.latency_stats`."""

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from _runner_fake import FAKE_URL, FakeCloud, failing, make_async_client
 
-from llamaeval import BenchmarkConfig, BenchmarkRun, ConfigurationError, NotFoundError, benchmark
+from llamaeval import AlignmentError, BenchmarkConfig, BenchmarkRun, ConfigurationError, NotFoundError, benchmark
 from llamaeval.runner import abenchmark
 
 MODES = ("fast", "accurate", "advanced")
@@ -335,7 +335,7 @@ def test_interrupting_the_notebook_thread_cancels_the_worker(tiny_queryset, tmp_
 
 def test_evaluate_and_latency_delegate_to_metrics(fake, tiny_queryset):
     result = run(fake, tiny_queryset, modes=("fast", "advanced"), top_k=(10,))
-    table = result.evaluate(["mrr"])
+    table = result.evaluate(["mrr"], alignment="off")  # the fake ranks at random
     assert len(table) == 2 and (table["n_queries"] == 5).all()
     # hand-computed MRR from the run's own rows
     res, rel = result.results, set(zip(tiny_queryset.qrels["query_id"], tiny_queryset.qrels["doc_id"]))
@@ -410,5 +410,16 @@ def test_trec_file_scores_like_the_run(fake, tiny_queryset, tmp_path):
     qrels = list(ir_measures.read_trec_qrels(
         "\n".join(f"{q} 0 {d} {r}" for q, d, r in tiny_queryset.qrels.itertuples(index=False))))
     theirs = ir_measures.calc_aggregate([RR, nDCG @ 8], qrels, list(ir_measures.read_trec_run(str(path))))
-    ours = result.evaluate(["mrr", "ndcg@8"]).iloc[0]
+    ours = result.evaluate(["mrr", "ndcg@8"], alignment="off").iloc[0]  # the fake ranks at random
     assert theirs[RR] == pytest.approx(ours["mrr"]) and theirs[nDCG @ 8] == pytest.approx(ours["ndcg@8"])
+
+
+def test_evaluate_guards_alignment(fake, tiny_queryset):
+    """The fake ranks documents at random: evaluate refuses to score it unless told."""
+    result = run(fake, tiny_queryset, modes="fast", top_k=(8,))
+    with pytest.raises(AlignmentError, match="misaligned"):
+        result.evaluate(["mrr"])
+    with pytest.warns(UserWarning, match="misaligned"):
+        result.evaluate(["mrr"], alignment="warn")
+    with pytest.raises(ConfigurationError, match="alignment"):
+        result.evaluate(["mrr"], alignment="sometimes")
