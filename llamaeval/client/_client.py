@@ -202,6 +202,18 @@ class AsyncLlamaCloud(_BaseClient):
         """``GET /health`` of the server root (no auth; the local server answers it)."""
         return await self._drive(ops.health(self._core))
 
+    def copy(self) -> AsyncLlamaCloud:
+        """A fresh AsyncLlamaCloud with the same settings and its own connection pool.
+
+        httpx connections are bound to the event loop that opened them; use the copy
+        on another loop. Raises ConfigurationError when this client wraps your own
+        ``httpx.AsyncClient`` (it cannot be duplicated).
+        """
+        if not self._owns_http:
+            raise ConfigurationError(
+                "this AsyncLlamaCloud wraps your own httpx.AsyncClient, which is bound to its event loop")
+        return AsyncLlamaCloud(**self._settings(), transport=self.transport)
+
     async def aclose(self) -> None:
         """Close the connection pool (not an ``http_client`` you passed in)."""
         if self._owns_http:

@@ -26,12 +26,11 @@ async def async_client(client: Any, *, twin: bool = False) -> AsyncIterator[Any]
         if not twin:
             yield client
             return
-        if not getattr(client, "_owns_http", True):
+        try:
+            fresh = client.copy()
+        except ConfigurationError as exc:
             raise ConfigurationError(
-                "this AsyncLlamaCloud wraps your own httpx.AsyncClient, which is bound to the running event "
-                "loop: use `await llamaeval.runner.abenchmark(...)` here instead of benchmark(...)")
-        fresh = AsyncLlamaCloud(api_key=client.api_key, base_url=client.base_url, timeout=client.timeout,
-                                max_retries=client.max_retries, retry=client.retry, transport=client.transport)
+                f"{exc}: use `await llamaeval.runner.abenchmark(...)` here instead of benchmark(...)") from None
         async with fresh:
             yield fresh
         return

@@ -115,3 +115,20 @@ def test_repr_hides_the_key():
 def test_retry_policy_rejects_negative_waits():
     with pytest.raises(ConfigurationError):
         RetryPolicy(backoff_base=-1)
+
+
+def test_async_copy_keeps_settings_but_not_a_borrowed_http_client():
+    import httpx
+
+    from llamaeval import AsyncLlamaCloud, ConfigurationError
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=[]))
+    original = AsyncLlamaCloud(api_key="k", base_url="http://127.0.0.1:9", timeout=3.0, max_retries=5,
+                               transport=transport)
+    twin = original.copy()
+    assert twin is not original
+    assert (twin.api_key, twin.base_url, twin.timeout, twin.max_retries, twin.transport) == \
+        ("k", "http://127.0.0.1:9", 3.0, 5, transport)
+    borrowed = AsyncLlamaCloud(api_key="k", base_url="http://127.0.0.1:9", http_client=httpx.AsyncClient())
+    with pytest.raises(ConfigurationError, match="httpx.AsyncClient"):
+        borrowed.copy()
