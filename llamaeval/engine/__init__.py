@@ -33,6 +33,8 @@ Search modes (``Index.search(query, mode, top_k)``, ``top_k`` in 1..MAX_TOP_K=20
 -------------------------------------------------------------------------------
 Every mode first embeds the query (stage ``embed``), scores every chunk with BM25
 (``bm25``) and with exact cosine similarity (``dense``), then fuses (``fuse``).
+Candidate pools and the rerank depth are raised to ``top_k`` when it is larger, so
+a search returns ``min(top_k, number of chunks)`` hits.
 
 ``fast``      hybrid: union of each retriever's ``fast_candidates`` best chunks,
               fused by ``fusion`` ("convex" (default): (1-dense_weight)*minmax(bm25) +

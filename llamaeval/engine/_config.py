@@ -100,7 +100,7 @@ class RetrievalConfig:
         num("doc_sum_weight", 0.0, 10.0)
         if not isinstance(self.ltr_model, dict) or not isinstance(self.ltr_model.get("models"), dict):
             raise ValueError("retrieval_config.ltr_model must be a dict with a 'models' mapping")
-        from llamaeval.engine._rerank import FEATURES, LearnedRanker
+        from llamaeval.engine._rerank import ACCURATE_FEATURES, FEATURES, LearnedRanker
 
         for mode, model in self.ltr_model["models"].items():
             if mode not in ("accurate", "advanced"):
@@ -109,7 +109,7 @@ class RetrievalConfig:
                 ranker = LearnedRanker(model)
             except (ValueError, TypeError, AttributeError) as exc:
                 raise ValueError(f"retrieval_config.ltr_model.models.{mode}: {exc}") from None
-            allowed = FEATURES if mode == "advanced" else FEATURES[:18]
+            allowed = FEATURES if mode == "advanced" else ACCURATE_FEATURES
             unknown = [f for f in ranker.features if f not in allowed]
             if unknown:
                 raise ValueError(f"retrieval_config.ltr_model.models.{mode}: unknown feature(s) {', '.join(unknown)}")

@@ -343,6 +343,8 @@ class Index:
             "dense_rank": 1.0 / (10.0 + _ranks(cand, dense_raw)),
             "doc_bm25_max": doc_bm25,
             "doc_dense_max": doc_dense,
+            "doc_bm25_sum": _group_sum(files, bm25_mm),
+            "doc_dense_mean": _group_sum(files, dense_mm) / _group_sum(files, np.ones(n)),
             "title": title,
             "coverage": coverage,
             "missing_idf": missing,
@@ -375,7 +377,7 @@ class Index:
         cfg = self.config
         timings: dict[str, float] = {}
         clock = time.perf_counter
-        cand, final, stage, ctx = self._candidates(query, mode, timings)
+        cand, final, stage, ctx = self._candidates(query, mode, timings, top_k)
         if mode == "fast":
             return self._respond(cand, final, stage, top_k, timings)
         if cfg.second_stage == "ltr" and mode in self._rankers:
@@ -402,10 +404,11 @@ class Index:
             timings["aggregate"] = clock() - t
         return self._respond(cand, final, stage, top_k, timings)
 
-    def _candidates(self, query: str, mode: str, timings: dict[str, float]
+    def _candidates(self, query: str, mode: str, timings: dict[str, float], top_k: int = 0
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
         """First stage: candidates (sorted chunk indices), their pre-second-stage scores,
-        per-stage scores, and what the second stage needs."""
+        per-stage scores, and what the second stage needs. Pools and the rerank depth
+        never go below ``top_k``, so a search can always fill its ``top_k``."""
         cfg = self.config
         clock = time.perf_counter
         t0 = clock()
@@ -420,7 +423,7 @@ class Index:
         dense = self._dense_scores(qv)
         t3 = clock()
         timings["dense"] = t3 - t2
-        depth = cfg.fast_candidates if mode == "fast" else cfg.accurate_candidates
+        depth = max(cfg.fast_candidates if mode == "fast" else cfg.accurate_candidates, top_k)
         cand, fused = self._fuse(sparse, dense, depth)
         timings["fuse"] = clock() - t3
         stage: dict[str, np.ndarray] = {"bm25": sparse[cand].astype(np.float64),
@@ -446,7 +449,7 @@ class Index:
                      "dense_prf": dense_x[cand].astype(np.float64), "fused_prf": fused_x_all}
             timings["expand"] = clock() - t
         # the second stage sees the rerank_depth best candidates
-        keep = np.lexsort((cand, -final))[: cfg.rerank_depth]
+        keep = np.lexsort((cand, -final))[: max(cfg.rerank_depth, top_k)]
         keep = keep[np.argsort(cand[keep], kind="stable")]
         return cand[keep], final[keep], {k: v[keep] for k, v in stage.items()}, ctx
 
@@ -532,6 +535,13 @@ def _ranks(cand: np.ndarray, scores: np.ndarray) -> np.ndarray:
     ranks = np.empty(cand.size)
     ranks[np.lexsort((cand, -scores))] = np.arange(1, cand.size + 1)
     return ranks
+
+
+def _group_sum(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
+    uniq, inv = np.unique(groups, return_inverse=True)
+    total = np.zeros(uniq.size)
+    np.add.at(total, inv, values)
+    return total[inv]
 
 
 def _group_max(groups: np.ndarray, values: np.ndarray) -> np.ndarray:

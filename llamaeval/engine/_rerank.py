@@ -6,14 +6,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Reranker", "LearnedRanker", "FEATURES"]
+__all__ = ["Reranker", "LearnedRanker", "FEATURES", "ACCURATE_FEATURES"]
 
-#: Features the engine computes for the second stage (accurate: the first 18; advanced: all).
-FEATURES: tuple[str, ...] = (
+#: Features the engine computes for the second stage of ``accurate``.
+ACCURATE_FEATURES: tuple[str, ...] = (
     "bm25", "dense", "dense_mm", "fused", "fused_rrf", "bm25_rank", "dense_rank", "doc_bm25_max",
-    "doc_dense_max", "title", "coverage", "missing_idf", "proximity", "phrase", "length", "q_terms",
-    "q_bm25_top", "q_dense_top", "bm25_prf", "dense_prf", "fused_prf", "fused_both",
+    "doc_dense_max", "doc_bm25_sum", "doc_dense_mean", "title", "coverage", "missing_idf", "proximity",
+    "phrase", "length", "q_terms", "q_bm25_top", "q_dense_top",
 )
+#: ``advanced`` adds the scores of the expanded query.
+FEATURES: tuple[str, ...] = ACCURATE_FEATURES + ("bm25_prf", "dense_prf", "fused_prf", "fused_both")
 
 
 @runtime_checkable

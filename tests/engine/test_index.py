@@ -113,9 +113,15 @@ def test_config_changes_change_rankings_as_documented(index, adi):
     plain = index.with_config(replace(index.config, second_stage="none")).search(q, "accurate", 10)
     fused = [h.stage_scores["fused"] for h in plain.hits]
     assert fused == sorted(fused, reverse=True) and "ltr" not in plain.hits[0].stage_scores
-    # a smaller rerank depth bounds what the second stage can return
-    shallow = index.with_config(replace(index.config, rerank_depth=3)).search(q, "accurate", 10)
-    assert len(shallow.hits) == 3
+    # rerank_depth bounds what the second stage rescores, but never below top_k
+    rr = KeywordReranker()
+    shallow = index.with_config(replace(index.config, rerank_depth=3))
+    shallow.reranker = rr
+    assert len(shallow.search(q, "accurate", 10).hits) == 10 and rr.calls[-1][1] == 10
+    assert len(shallow.search(q, "accurate", 2).hits) == 2 and rr.calls[-1][1] == 3
+    # fast pools grow with top_k too
+    small = index.with_config(replace(index.config, fast_candidates=5))
+    assert len(small.search(q, "fast", 40).hits) == 40
 
 
 def test_doc_aggregation_rewards_documents_with_several_matching_chunks(index, adi):
