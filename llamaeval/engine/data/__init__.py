@@ -1,0 +1,1 @@
+"""Data files of the engine (the shipped second-stage weights, ltr.json)."""
