@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from llamaeval._errors import LlamaEvalError
+
 __all__ = ["SUPPORTED_EXTENSIONS", "ParseError", "ParsedDocument", "parse_document"]
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
@@ -21,7 +23,7 @@ _TITLE_KEYS = ("title", "name", "headline", "subject")
 _MAX_TITLE_CHARS = 300
 
 
-class ParseError(ValueError):
+class ParseError(LlamaEvalError, ValueError):
     """A file could not be turned into text; ``str(err)`` is the human reason."""
 
 

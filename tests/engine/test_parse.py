@@ -145,4 +145,6 @@ def test_refusals_have_reasons(data, name, reason):
 
 def test_supported_extensions_listed():
     assert {".txt", ".md", ".html", ".htm", ".pdf", ".json"} <= SUPPORTED_EXTENSIONS
-    assert issubclass(ParseError, ValueError)
+    from llamaeval import LlamaEvalError
+
+    assert issubclass(ParseError, ValueError) and issubclass(ParseError, LlamaEvalError)
