@@ -44,9 +44,9 @@ a search returns ``min(top_k, number of chunks)`` hits.
 ``accurate``  the same fusion over a larger pool (``accurate_candidates`` per
               retriever); the ``rerank_depth`` best fused chunks are rescored by the
               second stage (``second_stage="ltr"``): a linear learning-to-rank model
-              (ListNet) over 18 features of each candidate — BM25 and cosine (raw,
-              min-max, rank), fused score and rank, document-level chunk-max of BM25 and
-              cosine (the best chunk of the same file in the set), idf-weighted query-term
+              (ListNet) over 20 features of each candidate — BM25 and cosine (raw,
+              min-max, rank), fused score and rank, document-level chunk-max and sum/mean
+              of BM25 and cosine (over the chunks of the same file in the set), idf-weighted query-term
               coverage, idf of the rarest missing term, title match, proximity (matched
               terms / smallest window holding them), query-bigram phrase matches, chunk
               length, and query-level context. Weights ship in ``ltr_model`` and were
@@ -56,9 +56,9 @@ a search returns ``min(top_k, number of chunks)`` hits.
               best fused chunks, RM3-style expansion of the BM25 query (``prf_terms``
               idf-weighted feedback terms mixed in with weight ``prf_weight``) and Rocchio
               on the query vector (q + ``rocchio_beta`` * centroid, renormalised); the
-              expanded retrieval is fused again, the union of both candidate sets is
-              rescored by its own learned model with the expansion scores as 4 extra
-              features; then document-aware aggregation: ``doc_aggregation="max"`` (the
+              expanded retrieval is fused again; of the union of both candidate sets, the
+              ``rerank_depth`` best by the mean of both fused scores are rescored by the
+              advanced learned model (the accurate features + 4 expansion scores); then document-aware aggregation: ``doc_aggregation="max"`` (the
               trained default: a document counts by its best chunk, the model already sees
               chunk-max features) or ``"max+sum"`` (each chunk gains ``doc_sum_weight`` x the
               scores of the other chunks of its file in the reranked set — for collections
