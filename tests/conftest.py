@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,36 @@ def adi_pipeline(live_server, adi_queryset) -> str:
 
     with LlamaCloud(api_key=live_server.api_key, base_url=live_server.base_url) as lc:
         return ingest(lc, adi_queryset, project="tests", pipeline="adi", progress=False)
+
+
+# --- a small synthetic BenchmarkRun for the plots / widgets / report tests -------------------
+
+def _synthetic_module():
+    name = "llamaeval_tests_synthetic_run"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent / "plots" / "synthetic_run.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """The module tests/plots/synthetic_run.py: MODES, TOP_K, QUERY_IDS, frames(), make_run()."""
+    return _synthetic_module()
+
+
+@pytest.fixture()
+def run(synthetic):
+    """A fresh synthetic run (3 modes x top_k 1,3,5,10 x 6 queries; one failed request)."""
+    return synthetic.make_run()
+
+
+@pytest.fixture(autouse=True)
+def _close_pyplot_figures():
+    """Figures go through pyplot once something imported it (see plots._new_axes): close them."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
