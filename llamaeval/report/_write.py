@@ -232,7 +232,10 @@ def build_context(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary
     cost = latency_column(table)
     front = pareto_frontier(table.dropna(subset=[primary, cost]), quality=primary, cost=cost)
     sig, sig_note = _significance(run, primary, baseline)
-    failures = run.requests[~run.requests["status"].between(200, 299)] if "status" in run.requests else None
+    from llamaeval.plots import physical_requests
+
+    sent = physical_requests(run.requests)  # share_k copies count once
+    failures = sent[~sent["status"].between(200, 299)] if "status" in sent else None
     manifest = dict(getattr(run, "manifest", {}) or {})
     n_queries = int(table["n_queries"].max()) if "n_queries" in table and len(table) else 0
     gate_rows = []
@@ -248,7 +251,7 @@ def build_context(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary
         "primary": primary,
         "n_queries": n_queries,
         "n_configs": len(table),
-        "n_requests": len(run.requests),
+        "n_requests": len(sent),
         "n_failed": 0 if failures is None else len(failures),
         "baseline": baseline,
         "best": best,

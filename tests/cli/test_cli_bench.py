@@ -57,7 +57,7 @@ def test_bench_then_report_against_a_live_server(live_server, adi_pipeline, tmp_
             *service]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    assert "35 judged queries · 4 configurations · 140 requests · 0 failed" in stdout
+    assert "35 judged queries · 4 configurations · 70 requests sent · 0 failed" in stdout  # share_k: 2 modes x 35 queries sent
     assert "| fast | 5 |" in stdout and "| accurate | 1 |" in stdout
     assert "ndcg@10 >= 0.0500" in stdout and "pass" in stdout
     html = (out / "report.html").read_text(encoding="utf-8")
@@ -69,7 +69,7 @@ def test_bench_then_report_against_a_live_server(live_server, adi_pipeline, tmp_
     assert main(argv) == 1
     assert "--resume" in capsys.readouterr().err
     assert main([*argv, "--resume", "--no-report"]) == 0
-    assert "140 requests" in capsys.readouterr().out
+    assert "70 requests sent" in capsys.readouterr().out
 
     # the report command re-reads the saved run; an unreachable gate exits 3
     target = tmp_path / "again.html"
