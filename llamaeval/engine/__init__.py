@@ -43,14 +43,17 @@ a search returns ``min(top_k, number of chunks)`` hits.
               Hit ``stage_scores``: bm25 (raw BM25), dense (cosine), fused.
 ``accurate``  the same fusion over a larger pool (``accurate_candidates`` per
               retriever); the ``rerank_depth`` best fused chunks are rescored by the
-              second stage (``second_stage="ltr"``): a linear learning-to-rank model
-              (ListNet) over 20 features of each candidate — BM25 and cosine (raw,
-              min-max, rank), fused score and rank, document-level chunk-max and sum/mean
-              of BM25 and cosine (over the chunks of the same file in the set), idf-weighted query-term
+              second stage (``second_stage="ltr"``): a learning-to-rank model over 25
+              features of each candidate — BM25 and cosine (raw, min-max, z-score, rank),
+              fused score and rank, BM25 recomputed with k1=0.9/b=0.4 and without length
+              normalisation, document-level chunk-max and sum/mean of BM25 and cosine (over
+              the chunks of the same file in the set), idf-weighted and plain query-term
               coverage, idf of the rarest missing term, title match, proximity (matched
               terms / smallest window holding them), query-bigram phrase matches, chunk
-              length, and query-level context. Weights ship in ``ltr_model`` and were
-              trained by ``benchmarks/train_ltr.py`` on SciFact train, cranfield, cisi and
+              length, and query-level context. The model is linear (ListNet) plus, when
+              training chose them, gradient-boosted depth-3 regression trees started from
+              the linear score (see ``LearnedRanker``). Weights ship in ``ltr_model`` and
+              were trained by ``benchmarks/train_ltr.py`` on SciFact train, cranfield, cisi and
               med only. Stage scores add ``ltr``; a plug-in ``Reranker`` adds ``rerank``.
 ``advanced``  accurate plus query expansion (stage ``expand``): from the ``prf_docs``
               best fused chunks, RM3-style expansion of the BM25 query (``prf_terms``

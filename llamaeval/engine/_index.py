@@ -310,11 +310,19 @@ class Index:
         length = np.zeros(n)
         missing = np.zeros(n)
         phrase = np.zeros(n)
+        nterms = np.zeros(n)
         qset = set(qterms)
+        tfs: list[dict[str, int]] = []
         for row, i in enumerate(cand):
             terms = self._terms_of(int(i))
+            nterms[row] = len(terms)
             length[row] = math.log1p(len(terms))
-            present = qset.intersection(terms)
+            tf: dict[str, int] = {}
+            for t in terms:
+                if t in qset:
+                    tf[t] = tf.get(t, 0) + 1
+            tfs.append(tf)
+            present = set(tf)
             coverage[row] = sum(idf[t] for t in present) / idf_total
             absent = qset - present
             missing[row] = max((idf[t] for t in absent), default=0.0) / idf_max
@@ -333,7 +341,23 @@ class Index:
         files = self._file_of[cand]
         doc_bm25 = _group_max(files, bm25_mm)
         doc_dense = _group_max(files, dense_mm)
+        # BM25 variants recomputed over the candidates (avgdl = the candidates' mean length):
+        # k1=0.9/b=0.4 (the Anserini default) and b=0 (no length normalisation)
+        avgdl = float(nterms.mean()) if n else 1.0
+        bm25_v = np.zeros(n)
+        bm25_flat = np.zeros(n)
+        for row, tf in enumerate(tfs):
+            norm = 0.6 + 0.4 * nterms[row] / max(avgdl, 1.0)
+            for t in sorted(tf):
+                f = tf[t]
+                bm25_v[row] += idf[t] * f * 1.9 / (f + 0.9 * norm)
+                bm25_flat[row] += idf[t] * f * 2.2 / (f + 1.2)
         return {
+            "bm25_z": _zscore(bm25_raw),
+            "dense_z": _zscore(dense_raw),
+            "bm25_k09b04": _minmax(bm25_v),
+            "bm25_flat": _minmax(bm25_flat),
+            "match_frac": np.array([len(tf) for tf in tfs], dtype=np.float64) / max(len(qset), 1),
             "bm25": bm25_mm,
             "dense": dense_raw,
             "dense_mm": dense_mm,
@@ -528,6 +552,14 @@ def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndar
     """values[keys == w] for each w of ``wanted`` (sorted ``keys``), 0 where absent."""
     pos = np.clip(np.searchsorted(keys, wanted), 0, keys.size - 1)
     return np.where(keys[pos] == wanted, values[pos], 0.0)
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over the candidates (0 when constant)."""
+    if x.size == 0:
+        return x
+    sd = float(x.std())
+    return (x - float(x.mean())) / sd if sd > 0 else np.zeros_like(x)
 
 
 def _ranks(cand: np.ndarray, scores: np.ndarray) -> np.ndarray:

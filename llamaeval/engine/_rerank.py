@@ -1,4 +1,4 @@
-"""The second-stage plug-in interface and the shipped learned (linear learning-to-rank) scorer."""
+"""The second-stage plug-in interface and the shipped learned scorer (ListNet, optionally boosted trees)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ ACCURATE_FEATURES: tuple[str, ...] = (
     "bm25", "dense", "dense_mm", "fused", "fused_rrf", "bm25_rank", "dense_rank", "doc_bm25_max",
     "doc_dense_max", "doc_bm25_sum", "doc_dense_mean", "title", "coverage", "missing_idf", "proximity",
     "phrase", "length", "q_terms", "q_bm25_top", "q_dense_top",
+    "bm25_z", "dense_z", "bm25_k09b04", "bm25_flat", "match_frac",
 )
 #: ``advanced`` adds the scores of the expanded query.
 FEATURES: tuple[str, ...] = ACCURATE_FEATURES + ("bm25_prf", "dense_prf", "fused_prf", "fused_both")
@@ -42,6 +43,13 @@ class LearnedRanker:
     ``features``, ``mean``, ``std``, ``weights`` (linear part) and optionally an MLP part
     ``hidden_weights`` (h x f), ``hidden_bias`` (h), ``output_weights`` (h):
     ``score = z @ weights + output_weights @ tanh(hidden_weights @ z + hidden_bias)``.
+
+    Optionally ``trees``: boosted regression trees added to that score (gradient boosting
+    on the listwise loss, started from the linear model), as complete binary trees of one
+    depth d: ``feature`` (t x 2^d-1 feature indices), ``threshold`` (t x 2^d-1, on the raw,
+    unstandardised features; a row goes right when ``x >= threshold``), ``value``
+    (t x 2^d leaf values). Internal nodes are in breadth-first order (children of node
+    k are 2k+1, 2k+2).
     """
 
     def __init__(self, model: dict[str, Any]) -> None:
@@ -65,6 +73,21 @@ class LearnedRanker:
             if self.hidden_weights.shape != (h, n) or self.hidden_bias.shape != (h,) or self.output_weights.shape != (h,):
                 raise ValueError("malformed ltr model: hidden layer shapes do not match the features")
         self.std = np.where(self.std > 0, self.std, 1.0)
+        self.tree_feature = self.tree_threshold = self.tree_value = None
+        trees = model.get("trees")
+        if trees:
+            try:
+                feat = np.asarray(trees["feature"], dtype=np.int64)
+                thr = np.asarray(trees["threshold"], dtype=np.float64)
+                val = np.asarray(trees["value"], dtype=np.float64)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"malformed ltr model trees: {exc}") from None
+            t = feat.shape[0] if feat.ndim == 2 else -1
+            nodes = feat.shape[1] if feat.ndim == 2 else -1
+            if (t < 1 or nodes < 1 or (nodes + 1) & nodes or thr.shape != feat.shape
+                    or val.shape != (t, nodes + 1) or feat.min() < 0 or feat.max() >= n):
+                raise ValueError("malformed ltr model trees: shapes or feature indices do not match")
+            self.tree_feature, self.tree_threshold, self.tree_value = feat, thr, val
 
     def score(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Scores for the rows of ``features`` (name -> (n,) array)."""
@@ -76,4 +99,18 @@ class LearnedRanker:
         out = z @ self.weights + self.bias
         if self.hidden_weights is not None:
             out = out + np.tanh(z @ self.hidden_weights.T + self.hidden_bias) @ self.output_weights
+        if self.tree_feature is not None:
+            out = out + _tree_scores(self.tree_feature, self.tree_threshold, self.tree_value, x)
         return out
+
+
+def _tree_scores(feature: np.ndarray, threshold: np.ndarray, value: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Sum over the trees of each row's leaf value (all trees walked at once, level by level)."""
+    t, nodes = feature.shape
+    node = np.zeros((x.shape[0], t), dtype=np.int64)
+    trees = np.arange(t)
+    rows = np.arange(x.shape[0])[:, None]
+    for _ in range(int(nodes + 1).bit_length() - 1):
+        go_right = x[rows, feature[trees, node]] >= threshold[trees, node]
+        node = 2 * node + 1 + go_right
+    return value[trees, node - nodes].sum(axis=1)

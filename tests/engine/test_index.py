@@ -262,3 +262,23 @@ def test_features_match_the_declared_list_and_the_shipped_models(index, adi):
     assert "scifact/test" not in shipped["tuning"]["trained_on"]
     assert set(shipped["models"]) == {"accurate", "advanced"}
     assert "placeholder" not in shipped
+
+
+def test_learned_ranker_trees_add_leaf_values():
+    from llamaeval.engine import LearnedRanker
+
+    base = {"features": ["a", "b"], "weights": [1.0, 0.0], "mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    # depth 1: tree 0 splits on b >= 0.5 (leaves -1 / +2), tree 1 on a >= 10 (0 / 5)
+    trees = {"feature": [[1], [0]], "threshold": [[0.5], [10.0]], "value": [[-1.0, 2.0], [0.0, 5.0]]}
+    x = {"a": np.array([0.0, 1.0, 12.0]), "b": np.array([0.0, 0.5, 1.0])}
+    plain = LearnedRanker(base).score(x)
+    boosted = LearnedRanker({**base, "trees": trees}).score(x)
+    assert np.allclose(plain, [0.0, 1.0, 12.0])
+    assert np.allclose(boosted - plain, [-1.0, 2.0, 7.0])
+    # depth 2 walks breadth-first: node 0 -> children 1 (left), 2 (right)
+    deep = {"feature": [[0, 1, 1]], "threshold": [[5.0, 0.5, 0.5]], "value": [[1.0, 2.0, 3.0, 4.0]]}
+    assert np.allclose(LearnedRanker({**base, "weights": [0.0, 0.0], "trees": deep}).score(x), [1.0, 2.0, 4.0])
+    for bad in ({**trees, "value": [[1.0], [2.0]]}, {**trees, "feature": [[2], [0]]},
+                {"feature": [[0, 1]], "threshold": [[0.0, 0.0]], "value": [[0.0, 0.0, 0.0]]}):
+        with pytest.raises(ValueError, match="trees"):
+            LearnedRanker({**base, "trees": bad})
