@@ -108,6 +108,10 @@ def tune_fusion(sets: list[dict]) -> tuple[dict, list]:
 
 
 # ----------------------------------------------------------------------------- boosted trees
+# threshold of a node that does not split (every row goes left); finite, so the model is valid JSON
+NO_SPLIT = float(np.finfo(np.float64).max)
+
+
 def pad(data: list[dict], set_w: np.ndarray):
     """Padded (queries, width, features) raw features, mask, ListNet targets, query weights (mean 1)."""
     use = [d for d in data if d["y"].sum() > 0]
@@ -147,7 +151,7 @@ def fit_gbdt(data: list[dict], set_w: np.ndarray, n_trees: int = 100, depth: int
         g = ((p - T))[M] * Wrow
         h = np.maximum((p * (1 - p))[M], 1e-6) * Wrow
         node = np.zeros(rows.shape[0], dtype=np.int64)
-        tf = np.zeros(2 ** depth - 1, dtype=np.int64); tt = np.full(2 ** depth - 1, np.inf)
+        tf = np.zeros(2 ** depth - 1, dtype=np.int64); tt = np.full(2 ** depth - 1, NO_SPLIT)
         for lvl in range(depth):
             nn = 2 ** lvl
             best_gain = np.full(nn, 0.0); best_f = np.zeros(nn, np.int64); best_b = np.full(nn, -1)
@@ -168,7 +172,7 @@ def fit_gbdt(data: list[dict], set_w: np.ndarray, n_trees: int = 100, depth: int
                 if best_b[k] >= 0:
                     tf[idx] = best_f[k]; tt[idx] = cuts[best_f[k]][best_b[k]]
                 else:
-                    tf[idx] = 0; tt[idx] = np.inf
+                    tf[idx] = 0; tt[idx] = NO_SPLIT
             go = rows[np.arange(rows.shape[0]), tf[nn - 1 + node]] >= tt[nn - 1 + node]
             node = 2 * node + go
         nl = 2 ** depth
@@ -439,7 +443,7 @@ def main() -> None:
     print(json.dumps({k: v for k, v in tuning.items() if k != "fusion_grid"}, indent=1)[:4000])
     if args.write:
         path = ROOT / "llamaeval" / "engine" / "data" / "ltr.json"
-        path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(out, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         print(f"wrote {path}", file=sys.stderr)
 
 

@@ -87,6 +87,8 @@ class LearnedRanker:
             if (t < 1 or nodes < 1 or (nodes + 1) & nodes or thr.shape != feat.shape
                     or val.shape != (t, nodes + 1) or feat.min() < 0 or feat.max() >= n):
                 raise ValueError("malformed ltr model trees: shapes or feature indices do not match")
+            if not (np.isfinite(thr).all() and np.isfinite(val).all()):
+                raise ValueError("malformed ltr model trees: thresholds and values must be finite (JSON-safe)")
             self.tree_feature, self.tree_threshold, self.tree_value = feat, thr, val
 
     def score(self, features: dict[str, np.ndarray]) -> np.ndarray:

@@ -261,6 +261,7 @@ def test_features_match_the_declared_list_and_the_shipped_models(index, adi):
     shipped = json.loads(resources.files("llamaeval.engine").joinpath("data", "ltr.json").read_text())
     assert "scifact/test" not in shipped["tuning"]["trained_on"]
     assert set(shipped["models"]) == {"accurate", "advanced"}
+    json.dumps(shipped, allow_nan=False)  # the config travels in API responses: strict JSON only
     assert "placeholder" not in shipped
 
 
@@ -279,6 +280,7 @@ def test_learned_ranker_trees_add_leaf_values():
     deep = {"feature": [[0, 1, 1]], "threshold": [[5.0, 0.5, 0.5]], "value": [[1.0, 2.0, 3.0, 4.0]]}
     assert np.allclose(LearnedRanker({**base, "weights": [0.0, 0.0], "trees": deep}).score(x), [1.0, 2.0, 4.0])
     for bad in ({**trees, "value": [[1.0], [2.0]]}, {**trees, "feature": [[2], [0]]},
-                {"feature": [[0, 1]], "threshold": [[0.0, 0.0]], "value": [[0.0, 0.0, 0.0]]}):
+                {"feature": [[0, 1]], "threshold": [[0.0, 0.0]], "value": [[0.0, 0.0, 0.0]]},
+                {**trees, "threshold": [[float("inf")], [10.0]]}):
         with pytest.raises(ValueError, match="trees"):
             LearnedRanker({**base, "trees": bad})
