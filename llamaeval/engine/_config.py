@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -124,6 +125,17 @@ class RetrievalConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every parameter (learned weights included)."""
         return json.loads(json.dumps(asdict(self)))
+
+    def summary(self) -> dict[str, Any]:
+        """Every parameter, with the learned weights (tens of KB) replaced by their
+        ``description`` and the SHA-256 of their canonical JSON: small enough to travel
+        with every search response; ``to_dict()`` (the pipeline resource) has the weights."""
+        d = self.to_dict()
+        model = d.pop("ltr_model")
+        canonical = json.dumps(model, sort_keys=True, separators=(",", ":"))
+        d["ltr_model"] = {"description": model.get("description", ""),
+                          "sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "RetrievalConfig":

@@ -155,6 +155,7 @@ class Index:
             raise TypeError("reranker must have a score(query, passages) -> np.ndarray method")
         self.entries = entries
         self.config = config
+        self.config_summary = config.summary()  # once per index: sent with every search
         self.embedder = embedder
         self.reranker = reranker
         self.num_chunks = len(entries)
@@ -230,6 +231,7 @@ class Index:
         clone = object.__new__(Index)
         clone.__dict__.update(self.__dict__)
         clone.config = config
+        clone.config_summary = config.summary()
         models = config.ltr_model["models"]
         clone._rankers = {n: LearnedRanker(models[n]) for n in ("accurate", "advanced") if n in models}
         return clone

@@ -428,7 +428,7 @@ def _api_router() -> APIRouter:
                 metadata.setdefault("title", e.title)
             results.append({"text": e.text, "score": float(hit.score), "metadata": metadata})
         payload = {"results": results, "mode": body.mode, "top_k": body.top_k,
-                   "retrieval_config": pipeline.retrieval_config}
+                   "retrieval_config": index.config_summary}
         total = time.perf_counter() - t0
         timing = [f"{name};dur={seconds * 1000:.3f}" for name, seconds in response.timings.items()]
         timing.append(f"total;dur={total * 1000:.3f}")
