@@ -403,16 +403,19 @@ def _api_router() -> APIRouter:
 
         t0 = time.perf_counter()
         state = _state(request)
-        pipeline = _pipeline_or_404(state, acct, pipelineId)
+        head = state.storage.get_pipeline_index(acct, pipelineId)  # no config decoding on the hot path
+        if head is None:
+            raise _not_found("pipeline", pipelineId)
+        status, index_version = head
         if not body.query.strip():
             raise _bad("query must not be empty")
         if not 1 <= body.top_k <= engine.MAX_TOP_K:
             raise _bad(f"top_k must be between 1 and {engine.MAX_TOP_K}, got {body.top_k}")
-        if pipeline.index_version is None:
+        if index_version is None:
             hint = ("its first sync is still running; wait for the job to complete"
-                    if pipeline.status == "syncing" else "add files and sync it first")
-            raise _bad(f"pipeline {pipeline.id!r} has no completed index yet: {hint}")
-        index = state.indexes.get(pipeline.id, pipeline.index_version)
+                    if status == "syncing" else "add files and sync it first")
+            raise _bad(f"pipeline {pipelineId!r} has no completed index yet: {hint}")
+        index = state.indexes.get(pipelineId, index_version)
         try:
             response = index.search(body.query, body.mode, body.top_k)
         except ValueError as exc:
@@ -421,7 +424,7 @@ def _api_router() -> APIRouter:
         for hit in response.hits:
             e = hit.entry
             metadata = dict(e.metadata)
-            metadata.update(file_id=e.file_id, file_name=e.file_name, pipeline_id=pipeline.id,
+            metadata.update(file_id=e.file_id, file_name=e.file_name, pipeline_id=pipelineId,
                             chunk_id=e.chunk_id, chunk_index=e.chunk_index, start_char=e.start_char,
                             end_char=e.end_char, scores={k: float(v) for k, v in hit.stage_scores.items()})
             if e.title:

@@ -218,6 +218,12 @@ class SQLiteStorage:
     def get_pipeline_any(self, pipeline_id: str) -> Pipeline | None:
         return self._one(Pipeline, f"{self._PIPELINE_SELECT} WHERE p.id = ?", (pipeline_id,))
 
+    def get_pipeline_index(self, account_id: str, pipeline_id: str) -> tuple[str, str | None] | None:
+        with self._lock:
+            row = self._db.execute("SELECT status, index_version FROM pipelines WHERE id = ? AND account_id = ?",
+                                   (pipeline_id, account_id)).fetchone()
+        return (row["status"], row["index_version"]) if row is not None else None
+
     def list_pipelines(self, account_id: str, project_id: str) -> list[Pipeline]:
         return self._all(Pipeline, f"{self._PIPELINE_SELECT} WHERE p.account_id = ? AND p.project_id = ? "
                          "ORDER BY p.created_at, p.id", (account_id, project_id))

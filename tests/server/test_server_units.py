@@ -60,6 +60,10 @@ def test_sqlite_storage_is_a_storage_and_scopes_by_account(tmp_path):
         assert got is not None and got.num_files == 1 and got.retrieval_config == {"k": 1}
         assert got.created_at == pipeline.created_at and got.created_at.tzinfo is not None
         assert storage.get_pipeline(b.id, "pl") is None
+        assert storage.get_pipeline_index(a.id, "pl") == ("idle", None)
+        storage.update_pipeline("pl", status="active", index_version="v1")
+        assert storage.get_pipeline_index(a.id, "pl") == ("active", "v1")
+        assert storage.get_pipeline_index(b.id, "pl") is None
         assert storage.list_pipeline_files("pl")[0].metadata == {"doc_id": "8"}
         with pytest.raises(ValueError, match="cannot update"):
             storage.update_pipeline("pl", account_id=b.id)
