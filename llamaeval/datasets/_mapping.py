@@ -96,8 +96,9 @@ class DocumentMapping:
         else:
             ids = pd.Series([None] * len(frame), index=frame.index, dtype=object)
         if self.fallback_to_file_name and "file_name" in frame.columns:
-            stems = frame["file_name"].map(_stem)
-            ids = ids.where(ids.notna(), stems)
+            missing = ids.isna()
+            if missing.any():  # stems only where the metadata key gave nothing
+                ids[missing] = frame.loc[missing, "file_name"].map(_stem)
         if self.level == "chunk":
             if "chunk_index" not in frame.columns:
                 raise ConfigurationError("chunk-level mapping needs a chunk_index column in the results")
