@@ -28,25 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 MODES = ("fast", "accurate", "advanced")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    pos = (len(s) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def _server_total_ms(header: str) -> float:
-    for part in header.split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        if name == "total":
-            return float(dur)
-    return float("nan")
 
 
 def _ndcg10(ranked_docs: list[str], relevant: dict[str, int]) -> float:
@@ -72,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from llamaeval import load_queryset
+    from llamaeval.client import parse_server_timing
     from llamaeval.server import EmbeddedServer
 
     qs = load_queryset(args.dataset)
@@ -142,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                 r = c.post(f"/pipelines/{pid}/retrieve", json={"query": q.text, "mode": mode, "top_k": k})
                 wall[mode, k].append((time.monotonic() - t) * 1000)
                 r.raise_for_status()
-                server[mode, k].append(_server_total_ms(r.headers.get("server-timing", "")))
+                server[mode, k].append(parse_server_timing(r.headers.get("server-timing")).get("total", math.nan) * 1000)
                 docs = [x["metadata"]["doc_id"] for x in r.json()["results"]]
                 ndcg[mode, k].append(_ndcg10(docs, rel.get(str(q.query_id), {})))
-        rows = [(m, k, len(queries), _percentile(wall[m, k], 0.5), _percentile(wall[m, k], 0.95),
-                 statistics.mean(wall[m, k]), _percentile(server[m, k], 0.5), _percentile(server[m, k], 0.95),
+        rows = [(m, k, len(queries), np.percentile(wall[m, k], 50), np.percentile(wall[m, k], 95),
+                 statistics.mean(wall[m, k]), np.percentile(server[m, k], 50), np.percentile(server[m, k], 95),
                  statistics.mean(ndcg[m, k])) for m, k in configs]
     load_after = os.getloadavg()
 
