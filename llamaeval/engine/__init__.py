@@ -52,11 +52,14 @@ a search returns ``min(top_k, number of chunks)`` hits.
               terms / smallest window holding them), query-bigram phrase matches, chunk
               length, and query-level context. The model is linear (ListNet) plus, when
               training chose them, gradient-boosted depth-3 regression trees started from
-              the linear score (see ``LearnedRanker``). Weights ship in ``ltr_model`` and
+              the linear score, fitted on LambdaRank's nDCG@10 pairs (LambdaMART) or the
+              ListNet loss (see ``LearnedRanker``). Weights ship in ``ltr_model`` and
               were trained by ``benchmarks/train_ltr.py`` on SciFact train, cranfield, cisi and
               med only. Stage scores add ``ltr``; a plug-in ``Reranker`` adds ``rerank``.
-``advanced``  accurate plus query expansion (stage ``expand``): from the ``prf_docs``
-              best fused chunks, RM3-style expansion of the BM25 query (``prf_terms``
+``advanced``  accurate plus query expansion (stages ``feedback``, ``expand``): the
+              pool is first ranked as ``accurate`` ranks it (its learned model; the fused
+              order when no accurate model is configured), and from its ``prf_docs`` best
+              chunks comes RM3-style expansion of the BM25 query (``prf_terms``
               idf-weighted feedback terms mixed in with weight ``prf_weight``) and Rocchio
               on the query vector (q + ``rocchio_beta`` * centroid, renormalised); the
               expanded retrieval is fused again; of the union of both candidate sets, the
@@ -67,6 +70,12 @@ a search returns ``min(top_k, number of chunks)`` hits.
               scores of the other chunks of its file in the reranked set — for collections
               of long, many-chunk documents). Stage scores add bm25_prf, dense_prf,
               fused_prf, ltr, doc_aggregate.
+Documents first (accurate and advanced, ``documents_first=True``): the final score of a
+              document's best chunk is the min-max of its second-stage score (0..1); its
+              other chunks score 2 less, so they follow every document's best chunk. The
+              second stage scores a document's chunks alike (it sees document-level
+              features), and without this ``top_k`` chunks would hold fewer than ``top_k``
+              documents. ``fast`` ranks chunks independently already.
 
 A user cross-encoder plugs in as ``Index.load(dir, embedder, reranker=obj)`` where
 ``obj.score(query, passages) -> np.ndarray`` (the ``Reranker`` protocol); in
@@ -83,7 +92,7 @@ fusion ("convex"|"rrf", default convex), dense_weight (0..1, 0.5), rrf_k (60),
 fast_candidates (100), accurate_candidates (300), rerank_depth (100),
 second_stage ("ltr"|"none"), reranker_weight (0..1, 1.0), prf_docs (3), prf_terms (10),
 prf_weight (0..1, 0.3), rocchio_beta (0.3), doc_aggregation ("max"|"max+sum", max),
-doc_sum_weight (0.1), ltr_model (the learned weights: {"models": {"accurate": ...,
+doc_sum_weight (0.1), documents_first (true), ltr_model (the learned weights: {"models": {"accurate": ...,
 "advanced": ...}}, each {"features", "weights", "mean", "std", "bias"} and optionally an
 MLP layer — see ``LearnedRanker``). Defaults after the BM25 block were tuned by
 benchmarks/train_ltr.py (never on SciFact test).

@@ -58,6 +58,8 @@ class RetrievalConfig:
     rocchio_beta: float = 0.3
     doc_aggregation: str = "max"
     doc_sum_weight: float = 0.1
+    # accurate/advanced: every document's best chunk ranks ahead of any document's second chunk
+    documents_first: bool = True
     # learned second-stage weights (feature -> weight, plus the models' metadata)
     ltr_model: dict[str, Any] = field(default_factory=default_ltr_model)
 
@@ -99,6 +101,8 @@ class RetrievalConfig:
         num("rocchio_beta", 0.0, 10.0)
         choice("doc_aggregation", _AGGREGATIONS)
         num("doc_sum_weight", 0.0, 10.0)
+        if not isinstance(self.documents_first, bool):
+            raise ValueError(f"retrieval_config.documents_first must be true or false, got {self.documents_first!r}")
         if not isinstance(self.ltr_model, dict) or not isinstance(self.ltr_model.get("models"), dict):
             raise ValueError("retrieval_config.ltr_model must be a dict with a 'models' mapping")
         from llamaeval.engine._rerank import ACCURATE_FEATURES, FEATURES, LearnedRanker

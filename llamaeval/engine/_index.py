@@ -428,6 +428,8 @@ class Index:
             final = self._aggregate(cand, final)
             stage["doc_aggregate"] = final
             timings["aggregate"] = clock() - t
+        if cfg.documents_first:
+            final = self._documents_first(cand, final)
         return self._respond(cand, final, stage, top_k, timings)
 
     def _candidates(self, query: str, mode: str, timings: dict[str, float], top_k: int = 0
@@ -460,7 +462,10 @@ class Index:
             return cand, final, stage, ctx
         if mode == "advanced":
             t = clock()
-            exp_weights, exp_qv = self._expand(q_weights, qv, cand, fused)
+            fb_cand, fb_scores = self._feedback_ranking(cand, fused, stage, ctx, top_k)
+            timings["feedback"] = clock() - t
+            t = clock()
+            exp_weights, exp_qv = self._expand(q_weights, qv, fb_cand, fb_scores)
             sparse_x = self._bm25_scores(exp_weights)
             dense_x = self._dense_scores(exp_qv)
             cand_x, fused_x = self._fuse(sparse_x, dense_x, depth)
@@ -474,10 +479,26 @@ class Index:
                      "fused": fused, "bm25_prf": sparse_x[cand].astype(np.float64),
                      "dense_prf": dense_x[cand].astype(np.float64), "fused_prf": fused_x_all}
             timings["expand"] = clock() - t
-        # the second stage sees the rerank_depth best candidates
-        keep = np.lexsort((cand, -final))[: max(cfg.rerank_depth, top_k)]
+        return (*self._rerank_pool(cand, final, stage, top_k), ctx)
+
+    def _rerank_pool(self, cand: np.ndarray, final: np.ndarray, stage: dict[str, np.ndarray], top_k: int
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """The ``rerank_depth`` (at least ``top_k``) best candidates by ``final``, in chunk order:
+        what the second stage sees."""
+        keep = np.lexsort((cand, -final))[: max(self.config.rerank_depth, top_k)]
         keep = keep[np.argsort(cand[keep], kind="stable")]
-        return cand[keep], final[keep], {k: v[keep] for k, v in stage.items()}, ctx
+        return cand[keep], final[keep], {k: v[keep] for k, v in stage.items()}
+
+    def _feedback_ranking(self, cand: np.ndarray, fused: np.ndarray, stage: dict[str, np.ndarray],
+                          ctx: dict[str, Any], top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where ``advanced`` takes its feedback chunks from: the ``accurate`` ranking of the
+        first-stage pool (its learned second stage), which puts better chunks on top than
+        fusion alone; the fused ranking when no accurate model is configured."""
+        if self.config.second_stage != "ltr" or "accurate" not in self._rankers:
+            return cand, fused
+        pool, _, pool_stage = self._rerank_pool(cand, fused, stage, top_k)
+        feats = self._features(pool, ctx["q_weights"], ctx["sparse"], ctx["dense"], pool_stage["fused"], ctx["q_terms"])
+        return pool, self._rankers["accurate"].score(feats)
 
     def _stage_features(self, cand: np.ndarray, stage: dict[str, np.ndarray], ctx: dict[str, Any],
                         mode: str) -> dict[str, np.ndarray]:
@@ -492,7 +513,7 @@ class Index:
     def _expand(self, q_weights: dict[str, float], qv: np.ndarray, cand: np.ndarray,
                 fused: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
         """RM3-style expansion of the sparse query and Rocchio of the dense one, from the
-        ``prf_docs`` best fused candidates."""
+        ``prf_docs`` best of ``cand`` (sorted chunk indices) by ``fused`` (their scores)."""
         cfg = self.config
         if cfg.prf_docs == 0:
             return dict(q_weights), qv
@@ -532,6 +553,19 @@ class Index:
         sums = np.zeros(uniq.size)
         np.add.at(sums, inv, s)
         return s + cfg.doc_sum_weight * (sums[inv] - s)
+
+    def _documents_first(self, cand: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Final scores that put every document's best chunk ahead of any document's second one:
+        min-max(scores) in [0, 1] for a document's best chunk, min-max(scores) - 2 for its others.
+        The second stage scores a document's chunks alike (it sees document-level features),
+        so without this ``top_k`` chunks would often hold fewer than ``top_k`` documents."""
+        s = _minmax(scores)
+        files = self._file_of[cand]
+        order = np.lexsort((cand, -s))
+        first = np.zeros(cand.size, dtype=bool)
+        _, first_pos = np.unique(files[order], return_index=True)
+        first[order[first_pos]] = True
+        return np.where(first, s, s - 2.0)
 
     def _respond(self, cand: np.ndarray, final: np.ndarray, stage: dict[str, np.ndarray],
                  top_k: int, timings: dict[str, float]) -> SearchResponse:

@@ -1,4 +1,4 @@
-"""The second-stage plug-in interface and the shipped learned scorer (ListNet, optionally boosted trees)."""
+"""The second-stage plug-in interface and the shipped learned scorer (linear ListNet, optionally boosted trees)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ class LearnedRanker:
     ``score = z @ weights + output_weights @ tanh(hidden_weights @ z + hidden_bias)``.
 
     Optionally ``trees``: boosted regression trees added to that score (gradient boosting
-    on the listwise loss, started from the linear model), as complete binary trees of one
+    started from the linear model, on LambdaRank's nDCG@10 pairs or the ListNet loss;
+    the training objective does not change how they are applied), as complete binary trees of one
     depth d: ``feature`` (t x 2^d-1 feature indices), ``threshold`` (t x 2^d-1, on the raw,
     unstandardised features; a row goes right when ``x >= threshold``), ``value``
     (t x 2^d leaf values). Internal nodes are in breadth-first order (children of node

@@ -52,7 +52,8 @@ def test_directory_is_self_contained(adi_index_dir):
 @pytest.mark.parametrize(("mode", "stages", "timed"), [
     ("fast", FAST_STAGES, {"embed", "bm25", "dense", "fuse"}),
     ("accurate", ACCURATE_STAGES, {"embed", "bm25", "dense", "fuse", "features", "ltr"}),
-    ("advanced", ADVANCED_STAGES, {"embed", "bm25", "dense", "fuse", "expand", "features", "ltr", "aggregate"}),
+    ("advanced", ADVANCED_STAGES, {"embed", "bm25", "dense", "fuse", "feedback", "expand", "features", "ltr",
+                                    "aggregate"}),
 ])
 def test_each_mode_reports_its_stages(index, adi, mode, stages, timed):
     res = index.search(adi["queries"]["1"], mode, 10)
@@ -126,13 +127,35 @@ def test_config_changes_change_rankings_as_documented(index, adi):
 
 def test_doc_aggregation_rewards_documents_with_several_matching_chunks(index, adi):
     q = adi["queries"]["10"]
-    flat = index.with_config(replace(index.config, doc_aggregation="max")).search(q, "advanced", 30)
-    agg = index.with_config(replace(index.config, doc_aggregation="max+sum", doc_sum_weight=1.0)).search(q, "advanced", 30)
+    cfg = replace(index.config, documents_first=False)
+    flat = index.with_config(replace(cfg, doc_aggregation="max")).search(q, "advanced", 30)
+    agg = index.with_config(replace(cfg, doc_aggregation="max+sum", doc_sum_weight=1.0)).search(q, "advanced", 30)
     assert [h.entry.chunk_id for h in flat.hits] != [h.entry.chunk_id for h in agg.hits]
     by_file: dict[str, int] = {}
     for h in agg.hits:
         by_file[h.entry.file_id] = by_file.get(h.entry.file_id, 0) + 1
     assert max(by_file.values()) >= 2  # adi at 64 tokens: some files have several chunks in the set
+
+
+@pytest.mark.parametrize("mode", ["accurate", "advanced"])
+def test_documents_first_puts_each_documents_best_chunk_ahead_of_second_chunks(index, adi, mode):
+    q = adi["queries"]["10"]
+    mixed = index.with_config(replace(index.config, documents_first=False)).search(q, mode, 150).hits
+    files = [h.entry.file_id for h in mixed]
+    assert len(set(files[:30])) < 30  # adi at 64 tokens: siblings share the top 30 without it
+    hits = index.search(q, mode, 150).hits
+    n_docs = len({h.entry.file_id for h in hits})
+    assert n_docs < len(hits)  # the pool holds second chunks too
+    head = [h.entry.file_id for h in hits[:n_docs]]
+    assert len(set(head)) == n_docs  # the first n_docs hits are n_docs different documents
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores[:n_docs]) and all(s < 0 for s in scores[n_docs:])
+    # documents keep the order of their best chunk
+    best: dict[str, int] = {}
+    for rank, f in enumerate(files):
+        best.setdefault(f, rank)
+    assert head == sorted(head, key=best.__getitem__)
 
 
 def test_load_round_trip_gives_identical_results(index, adi, adi_index_dir, embedder):
