@@ -540,7 +540,10 @@ def main() -> None:
         base = replace(base, ltr_model={"models": {"accurate": models["accurate"]}})
         for prf in ({"prf_docs": 3, "prf_terms": 10, "prf_weight": 0.3, "rocchio_beta": 0.3},
                     {"prf_docs": 5, "prf_terms": 10, "prf_weight": 0.2, "rocchio_beta": 0.2},
-                    {"prf_docs": 3, "prf_terms": 10, "prf_weight": 0.5, "rocchio_beta": 0.5}):
+                    {"prf_docs": 3, "prf_terms": 10, "prf_weight": 0.5, "rocchio_beta": 0.5},
+                    # 0.5/0.5 won at the edge of the grid above: the grid goes on past it
+                    {"prf_docs": 3, "prf_terms": 10, "prf_weight": 0.7, "rocchio_beta": 0.7},
+                    {"prf_docs": 3, "prf_terms": 20, "prf_weight": 0.5, "rocchio_beta": 0.5}):
             cfg = replace(base, **prf)
             for s in sets:
                 s["index"] = s["index"].with_config(cfg)

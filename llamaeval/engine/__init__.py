@@ -91,7 +91,7 @@ stemmer ("english", any PyStemmer algorithm, or "none"), stopwords ("english"|"n
 fusion ("convex"|"rrf", default convex), dense_weight (0..1, 0.5), rrf_k (60),
 fast_candidates (100), accurate_candidates (300), rerank_depth (100),
 second_stage ("ltr"|"none"), reranker_weight (0..1, 1.0), prf_docs (3), prf_terms (10),
-prf_weight (0..1, 0.5), rocchio_beta (0.5), doc_aggregation ("max"|"max+sum", max),
+prf_weight (0..1, 0.7), rocchio_beta (0.7), doc_aggregation ("max"|"max+sum", max),
 doc_sum_weight (0.1), documents_first (true), ltr_model (the learned weights: {"models": {"accurate": ...,
 "advanced": ...}}, each {"features", "weights", "mean", "std", "bias"} and optionally an
 MLP layer — see ``LearnedRanker``). Defaults after the BM25 block were tuned by
