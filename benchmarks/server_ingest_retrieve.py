@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Client latency is wall time around the HTTP request (monotonic clock) on loopback; "
               "server latency is the `total` of the `Server-Timing` header (search + response building). "
               "nDCG@10 is over documents (chunks collapsed to their best rank), judged test queries only: "
-              "top_k counts chunks, so top_k 10 can hold fewer than 10 distinct documents - the second stage "
-              "of accurate/advanced scores documents and keeps their chunks together, which costs them "
-              "more there; top_k 100 compares the modes' document rankings.", ""]
+              "top_k counts chunks, so top_k 10 can hold fewer than 10 distinct documents; accurate and "
+              "advanced rank every document's best chunk first (`documents_first`), fast ranks chunks "
+              "independently.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

@@ -137,6 +137,28 @@ def test_doc_aggregation_rewards_documents_with_several_matching_chunks(index, a
     assert max(by_file.values()) >= 2  # adi at 64 tokens: some files have several chunks in the set
 
 
+def test_advanced_takes_its_feedback_from_the_accurate_ranking(index, adi):
+    idx = index.with_config(replace(index.config, documents_first=False))
+    seen: list[list[str]] = []
+    expand = idx._expand
+
+    def spy(q_weights, qv, cand, scores):
+        top = cand[np.lexsort((cand, -scores))[: idx.config.prf_docs]]
+        seen.append([idx.entries[int(i)].chunk_id for i in top])
+        return expand(q_weights, qv, cand, scores)
+
+    idx._expand = spy
+    differs = 0
+    for qid in ("2", "10", "17", "25"):
+        q = adi["queries"][qid]
+        idx.search(q, "advanced", 10)
+        accurate_top = [h.entry.chunk_id for h in idx.search(q, "accurate", idx.config.prf_docs).hits]
+        assert seen[-1] == accurate_top
+        fast_top = [h.entry.chunk_id for h in idx.search(q, "fast", idx.config.prf_docs).hits]
+        differs += fast_top != accurate_top
+    assert differs  # the learned ranking, not fusion alone, picks the feedback
+
+
 @pytest.mark.parametrize("mode", ["accurate", "advanced"])
 def test_documents_first_puts_each_documents_best_chunk_ahead_of_second_chunks(index, adi, mode):
     q = adi["queries"]["10"]
