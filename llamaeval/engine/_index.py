@@ -298,44 +298,33 @@ class Index:
         return terms
 
     def _features(self, cand: np.ndarray, q_weights: dict[str, float], sparse: np.ndarray,
-                  dense: np.ndarray, fused: np.ndarray, ctx_terms: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Second-stage features of the candidates (all computed over the candidate set)."""
+                  dense: np.ndarray, fused: np.ndarray, ctx_terms: list[str] | None = None,
+                  memo: dict[int, tuple[Any, ...]] | None = None) -> dict[str, np.ndarray]:
+        """Second-stage features of the candidates (all computed over the candidate set).
+
+        ``memo``: per-query cache of the per-chunk term matching, which depends only on the
+        query and the chunk: advanced scores overlapping candidate sets twice (feedback, then
+        its own second stage) and matches each chunk once."""
         qterms = sorted(t for t in q_weights if t in self._vocab)
         idf = {t: float(self._idf[self._vocab[t]]) for t in qterms}
         idf_total = sum(idf.values()) or 1.0
         idf_max = max(idf.values()) if idf else 1.0
         bigrams = list(dict.fromkeys(zip(q_order, q_order[1:]))) if (q_order := ctx_terms) else []
-        n = cand.size
-        coverage = np.zeros(n)
-        proximity = np.zeros(n)
-        title = np.zeros(n)
-        length = np.zeros(n)
-        missing = np.zeros(n)
-        phrase = np.zeros(n)
-        nterms = np.zeros(n)
         qset = set(qterms)
-        tfs: list[dict[str, int]] = []
-        for row, i in enumerate(cand):
-            terms = self._terms_of(int(i))
-            nterms[row] = len(terms)
-            length[row] = math.log1p(len(terms))
-            tf: dict[str, int] = {}
-            for t in terms:
-                if t in qset:
-                    tf[t] = tf.get(t, 0) + 1
-            tfs.append(tf)
-            present = set(tf)
-            coverage[row] = sum(idf[t] for t in present) / idf_total
-            absent = qset - present
-            missing[row] = max((idf[t] for t in absent), default=0.0) / idf_max
-            if len(present) >= 2:
-                proximity[row] = _proximity(terms, present)
-                if bigrams:
-                    pairs = set(zip(terms, terms[1:]))
-                    phrase[row] = sum(1 for bg in bigrams if bg in pairs) / len(bigrams)
-            if qset:
-                tt = self._title_terms_of(int(i))
-                title[row] = sum(idf[t] for t in qset & tt) / idf_total
+        memo = {} if memo is None else memo
+        rows = []
+        for i in cand:
+            i = int(i)
+            row = memo.get(i)
+            if row is None:
+                row = memo[i] = self._match(i, qset, idf, idf_total, idf_max, bigrams)
+            rows.append(row)
+        n = cand.size
+        nterms = np.array([r[0] for r in rows], dtype=np.float64)
+        tfs: list[dict[str, int]] = [r[1] for r in rows]
+        coverage, missing, proximity, phrase, title = (
+            np.array([r[k] for r in rows], dtype=np.float64) for k in range(2, 7))
+        length = np.array([math.log1p(r[0]) for r in rows], dtype=np.float64)
         bm25_raw = sparse[cand].astype(np.float64)
         bm25_mm = _minmax(bm25_raw)
         dense_raw = dense[cand].astype(np.float64)
@@ -382,6 +371,28 @@ class Index:
             "q_bm25_top": np.full(n, float(bm25_raw.max()) if n else 0.0),
             "q_dense_top": np.full(n, float(dense_raw.max()) if n else 0.0),
         }
+
+    def _match(self, i: int, qset: set[str], idf: dict[str, float], idf_total: float, idf_max: float,
+               bigrams: list[tuple[str, str]]) -> tuple[int, dict[str, int], float, float, float, float, float]:
+        """How chunk ``i`` matches the query: (number of terms, query-term frequencies,
+        idf coverage, rarest missing idf, proximity, bigram phrase share, title idf share)."""
+        terms = self._terms_of(i)
+        tf: dict[str, int] = {}
+        for t in terms:
+            if t in qset:
+                tf[t] = tf.get(t, 0) + 1
+        present = set(tf)
+        coverage = sum(idf[t] for t in present) / idf_total
+        missing = max((idf[t] for t in qset - present), default=0.0) / idf_max
+        proximity = phrase = title = 0.0
+        if len(present) >= 2:
+            proximity = _proximity(terms, present)
+            if bigrams:
+                pairs = set(zip(terms, terms[1:]))
+                phrase = sum(1 for bg in bigrams if bg in pairs) / len(bigrams)
+        if qset:
+            title = sum(idf[t] for t in qset & self._title_terms_of(i)) / idf_total
+        return len(terms), tf, coverage, missing, proximity, phrase, title
 
     # ------------------------------------------------------------------ search
     def search(self, query: str, mode: str = "fast", top_k: int = 10) -> SearchResponse:
@@ -457,7 +468,8 @@ class Index:
         stage: dict[str, np.ndarray] = {"bm25": sparse[cand].astype(np.float64),
                                         "dense": dense[cand].astype(np.float64), "fused": fused}
         final = fused
-        ctx: dict[str, Any] = {"q_weights": q_weights, "q_terms": q_terms, "sparse": sparse, "dense": dense}
+        ctx: dict[str, Any] = {"q_weights": q_weights, "q_terms": q_terms, "sparse": sparse, "dense": dense,
+                               "chunk_match": {}}
         if mode == "fast":
             return cand, final, stage, ctx
         if mode == "advanced":
@@ -497,12 +509,14 @@ class Index:
         if self.config.second_stage != "ltr" or "accurate" not in self._rankers:
             return cand, fused
         pool, _, pool_stage = self._rerank_pool(cand, fused, stage, top_k)
-        feats = self._features(pool, ctx["q_weights"], ctx["sparse"], ctx["dense"], pool_stage["fused"], ctx["q_terms"])
+        feats = self._features(pool, ctx["q_weights"], ctx["sparse"], ctx["dense"], pool_stage["fused"], ctx["q_terms"],
+                               ctx["chunk_match"])
         return pool, self._rankers["accurate"].score(feats)
 
     def _stage_features(self, cand: np.ndarray, stage: dict[str, np.ndarray], ctx: dict[str, Any],
                         mode: str) -> dict[str, np.ndarray]:
-        feats = self._features(cand, ctx["q_weights"], ctx["sparse"], ctx["dense"], stage["fused"], ctx["q_terms"])
+        feats = self._features(cand, ctx["q_weights"], ctx["sparse"], ctx["dense"], stage["fused"], ctx["q_terms"],
+                               ctx["chunk_match"])
         if mode == "advanced":
             feats["bm25_prf"] = _minmax(stage["bm25_prf"])
             feats["dense_prf"] = stage["dense_prf"]
