@@ -52,6 +52,12 @@ class Analyzer:
             return words
         return self._stemmer.stemWords(words)
 
+    @staticmethod
+    def numbers(text: str) -> frozenset[str]:
+        """Lower-cased word tokens (2+ word characters) that contain a digit: numbers and
+        codes such as '1000', '95', 'p53' or 'h1n1', unstemmed, stop words or not."""
+        return frozenset(w for w in _TOKEN.findall(text.lower()) if any(c.isdigit() for c in w))
+
     def analyze_many(self, texts: list[str]) -> list[list[str]]:
         """Index terms of many texts."""
         return [self(t) for t in texts]

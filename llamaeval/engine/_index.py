@@ -168,6 +168,7 @@ class Index:
         self._title_terms: dict[int, frozenset[str]] = {}
         self._blas: Any = None
         self._chunk_terms: dict[int, list[str]] = {}
+        self._chunk_numbers: dict[int, frozenset[str]] = {}
         models = config.ltr_model["models"]
         self._rankers = {name: LearnedRanker(models[name]) for name in ("accurate", "advanced") if name in models}
 
@@ -297,33 +298,33 @@ class Index:
             self._title_terms[i] = terms
         return terms
 
-    def _features(self, cand: np.ndarray, q_weights: dict[str, float], sparse: np.ndarray,
-                  dense: np.ndarray, fused: np.ndarray, ctx_terms: list[str] | None = None,
-                  memo: dict[int, tuple[Any, ...]] | None = None) -> dict[str, np.ndarray]:
-        """Second-stage features of the candidates (all computed over the candidate set).
+    def _features(self, cand: np.ndarray, fused: np.ndarray, ctx: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Second-stage features of the candidates (all computed over the candidate set),
+        given their fused scores and the query context of ``_candidates``.
 
-        ``memo``: per-query cache of the per-chunk term matching, which depends only on the
-        query and the chunk: advanced scores overlapping candidate sets twice (feedback, then
-        its own second stage) and matches each chunk once."""
+        ``ctx["chunk_match"]``: per-query cache of the per-chunk term matching, which depends
+        only on the query and the chunk: advanced scores overlapping candidate sets twice
+        (feedback, then its own second stage) and matches each chunk once."""
+        q_weights, sparse, dense = ctx["q_weights"], ctx["sparse"], ctx["dense"]
+        ctx_terms, memo, q_numbers = ctx["q_terms"], ctx["chunk_match"], ctx["q_numbers"]
         qterms = sorted(t for t in q_weights if t in self._vocab)
         idf = {t: float(self._idf[self._vocab[t]]) for t in qterms}
         idf_total = sum(idf.values()) or 1.0
         idf_max = max(idf.values()) if idf else 1.0
         bigrams = list(dict.fromkeys(zip(q_order, q_order[1:]))) if (q_order := ctx_terms) else []
         qset = set(qterms)
-        memo = {} if memo is None else memo
         rows = []
         for i in cand:
             i = int(i)
             row = memo.get(i)
             if row is None:
-                row = memo[i] = self._match(i, qset, idf, idf_total, idf_max, bigrams)
+                row = memo[i] = self._match(i, qset, idf, idf_total, idf_max, bigrams, q_numbers)
             rows.append(row)
         n = cand.size
         nterms = np.array([r[0] for r in rows], dtype=np.float64)
         tfs: list[dict[str, int]] = [r[1] for r in rows]
-        coverage, missing, proximity, phrase, title = (
-            np.array([r[k] for r in rows], dtype=np.float64) for k in range(2, 7))
+        coverage, missing, proximity, phrase, title, numbers = (
+            np.array([r[k] for r in rows], dtype=np.float64) for k in range(2, 8))
         length = np.array([math.log1p(r[0]) for r in rows], dtype=np.float64)
         bm25_raw = sparse[cand].astype(np.float64)
         bm25_mm = _minmax(bm25_raw)
@@ -361,6 +362,7 @@ class Index:
             "doc_bm25_sum": _group_sum(files, bm25_mm),
             "doc_dense_mean": _group_sum(files, dense_mm) / _group_sum(files, np.ones(n)),
             "title": title,
+            "number_match": numbers,
             "coverage": coverage,
             "missing_idf": missing,
             "proximity": proximity,
@@ -373,9 +375,11 @@ class Index:
         }
 
     def _match(self, i: int, qset: set[str], idf: dict[str, float], idf_total: float, idf_max: float,
-               bigrams: list[tuple[str, str]]) -> tuple[int, dict[str, int], float, float, float, float, float]:
+               bigrams: list[tuple[str, str]], q_numbers: frozenset[str]
+               ) -> tuple[int, dict[str, int], float, float, float, float, float, float]:
         """How chunk ``i`` matches the query: (number of terms, query-term frequencies,
-        idf coverage, rarest missing idf, proximity, bigram phrase share, title idf share)."""
+        idf coverage, rarest missing idf, proximity, bigram phrase share, title idf share,
+        share of the query's numbers found verbatim)."""
         terms = self._terms_of(i)
         tf: dict[str, int] = {}
         for t in terms:
@@ -392,7 +396,13 @@ class Index:
                 phrase = sum(1 for bg in bigrams if bg in pairs) / len(bigrams)
         if qset:
             title = sum(idf[t] for t in qset & self._title_terms_of(i)) / idf_total
-        return len(terms), tf, coverage, missing, proximity, phrase, title
+        numbers = 0.0
+        if q_numbers:
+            found = self._chunk_numbers.get(i)
+            if found is None:
+                found = self._chunk_numbers[i] = self._analyzer.numbers(self.entries[i].text)
+            numbers = len(q_numbers & found) / len(q_numbers)
+        return len(terms), tf, coverage, missing, proximity, phrase, title, numbers
 
     # ------------------------------------------------------------------ search
     def search(self, query: str, mode: str = "fast", top_k: int = 10) -> SearchResponse:
@@ -469,7 +479,7 @@ class Index:
                                         "dense": dense[cand].astype(np.float64), "fused": fused}
         final = fused
         ctx: dict[str, Any] = {"q_weights": q_weights, "q_terms": q_terms, "sparse": sparse, "dense": dense,
-                               "chunk_match": {}}
+                               "q_numbers": self._analyzer.numbers(query), "chunk_match": {}}
         if mode == "fast":
             return cand, final, stage, ctx
         if mode == "advanced":
@@ -509,14 +519,12 @@ class Index:
         if self.config.second_stage != "ltr" or "accurate" not in self._rankers:
             return cand, fused
         pool, _, pool_stage = self._rerank_pool(cand, fused, stage, top_k)
-        feats = self._features(pool, ctx["q_weights"], ctx["sparse"], ctx["dense"], pool_stage["fused"], ctx["q_terms"],
-                               ctx["chunk_match"])
+        feats = self._features(pool, pool_stage["fused"], ctx)
         return pool, self._rankers["accurate"].score(feats)
 
     def _stage_features(self, cand: np.ndarray, stage: dict[str, np.ndarray], ctx: dict[str, Any],
                         mode: str) -> dict[str, np.ndarray]:
-        feats = self._features(cand, ctx["q_weights"], ctx["sparse"], ctx["dense"], stage["fused"], ctx["q_terms"],
-                               ctx["chunk_match"])
+        feats = self._features(cand, stage["fused"], ctx)
         if mode == "advanced":
             feats["bm25_prf"] = _minmax(stage["bm25_prf"])
             feats["dense_prf"] = stage["dense_prf"]

@@ -13,7 +13,7 @@ ACCURATE_FEATURES: tuple[str, ...] = (
     "bm25", "dense", "dense_mm", "fused", "fused_rrf", "bm25_rank", "dense_rank", "doc_bm25_max",
     "doc_dense_max", "doc_bm25_sum", "doc_dense_mean", "title", "coverage", "missing_idf", "proximity",
     "phrase", "length", "q_terms", "q_bm25_top", "q_dense_top",
-    "bm25_z", "dense_z", "bm25_k09b04", "bm25_flat", "match_frac",
+    "bm25_z", "dense_z", "bm25_k09b04", "bm25_flat", "match_frac", "number_match",
 )
 #: ``advanced`` adds the scores of the expanded query.
 FEATURES: tuple[str, ...] = ACCURATE_FEATURES + ("bm25_prf", "dense_prf", "fused_prf", "fused_both")

@@ -329,3 +329,24 @@ def test_learned_ranker_trees_add_leaf_values():
                 {**trees, "threshold": [[float("inf")], [10.0]]}):
         with pytest.raises(ValueError, match="trees"):
             LearnedRanker({**base, "trees": bad})
+
+
+def test_number_match_is_the_share_of_the_querys_numbers_found_verbatim(tmp_path, embedder):
+    from llamaeval.engine._analyze import Analyzer
+
+    # single digits are not tokens (2+ word characters); codes with digits are
+    assert Analyzer.numbers("1 in 5 million: p53 and H1N1 rose 95% in 2009.") == {"p53", "h1n1", "95", "2009"}
+    texts = {"a": "In 2009 p53 was mutated in 95 of the tumours.", "b": "Tumours of 2009 lacked the mutation.",
+             "c": "No mutation was found in these tumours."}
+    entries = [IndexEntry(chunk_id=f"{k}#0", file_id=k, file_name=f"{k}.txt", chunk_index=0, start_char=0,
+                          end_char=len(t), text=t, metadata={"doc_id": k}) for k, t in texts.items()]
+    build_index(entries, embedder.embed_passages(list(texts.values())), RetrievalConfig(), tmp_path / "idx")
+    index = Index.load(tmp_path / "idx", embedder)
+
+    def number_match(query: str) -> dict[str, float]:
+        cand, _, stage, ctx = index._candidates(query, "accurate", {})
+        feats = index._stage_features(cand, stage, ctx, "accurate")
+        return {index.entries[i].metadata["doc_id"]: float(v) for i, v in zip(cand, feats["number_match"])}
+
+    assert number_match("p53 mutations in 95 tumours in 2009") == pytest.approx({"a": 1.0, "b": 1 / 3, "c": 0.0})
+    assert number_match("tumour mutations") == {"a": 0.0, "b": 0.0, "c": 0.0}
