@@ -43,14 +43,15 @@ a search returns ``min(top_k, number of chunks)`` hits.
               Hit ``stage_scores``: bm25 (raw BM25), dense (cosine), fused.
 ``accurate``  the same fusion over a larger pool (``accurate_candidates`` per
               retriever); the ``rerank_depth`` best fused chunks are rescored by the
-              second stage (``second_stage="ltr"``): a learning-to-rank model over 25
+              second stage (``second_stage="ltr"``): a learning-to-rank model over 26
               features of each candidate — BM25 and cosine (raw, min-max, z-score, rank),
               fused score and rank, BM25 recomputed with k1=0.9/b=0.4 and without length
               normalisation, document-level chunk-max and sum/mean of BM25 and cosine (over
               the chunks of the same file in the set), idf-weighted and plain query-term
               coverage, idf of the rarest missing term, title match, proximity (matched
-              terms / smallest window holding them), query-bigram phrase matches, chunk
-              length, and query-level context. The model is linear (ListNet) plus, when
+              terms / smallest window holding them), query-bigram phrase matches, the
+              share of the query's numbers and codes ('2009', 'p53') found verbatim in the
+              chunk, chunk length, and query-level context. The model is linear (ListNet) plus, when
               training chose them, gradient-boosted depth-3 regression trees started from
               the linear score, fitted on LambdaRank's nDCG@10 pairs (LambdaMART) or the
               ListNet loss (see ``LearnedRanker``). Weights ship in ``ltr_model`` and
@@ -91,7 +92,7 @@ stemmer ("english", any PyStemmer algorithm, or "none"), stopwords ("english"|"n
 fusion ("convex"|"rrf", default convex), dense_weight (0..1, 0.5), rrf_k (60),
 fast_candidates (100), accurate_candidates (300), rerank_depth (100),
 second_stage ("ltr"|"none"), reranker_weight (0..1, 1.0), prf_docs (3), prf_terms (10),
-prf_weight (0..1, 0.7), rocchio_beta (0.7), doc_aggregation ("max"|"max+sum", max),
+prf_weight (0..1, 0.3), rocchio_beta (0.3), doc_aggregation ("max"|"max+sum", max),
 doc_sum_weight (0.1), documents_first (true), ltr_model (the learned weights: {"models": {"accurate": ...,
 "advanced": ...}}, each {"features", "weights", "mean", "std", "bias"} and optionally an
 MLP layer — see ``LearnedRanker``). Defaults after the BM25 block were tuned by

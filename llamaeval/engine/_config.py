@@ -54,8 +54,8 @@ class RetrievalConfig:
     # advanced: query expansion + document-aware aggregation
     prf_docs: int = 3
     prf_terms: int = 10
-    prf_weight: float = 0.7
-    rocchio_beta: float = 0.7
+    prf_weight: float = 0.3
+    rocchio_beta: float = 0.3
     doc_aggregation: str = "max"
     doc_sum_weight: float = 0.1
     # accurate/advanced: every document's best chunk ranks ahead of any document's second chunk
