@@ -306,12 +306,12 @@ class Index:
         only on the query and the chunk: advanced scores overlapping candidate sets twice
         (feedback, then its own second stage) and matches each chunk once."""
         q_weights, sparse, dense = ctx["q_weights"], ctx["sparse"], ctx["dense"]
-        ctx_terms, memo, q_numbers = ctx["q_terms"], ctx["chunk_match"], ctx["q_numbers"]
+        q_order, memo, q_numbers = ctx["q_terms"], ctx["chunk_match"], ctx["q_numbers"]
         qterms = sorted(t for t in q_weights if t in self._vocab)
         idf = {t: float(self._idf[self._vocab[t]]) for t in qterms}
         idf_total = sum(idf.values()) or 1.0
         idf_max = max(idf.values()) if idf else 1.0
-        bigrams = list(dict.fromkeys(zip(q_order, q_order[1:]))) if (q_order := ctx_terms) else []
+        bigrams = list(dict.fromkeys(zip(q_order, q_order[1:])))
         qset = set(qterms)
         rows = []
         for i in cand:
