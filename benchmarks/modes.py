@@ -179,7 +179,7 @@ def run_bm25(index: Index, queries: dict[str, str]) -> dict[str, list[str]]:
     run = {}
     for q, text in queries.items():
         s = index._bm25_scores(index._query_weights(text))
-        run[q] = collapse([index.entries[i].metadata["doc_id"] for i in _top(s, 300, positive_only=True)])[:100]
+        run[q] = collapse([index.entries[i].metadata["doc_id"] for i in _top(s, 300, s > 0)])[:100]
     return run
 
 

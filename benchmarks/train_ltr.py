@@ -67,6 +67,7 @@ from modes import (  # noqa: E402
 
 from llamaeval.engine._index import _top  # noqa: E402
 from llamaeval.engine._rerank import ACCURATE_FEATURES, FEATURES  # noqa: E402
+from llamaeval.engine._search import SearchRequest  # noqa: E402
 
 TRAIN_SETS = (("scifact", "train"), ("cranfield", "test"), ("cisi", "test"), ("med", "test"))
 FEATURES_ACCURATE = list(ACCURATE_FEATURES)
@@ -121,8 +122,9 @@ def tune_fusion(sets: list[dict]) -> tuple[dict, list]:
         for s, rows in zip(sets, pre):
             idx = s["index"].with_config(replace(s["index"].config, **params))
             run = {}
+            pools = SearchRequest.preset("fast", "pools only", 1, idx.config)
             for q, sp, de in rows:
-                cand, fused = idx._fuse(sp, de, idx.config.fast_candidates)
+                cand, fused = idx._fuse(sp, de, pools, None)
                 order = cand[np.lexsort((cand, -fused))]
                 run[q] = collapse([idx.entries[i].metadata["doc_id"] for i in order])
             per_set.append(metrics(run, s["qrels"])["ndcg@10"])
@@ -261,8 +263,9 @@ def collect(sets: list[dict], mode: str, features: list[str], index_for=None) ->
         for q, text in s["queries"].items():
             idx = index_for(sid, q) if index_for else s["index"]
             timings: dict = {}
-            cand, _, stage, ctx = idx._candidates(text, mode, timings)
-            feats = idx._stage_features(cand, stage, ctx, mode)
+            request = SearchRequest.preset(mode, text, 10, idx.config)
+            cand, _, stage, ctx = idx._candidates(request, timings)
+            feats = idx._stage_features(cand, stage, ctx, expanded=request.expand)
             x = np.stack([feats[f] for f in features], axis=1)
             rel = s["qrels"].get(q, {})
             y = np.array([max(rel.get(idx.entries[i].metadata["doc_id"], 0), 0) for i in cand], dtype=np.float64)

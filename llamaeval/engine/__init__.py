@@ -29,7 +29,17 @@ directory: ``bm25/`` (bm25s), ``embeddings.npy`` (float32, exact search),
 ``entries.jsonl``, ``config.json`` (the RetrievalConfig), ``manifest.json``.
 ``Index.load(directory, embedder, reranker=None)`` reads it back.
 
-Search modes (``Index.search(query, mode, top_k)``, ``top_k`` in 1..MAX_TOP_K=200)
+Search requests and modes
+-------------------------
+``Index.search(SearchRequest(query, top_k, sparse_top_k, dense_top_k, alpha, dense_cutoff,
+rerank, rerank_depth, expand, aggregate, documents_first, filters))`` runs one composition
+of stages (see ``llamaeval.engine._search``); ``filters`` come from
+``parse_filters({"filters": [{"key", "value", "operator"}], "condition": "and"})`` over the
+file's custom metadata. ``Index.search(query, mode, top_k)`` runs a mode: a row of
+``PRESETS`` (fast: no second stage; accurate: rerank + documents_first; advanced: + expand
+and aggregate) with pools and ``alpha`` = ``dense_weight`` from the pipeline config.
+
+Modes (``Index.search(query, mode, top_k)``, ``top_k`` in 1..MAX_TOP_K=200)
 -------------------------------------------------------------------------------
 Every mode first embeds the query (stage ``embed``), scores every chunk with BM25
 (``bm25``) and with exact cosine similarity (``dense``), then fuses (``fuse``).
@@ -114,9 +124,17 @@ from llamaeval.engine._embed import Embedder
 from llamaeval.engine._index import Index, IndexEntry, SearchHit, SearchResponse, build_index
 from llamaeval.engine._parse import SUPPORTED_EXTENSIONS, ParsedDocument, ParseError, parse_document
 from llamaeval.engine._rerank import LearnedRanker, Reranker
+from llamaeval.engine._search import MAX_CANDIDATES, PRESETS, SearchRequest
+from llamaeval.engine._filters import FilterGroup, MetadataFilter, parse_filters
 
 __all__ = [
     "MODES",
+    "PRESETS",
+    "MAX_CANDIDATES",
+    "SearchRequest",
+    "FilterGroup",
+    "MetadataFilter",
+    "parse_filters",
     "MAX_TOP_K",
     "SUPPORTED_EXTENSIONS",
     "ParseError",

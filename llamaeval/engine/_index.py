@@ -1,4 +1,4 @@
-"""The on-disk index (BM25 + dense vectors + entries) and the three retrieval modes."""
+"""The on-disk index (BM25 + dense vectors + entries) and the search stages of a ``SearchRequest``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from llamaeval.engine._analyze import Analyzer
-from llamaeval.engine._config import MAX_TOP_K, MODES, RetrievalConfig
+from llamaeval.engine._config import RetrievalConfig
 from llamaeval.engine._embed import Embedder
 from llamaeval.engine._rerank import LearnedRanker, Reranker
+from llamaeval.engine._search import SearchRequest
 
 __all__ = ["IndexEntry", "SearchHit", "SearchResponse", "Index", "build_index"]
 
@@ -59,12 +60,10 @@ class SearchResponse:
     timings: dict[str, float]
 
 
-def _top(scores: np.ndarray, n: int, positive_only: bool = False) -> np.ndarray:
-    """Indices of the ``n`` best scores, best first; ties broken by index (chunk order)."""
-    if positive_only:
-        cand = np.flatnonzero(scores > 0)
-    else:
-        cand = np.arange(scores.shape[0])
+def _top(scores: np.ndarray, n: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``n`` best scores (among ``keep``, a boolean mask, when given), best
+    first; ties broken by index (chunk order)."""
+    cand = np.arange(scores.shape[0]) if keep is None else np.flatnonzero(keep)
     if cand.size > n:
         part = np.argpartition(-scores[cand], n - 1)[:n]
         threshold = scores[cand[part]].min()
@@ -80,6 +79,17 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     if hi - lo <= 1e-12:
         return np.where(x > 0, 1.0, 0.0) if hi > 0 else np.zeros_like(x, dtype=np.float64)
     return (x.astype(np.float64) - lo) / (hi - lo)
+
+
+def _pool_minmax(scores: np.ndarray, pool: np.ndarray, cand: np.ndarray, flat: float) -> np.ndarray:
+    """``scores[cand]`` min-max scaled over ``pool`` (one retriever's candidates), clipped at 0;
+    ``flat`` where the pool's scores are all equal (0 for a non-matching BM25 query)."""
+    if pool.size == 0:
+        return np.zeros(cand.size)
+    lo, hi = float(scores[pool].min()), float(scores[pool].max())
+    if hi > lo:
+        return np.clip((scores[cand] - lo) / (hi - lo), 0, None)
+    return (scores[cand] > 0) * 1.0 if flat == 0.0 else np.full(cand.size, flat)
 
 
 def _check_entries(entries: list[IndexEntry], embeddings: np.ndarray) -> np.ndarray:
@@ -133,7 +143,7 @@ def build_index(entries: list[IndexEntry], embeddings: np.ndarray, config: Retri
 
 
 class Index:
-    """A loaded index; ``search(query, mode, top_k)`` answers the three modes.
+    """A loaded index; ``search(SearchRequest)`` runs the stages, ``search(query, mode, top_k)`` a mode preset.
 
     Thread-safe for concurrent searches (read-only after load).
     """
@@ -258,13 +268,18 @@ class Index:
     def _dense_scores(self, qv: np.ndarray) -> np.ndarray:
         return self._emb @ qv.astype(np.float32)
 
-    def _fuse(self, sparse: np.ndarray, dense: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates (union of each retriever's ``depth`` best) and their fused scores."""
+    def _fuse(self, sparse: np.ndarray, dense: np.ndarray, req: SearchRequest, allowed: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates (union of each retriever's best: ``sparse_top_k`` chunks with a positive
+        BM25 score, ``dense_top_k`` by cosine, both at least ``top_k``, among ``allowed``) and
+        their fused scores; a retriever with fusion weight 0 contributes no candidates."""
         cfg = self.config
-        top_s = _top(sparse, depth, positive_only=True)
-        top_d = _top(dense, depth)
+        empty = np.zeros(0, dtype=np.int64)
+        keep_s = sparse > 0 if allowed is None else (sparse > 0) & allowed
+        top_s = _top(sparse, max(req.sparse_top_k, req.top_k), keep_s) if req.uses_sparse else empty
+        top_d = _top(dense, max(req.dense_top_k, req.top_k), allowed) if req.uses_dense else empty
         cand = np.union1d(top_s, top_d)
-        w = cfg.dense_weight
+        w = req.alpha
         if cfg.fusion == "rrf":
             rank_s = np.full(self.num_chunks, np.inf)
             rank_s[top_s] = np.arange(1, top_s.size + 1)
@@ -273,12 +288,7 @@ class Index:
             fused = (1 - w) / (cfg.rrf_k + rank_s[cand]) + w / (cfg.rrf_k + rank_d[cand])
             fused = fused * 2.0  # equal weights give plain RRF
         else:
-            s_lo = float(sparse[top_s].min()) if top_s.size else 0.0
-            s_hi = float(sparse[top_s].max()) if top_s.size else 0.0
-            d_lo, d_hi = float(dense[top_d].min()), float(dense[top_d].max())
-            ns = np.clip((sparse[cand] - s_lo) / (s_hi - s_lo), 0, None) if s_hi > s_lo else (sparse[cand] > 0) * 1.0
-            nd = np.clip((dense[cand] - d_lo) / (d_hi - d_lo), 0, None) if d_hi > d_lo else np.ones(cand.size)
-            fused = (1 - w) * ns + w * nd
+            fused = (1 - w) * _pool_minmax(sparse, top_s, cand, 0.0) + w * _pool_minmax(dense, top_d, cand, 1.0)
         return cand, fused.astype(np.float64)
 
     # ------------------------------------------------------------------ features
@@ -405,92 +415,109 @@ class Index:
         return len(terms), tf, coverage, missing, proximity, phrase, title, numbers
 
     # ------------------------------------------------------------------ search
-    def search(self, query: str, mode: str = "fast", top_k: int = 10) -> SearchResponse:
-        """Rank chunks for ``query`` in ``mode`` ('fast', 'accurate', 'advanced'); ``top_k`` in 1..MAX_TOP_K."""
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError("query must be a non-empty string")
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-            raise ValueError(f"top_k must be an integer in 1..{MAX_TOP_K}, got {top_k!r}")
+    def search(self, query: "str | SearchRequest", mode: str = "fast", top_k: int = 10) -> SearchResponse:
+        """Rank chunks for a :class:`SearchRequest`, or for ``query`` in ``mode`` ('fast',
+        'accurate', 'advanced': presets of a request under this index's config), ``top_k`` in
+        1..MAX_TOP_K."""
+        if isinstance(query, SearchRequest):
+            request = query
+        else:
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError("query must be a non-empty string")
+            request = SearchRequest.preset(mode, query, top_k, self.config)
         if self._blas is None:
             from threadpoolctl import ThreadpoolController
 
             self._blas = ThreadpoolController()  # scanning the loaded libraries costs ~5 ms: once
         with self._blas.limit(limits=1, user_api="blas"):
-            return self._search(query, mode, top_k)
+            return self._search(request)
 
-    def _search(self, query: str, mode: str, top_k: int) -> SearchResponse:
+    def _search(self, req: SearchRequest) -> SearchResponse:
         cfg = self.config
         timings: dict[str, float] = {}
         clock = time.perf_counter
-        cand, final, stage, ctx = self._candidates(query, mode, timings, top_k)
-        if mode == "fast":
-            return self._respond(cand, final, stage, top_k, timings)
-        if cfg.second_stage == "ltr" and mode in self._rankers:
-            t = clock()
-            feats = self._stage_features(cand, stage, ctx, mode)
-            timings["features"] = clock() - t
-            t = clock()
-            final = self._rankers[mode].score(feats)
-            stage["ltr"] = final
-            timings["ltr"] = clock() - t
-        if self.reranker is not None:
-            t = clock()
-            ce = np.asarray(self.reranker.score(query, [self.entries[i].text for i in cand]), dtype=np.float64)
-            if ce.shape != (cand.size,):
-                raise ValueError(f"reranker returned shape {ce.shape}, expected ({cand.size},)")
-            stage["rerank"] = ce
-            a = cfg.reranker_weight
-            final = (1 - a) * _minmax(final) + a * _minmax(ce)
-            timings["rerank"] = clock() - t
-        if mode == "advanced":
+        cand, final, stage, ctx = self._candidates(req, timings)
+        if cand.size == 0 or not (req.rerank or req.aggregate or req.documents_first):
+            return self._respond(cand, final, stage, req.top_k, timings)
+        if req.rerank:
+            model = "advanced" if req.expand else "accurate"
+            if cfg.second_stage == "ltr" and model in self._rankers:
+                t = clock()
+                feats = self._stage_features(cand, stage, ctx, req.expand)
+                timings["features"] = clock() - t
+                t = clock()
+                final = self._rankers[model].score(feats)
+                stage["ltr"] = final
+                timings["ltr"] = clock() - t
+            if self.reranker is not None:
+                t = clock()
+                ce = np.asarray(self.reranker.score(req.query, [self.entries[i].text for i in cand]),
+                                dtype=np.float64)
+                if ce.shape != (cand.size,):
+                    raise ValueError(f"reranker returned shape {ce.shape}, expected ({cand.size},)")
+                stage["rerank"] = ce
+                a = cfg.reranker_weight
+                final = (1 - a) * _minmax(final) + a * _minmax(ce)
+                timings["rerank"] = clock() - t
+        if req.aggregate:
             t = clock()
             final = self._aggregate(cand, final)
             stage["doc_aggregate"] = final
             timings["aggregate"] = clock() - t
-        if cfg.documents_first:
+        if req.documents_first:
             final = self._documents_first(cand, final)
-        return self._respond(cand, final, stage, top_k, timings)
+        return self._respond(cand, final, stage, req.top_k, timings)
 
-    def _candidates(self, query: str, mode: str, timings: dict[str, float], top_k: int = 0
+    def _allowed(self, req: SearchRequest, dense: np.ndarray) -> np.ndarray | None:
+        """Chunks a request may return (filters and dense cutoff), or None for all."""
+        mask = None
+        if req.filters is not None:
+            mask = self._filter_mask(req.filters)
+        if req.dense_cutoff is not None:
+            above = dense >= np.float32(req.dense_cutoff)
+            mask = above if mask is None else mask & above
+        return mask
+
+    def _filter_mask(self, filters: Any) -> np.ndarray:
+        return filters.mask([e.metadata for e in self.entries])
+
+    def _candidates(self, req: SearchRequest, timings: dict[str, float]
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
         """First stage: candidates (sorted chunk indices), their pre-second-stage scores,
         per-stage scores, and what the second stage needs. Pools and the rerank depth
         never go below ``top_k``, so a search can always fill its ``top_k``."""
-        cfg = self.config
         clock = time.perf_counter
         t0 = clock()
-        qv = self.embedder.embed_query(query)
+        qv = self.embedder.embed_query(req.query)
         t1 = clock()
         timings["embed"] = t1 - t0
-        q_terms = self._analyzer(query)
-        q_weights = self._query_weights(query)
+        q_terms = self._analyzer(req.query)
+        q_weights = self._query_weights(req.query)
         sparse = self._bm25_scores(q_weights)
         t2 = clock()
         timings["bm25"] = t2 - t1
         dense = self._dense_scores(qv)
+        allowed = self._allowed(req, dense)
         t3 = clock()
         timings["dense"] = t3 - t2
-        depth = max(cfg.fast_candidates if mode == "fast" else cfg.accurate_candidates, top_k)
-        cand, fused = self._fuse(sparse, dense, depth)
+        cand, fused = self._fuse(sparse, dense, req, allowed)
         timings["fuse"] = clock() - t3
         stage: dict[str, np.ndarray] = {"bm25": sparse[cand].astype(np.float64),
                                         "dense": dense[cand].astype(np.float64), "fused": fused}
         final = fused
         ctx: dict[str, Any] = {"q_weights": q_weights, "q_terms": q_terms, "sparse": sparse, "dense": dense,
-                               "q_numbers": self._analyzer.numbers(query), "chunk_match": {}}
-        if mode == "fast":
+                               "q_numbers": self._analyzer.numbers(req.query), "chunk_match": {}}
+        if not (req.rerank or req.expand) or cand.size == 0:
             return cand, final, stage, ctx
-        if mode == "advanced":
+        if req.expand:
             t = clock()
-            fb_cand, fb_scores = self._feedback_ranking(cand, fused, stage, ctx, top_k)
+            fb_cand, fb_scores = self._feedback_ranking(cand, fused, stage, ctx, req)
             timings["feedback"] = clock() - t
             t = clock()
             exp_weights, exp_qv = self._expand(q_weights, qv, fb_cand, fb_scores)
             sparse_x = self._bm25_scores(exp_weights)
             dense_x = self._dense_scores(exp_qv)
-            cand_x, fused_x = self._fuse(sparse_x, dense_x, depth)
+            cand_x, fused_x = self._fuse(sparse_x, dense_x, req, allowed)
             # keep the original candidates too: expansion may only add
             base_cand, base_fused = cand, fused
             cand = np.union1d(base_cand, cand_x)
@@ -501,31 +528,31 @@ class Index:
                      "fused": fused, "bm25_prf": sparse_x[cand].astype(np.float64),
                      "dense_prf": dense_x[cand].astype(np.float64), "fused_prf": fused_x_all}
             timings["expand"] = clock() - t
-        return (*self._rerank_pool(cand, final, stage, top_k), ctx)
+        return (*self._rerank_pool(cand, final, stage, req), ctx)
 
-    def _rerank_pool(self, cand: np.ndarray, final: np.ndarray, stage: dict[str, np.ndarray], top_k: int
+    def _rerank_pool(self, cand: np.ndarray, final: np.ndarray, stage: dict[str, np.ndarray], req: SearchRequest
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The ``rerank_depth`` (at least ``top_k``) best candidates by ``final``, in chunk order:
         what the second stage sees."""
-        keep = np.lexsort((cand, -final))[: max(self.config.rerank_depth, top_k)]
+        keep = np.lexsort((cand, -final))[: max(req.rerank_depth, req.top_k)]
         keep = keep[np.argsort(cand[keep], kind="stable")]
         return cand[keep], final[keep], {k: v[keep] for k, v in stage.items()}
 
     def _feedback_ranking(self, cand: np.ndarray, fused: np.ndarray, stage: dict[str, np.ndarray],
-                          ctx: dict[str, Any], top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Where ``advanced`` takes its feedback chunks from: the ``accurate`` ranking of the
+                          ctx: dict[str, Any], req: SearchRequest) -> tuple[np.ndarray, np.ndarray]:
+        """Where expansion takes its feedback chunks from: the ``accurate`` ranking of the
         first-stage pool (its learned second stage), which puts better chunks on top than
         fusion alone; the fused ranking when no accurate model is configured."""
         if self.config.second_stage != "ltr" or "accurate" not in self._rankers:
             return cand, fused
-        pool, _, pool_stage = self._rerank_pool(cand, fused, stage, top_k)
+        pool, _, pool_stage = self._rerank_pool(cand, fused, stage, req)
         feats = self._features(pool, pool_stage["fused"], ctx)
         return pool, self._rankers["accurate"].score(feats)
 
     def _stage_features(self, cand: np.ndarray, stage: dict[str, np.ndarray], ctx: dict[str, Any],
-                        mode: str) -> dict[str, np.ndarray]:
+                        expanded: bool) -> dict[str, np.ndarray]:
         feats = self._features(cand, stage["fused"], ctx)
-        if mode == "advanced":
+        if expanded:
             feats["bm25_prf"] = _minmax(stage["bm25_prf"])
             feats["dense_prf"] = stage["dense_prf"]
             feats["fused_prf"] = _minmax(stage["fused_prf"])

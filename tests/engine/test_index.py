@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from llamaeval.engine import (
-    MAX_TOP_K, MODES, Index, IndexEntry, Reranker, RetrievalConfig, build_index,
+    MAX_TOP_K, MODES, Index, IndexEntry, Reranker, RetrievalConfig, SearchRequest, build_index,
 )
 
 FAST_STAGES = {"bm25", "dense", "fused"}
@@ -299,8 +299,9 @@ def test_features_match_the_declared_list_and_the_shipped_models(index, adi):
     from llamaeval.engine._rerank import FEATURES
 
     timings: dict = {}
-    cand, _, stage, ctx = index._candidates(adi["queries"]["2"], "advanced", timings)
-    feats = index._stage_features(cand, stage, ctx, "advanced")
+    request = SearchRequest.preset("advanced", adi["queries"]["2"], 10, index.config)
+    cand, _, stage, ctx = index._candidates(request, timings)
+    feats = index._stage_features(cand, stage, ctx, expanded=True)
     assert tuple(sorted(feats)) == tuple(sorted(FEATURES))
     assert all(v.shape == cand.shape and np.isfinite(v).all() for v in feats.values())
     shipped = json.loads(resources.files("llamaeval.engine").joinpath("data", "ltr.json").read_text())
@@ -344,8 +345,8 @@ def test_number_match_is_the_share_of_the_querys_numbers_found_verbatim(tmp_path
     index = Index.load(tmp_path / "idx", embedder)
 
     def number_match(query: str) -> dict[str, float]:
-        cand, _, stage, ctx = index._candidates(query, "accurate", {})
-        feats = index._stage_features(cand, stage, ctx, "accurate")
+        cand, _, stage, ctx = index._candidates(SearchRequest.preset("accurate", query, 10, index.config), {})
+        feats = index._stage_features(cand, stage, ctx, expanded=False)
         return {index.entries[i].metadata["doc_id"]: float(v) for i, v in zip(cand, feats["number_match"])}
 
     assert number_match("p53 mutations in 95 tumours in 2009") == pytest.approx({"a": 1.0, "b": 1 / 3, "c": 0.0})
