@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from llamaeval.server._storage import (
     Account,
     ApiKey,
+    DataSink,
     DataSource,
     Job,
     Pipeline,
@@ -31,7 +32,7 @@ __all__ = ["SQLiteStorage"]
 
 T = TypeVar("T")
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -46,14 +47,15 @@ CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY, account_id TEXT NOT NULL, project_id TEXT NOT NULL, name TEXT NOT NULL,
     file_size INTEGER NOT NULL, content_type TEXT NOT NULL, sha256 TEXT NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-    data_source_id TEXT, source_path TEXT);
+    data_source_id TEXT, source_path TEXT, external_file_id TEXT, purpose TEXT);
 CREATE INDEX IF NOT EXISTS files_source ON files(data_source_id, source_path);
 CREATE TABLE IF NOT EXISTS pipelines (
     id TEXT PRIMARY KEY, account_id TEXT NOT NULL, project_id TEXT NOT NULL, name TEXT NOT NULL,
     status TEXT NOT NULL, sync_interval INTEGER, retrieval_config TEXT NOT NULL,
     chunking_config TEXT NOT NULL, embedding_model TEXT NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL, num_chunks INTEGER NOT NULL DEFAULT 0,
-    last_synced_at TEXT, index_version TEXT, error TEXT, last_sync_started_at TEXT);
+    last_synced_at TEXT, index_version TEXT, error TEXT, last_sync_started_at TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS pipelines_project ON pipelines(account_id, project_id);
 CREATE TABLE IF NOT EXISTS pipeline_files (
     pipeline_id TEXT NOT NULL, file_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
@@ -66,6 +68,9 @@ CREATE TABLE IF NOT EXISTS data_sources (
 CREATE TABLE IF NOT EXISTS pipeline_data_sources (
     pipeline_id TEXT NOT NULL, data_source_id TEXT NOT NULL, added_at TEXT NOT NULL,
     PRIMARY KEY (pipeline_id, data_source_id));
+CREATE TABLE IF NOT EXISTS data_sinks (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, project_id TEXT NOT NULL, name TEXT NOT NULL,
+    sink_type TEXT NOT NULL, component TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL, account_id TEXT NOT NULL, status TEXT NOT NULL,
     created_at TEXT NOT NULL, trigger TEXT NOT NULL, started_at TEXT, completed_at TEXT, error TEXT,
@@ -74,7 +79,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs(pipeline_id, created_at);
 """
 
-_JSON_FIELDS = {"retrieval_config", "chunking_config", "metadata", "config"}
+_JSON_FIELDS = {"retrieval_config", "chunking_config", "metadata", "config", "attributes", "component"}
+# numbered migrations: version -> statements that bring a database of version - 1 to it
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE pipelines ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE files ADD COLUMN external_file_id TEXT",
+        "ALTER TABLE files ADD COLUMN purpose TEXT"),
+}
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -114,8 +125,21 @@ class SQLiteStorage:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the schema on a new database; bring an older one up to ``_SCHEMA_VERSION``."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        existing = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'pipelines'"
+                                    ).fetchone()
+        if existing is not None and version == 0:
+            version = 1  # databases of the first release did not always record their version
+        if existing is not None:
+            for target in range(version + 1, _SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS.get(target, ()):
+                    self._db.execute(statement)
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     # -- helpers --------------------------------------------------------------------
     def _one(self, cls: type[T], sql: str, args: tuple = ()) -> T | None:
@@ -201,6 +225,14 @@ class SQLiteStorage:
         return self._one(StoredFile, "SELECT * FROM files WHERE data_source_id = ? AND source_path = ?",
                          (data_source_id, source_path))
 
+    def list_files(self, account_id: str, project_id: str) -> list[StoredFile]:
+        return self._all(StoredFile, "SELECT * FROM files WHERE account_id = ? AND project_id = ? "
+                         "ORDER BY created_at, id", (account_id, project_id))
+
+    def delete_file(self, file_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+
     # -- pipelines --------------------------------------------------------------------
     _PIPELINE_SELECT = (
         "SELECT p.*, (SELECT COUNT(*) FROM pipeline_files pf WHERE pf.pipeline_id = p.id) AS num_files "
@@ -224,6 +256,12 @@ class SQLiteStorage:
                                    (pipeline_id, account_id)).fetchone()
         return (row["status"], row["index_version"]) if row is not None else None
 
+    def get_pipeline_attributes(self, account_id: str, pipeline_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT attributes FROM pipelines WHERE id = ? AND account_id = ?",
+                                   (pipeline_id, account_id)).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
     def list_pipelines(self, account_id: str, project_id: str) -> list[Pipeline]:
         return self._all(Pipeline, f"{self._PIPELINE_SELECT} WHERE p.account_id = ? AND p.project_id = ? "
                          "ORDER BY p.created_at, p.id", (account_id, project_id))
@@ -234,7 +272,8 @@ class SQLiteStorage:
     def update_pipeline(self, pipeline_id: str, **changes: Any) -> None:
         self._update("pipelines", "id = ?", (pipeline_id,), changes,
                      {"status", "updated_at", "num_chunks", "last_synced_at", "index_version", "error",
-                      "last_sync_started_at", "name", "sync_interval"})
+                      "last_sync_started_at", "name", "sync_interval", "attributes", "retrieval_config",
+                      "chunking_config"})
 
     def delete_pipeline(self, pipeline_id: str) -> None:
         with self._lock:
@@ -303,6 +342,45 @@ class SQLiteStorage:
         return self._all(DataSource, "SELECT d.* FROM data_sources d JOIN pipeline_data_sources pd "
                          "ON pd.data_source_id = d.id WHERE pd.pipeline_id = ? ORDER BY pd.added_at, d.id",
                          (pipeline_id,))
+
+    def update_data_source(self, data_source_id: str, **changes: Any) -> None:
+        self._update("data_sources", "id = ?", (data_source_id,), changes, {"name", "config", "updated_at"})
+
+    def detach_data_source(self, pipeline_id: str, data_source_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM pipeline_data_sources WHERE pipeline_id = ? AND data_source_id = ?",
+                             (pipeline_id, data_source_id))
+
+    def delete_data_source(self, data_source_id: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("DELETE FROM pipeline_data_sources WHERE data_source_id = ?", (data_source_id,))
+                self._db.execute("DELETE FROM data_sources WHERE id = ?", (data_source_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -- data sinks -------------------------------------------------------------------------
+    def create_data_sink(self, record: DataSink) -> DataSink:
+        self._insert("data_sinks", record)
+        return record
+
+    def get_data_sink(self, account_id: str, data_sink_id: str) -> DataSink | None:
+        return self._one(DataSink, "SELECT * FROM data_sinks WHERE id = ? AND account_id = ?",
+                         (data_sink_id, account_id))
+
+    def list_data_sinks(self, account_id: str, project_id: str) -> list[DataSink]:
+        return self._all(DataSink, "SELECT * FROM data_sinks WHERE account_id = ? AND project_id = ? "
+                         "ORDER BY created_at, id", (account_id, project_id))
+
+    def update_data_sink(self, data_sink_id: str, **changes: Any) -> None:
+        self._update("data_sinks", "id = ?", (data_sink_id,), changes, {"name", "component", "updated_at"})
+
+    def delete_data_sink(self, data_sink_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM data_sinks WHERE id = ?", (data_sink_id,))
 
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, record: Job) -> Job:

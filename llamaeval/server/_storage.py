@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Account", "ApiKey", "Project", "StoredFile", "Pipeline", "PipelineFile",
-    "DataSource", "Job", "Storage", "utc_now",
+    "DataSource", "DataSink", "Job", "Storage", "utc_now",
 ]
 
 
@@ -65,6 +65,8 @@ class StoredFile:
     updated_at: datetime
     data_source_id: str | None = None
     source_path: str | None = None  # path relative to the data source's folder
+    external_file_id: str | None = None  # the client's own id (a document's id for pipeline documents)
+    purpose: str | None = None  # why it was uploaded (real API: user_data, ...; "document": pipeline document text)
 
 
 @dataclass
@@ -86,6 +88,9 @@ class Pipeline:
     index_version: str | None = None  # directory name of the current index; None before any sync
     error: str | None = None  # why the last sync failed
     last_sync_started_at: datetime | None = None
+    # what a dialect stores beyond the common record (the real API's pipeline_type,
+    # embedding_config, transform_config, preset_retrieval_parameters, data_sink_id, ...)
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +116,21 @@ class DataSource:
     name: str
     source_type: str
     config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class DataSink:
+    """Where a pipeline's vectors go (the real API's top-level resource); the local server
+    always indexes on its own disk and records the sink as configured."""
+
+    id: str
+    account_id: str
+    project_id: str
+    name: str
+    sink_type: str
+    component: dict[str, Any]
     created_at: datetime
     updated_at: datetime
 
@@ -153,6 +173,8 @@ class Storage(Protocol):
     def get_file(self, account_id: str, file_id: str) -> StoredFile | None: ...
     def update_file(self, file_id: str, **changes: Any) -> None: ...
     def find_source_file(self, data_source_id: str, source_path: str) -> StoredFile | None: ...
+    def list_files(self, account_id: str, project_id: str) -> list[StoredFile]: ...
+    def delete_file(self, file_id: str) -> None: ...
 
     # pipelines
     def create_pipeline(self, record: Pipeline) -> Pipeline: ...
@@ -161,6 +183,9 @@ class Storage(Protocol):
     def get_pipeline_index(self, account_id: str, pipeline_id: str) -> tuple[str, str | None] | None:
         """(status, index_version) of the account's pipeline, None if absent: the retrieve
         hot path, without decoding the pipeline's configs."""
+        ...
+    def get_pipeline_attributes(self, account_id: str, pipeline_id: str) -> dict[str, Any] | None:
+        """The pipeline's dialect attributes alone (the real retrieve reads its presets)."""
         ...
     def list_pipelines(self, account_id: str, project_id: str) -> list[Pipeline]: ...
     def list_all_pipelines(self) -> list[Pipeline]: ...
@@ -180,6 +205,16 @@ class Storage(Protocol):
     def list_data_sources(self, account_id: str, project_id: str) -> list[DataSource]: ...
     def attach_data_source(self, pipeline_id: str, data_source_id: str) -> None: ...
     def list_pipeline_data_sources(self, pipeline_id: str) -> list[DataSource]: ...
+    def update_data_source(self, data_source_id: str, **changes: Any) -> None: ...
+    def detach_data_source(self, pipeline_id: str, data_source_id: str) -> None: ...
+    def delete_data_source(self, data_source_id: str) -> None: ...
+
+    # data sinks
+    def create_data_sink(self, record: DataSink) -> DataSink: ...
+    def get_data_sink(self, account_id: str, data_sink_id: str) -> DataSink | None: ...
+    def list_data_sinks(self, account_id: str, project_id: str) -> list[DataSink]: ...
+    def update_data_sink(self, data_sink_id: str, **changes: Any) -> None: ...
+    def delete_data_sink(self, data_sink_id: str) -> None: ...
 
     # jobs
     def create_job(self, record: Job) -> Job: ...

@@ -27,7 +27,7 @@ import numpy as np
 from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
 from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Storage, StoredFile, utc_now
 
-__all__ = ["SyncService", "IndexCache", "resolve_source_dir", "SUPPORTED_SOURCE_TYPES"]
+__all__ = ["SyncService", "IndexCache", "resolve_source_dir", "SUPPORTED_SOURCE_TYPES", "CANCELLED"]
 
 log = logging.getLogger("llamaeval.server")
 
@@ -55,6 +55,10 @@ def resolve_source_dir(sources_root: Path | None, path: Any) -> Path:
     if not target.is_dir():
         raise ValueError(f"config.path {path!r} is not a folder under the server's sources root")
     return target
+
+
+#: The error of a job stopped by ``SyncService.cancel`` (the real dialect shows it as CANCELLED).
+CANCELLED = "cancelled by the user"
 
 
 def _sha256(data: bytes) -> str:
@@ -118,6 +122,7 @@ class SyncService:
         self._stop = threading.Event()
         self._lock = threading.Lock()  # serialises job creation
         self._threads: list[threading.Thread] = []
+        self._cancelled: set[str] = set()  # pipelines whose running job should stop
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -168,6 +173,30 @@ class SyncService:
             self.storage.update_pipeline(pipeline.id, status="syncing", last_sync_started_at=now, updated_at=now)
         self._queue.put(job.id)
         return job
+
+    def cancel(self, pipeline: Pipeline) -> int:
+        """Cancel the pipeline's queued jobs and ask its running one to stop at the next file;
+        returns how many jobs were affected. A cancelled job ends ``failed`` with
+        ``CANCELLED`` as its error; the last completed index stays in service."""
+        n = 0
+        with self._lock:
+            for job in self.storage.list_jobs(pipeline.id):
+                if job.status == "pending":
+                    self.storage.update_job(job.id, status="failed", error=CANCELLED, completed_at=utc_now())
+                    n += 1
+                elif job.status == "running":
+                    self._cancelled.add(pipeline.id)
+                    n += 1
+            if n and not self._cancelled & {pipeline.id}:
+                self._settle(pipeline.id)
+        return n
+
+    def _settle(self, pipeline_id: str) -> None:
+        """After a cancel: the pipeline is active again if it has an index, else idle."""
+        current = self.storage.get_pipeline_any(pipeline_id)
+        if current is not None:
+            self.storage.update_pipeline(pipeline_id, status="active" if current.index_version else "idle",
+                                         updated_at=utc_now())
 
     # -- threads --------------------------------------------------------------------------
     def _work(self) -> None:
@@ -221,6 +250,8 @@ class SyncService:
             raise _Stop("interrupted: the server stopped during this sync")
         if self.storage.get_pipeline_any(pipeline_id) is None:
             raise _Stop("the pipeline was deleted during this sync")
+        if pipeline_id in self._cancelled:
+            raise _Stop(CANCELLED)
 
     def _fail(self, job: Job, pipeline: Pipeline, reason: str, now: Any = None) -> None:
         now = now or utc_now()
@@ -232,7 +263,9 @@ class SyncService:
         pipeline = self.storage.get_pipeline_any(job.pipeline_id)
         if pipeline is None:
             return
-        self.storage.update_job(job.id, status="running", started_at=utc_now())
+        with self._lock:  # a cancel flag left by a job that ended before it was seen is stale
+            self._cancelled.discard(pipeline.id)
+            self.storage.update_job(job.id, status="running", started_at=utc_now())
         self.storage.update_pipeline(pipeline.id, status="syncing", updated_at=utc_now())
         try:
             self._sync(job, pipeline)
@@ -241,10 +274,14 @@ class SyncService:
             self._fail(job, pipeline, str(stop))
             if self.storage.get_pipeline_any(pipeline.id) is None:
                 self.layout.remove_pipeline(pipeline.id)
+            elif str(stop) == CANCELLED:
+                self._settle(pipeline.id)
         except Exception as exc:
             log.exception("sync of pipeline %s failed", pipeline.id)
             self._reset_processing(pipeline.id)
             self._fail(job, pipeline, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._cancelled.discard(pipeline.id)
 
     def _reset_processing(self, pipeline_id: str) -> None:
         for pf in self.storage.list_pipeline_files(pipeline_id):
@@ -263,6 +300,13 @@ class SyncService:
             removed |= self._scan_source(pipeline, source)
 
         files = self.storage.list_pipeline_files(pipeline.id)
+        if not files and not self.storage.list_pipeline_data_sources(pipeline.id):
+            now = utc_now()  # every file was taken out: nothing to search any more
+            self.storage.update_pipeline(pipeline.id, index_version=None, num_chunks=0, status="idle", error=None,
+                                         last_synced_at=now, updated_at=now)
+            self.indexes.drop(pipeline.id)
+            self.storage.update_job(job.id, status="completed", completed_at=now, num_chunks=0)
+            return
         if not files:
             raise ValueError("nothing to index: the pipeline has no files and its data sources hold no "
                              "supported files")
@@ -371,11 +415,12 @@ class SyncService:
 
     INPUTS_FILE = "inputs.sha256"  # in each index dir: what the index was built from
 
-    def _fingerprint(self, pipeline: Pipeline) -> str:
-        """Hash of everything an index is built from: completed files, their content keys,
-        names and metadata, and the retrieval config."""
+    def _fingerprint(self, pipeline: Pipeline, files: list[PipelineFile] | None = None) -> str:
+        """Hash of everything an index is built from: completed files (``files``, default the
+        pipeline's now), their content keys, names and metadata, and the retrieval config."""
         h = hashlib.sha256(json.dumps(pipeline.retrieval_config, sort_keys=True).encode())
-        for pf in sorted(self.storage.list_pipeline_files(pipeline.id), key=lambda f: f.file_id):
+        files = self.storage.list_pipeline_files(pipeline.id) if files is None else files
+        for pf in sorted(files, key=lambda f: f.file_id):
             if pf.status == "completed":
                 h.update(json.dumps([pf.file_id, pf.processed_key, pf.name, pf.metadata], sort_keys=True).encode())
         return h.hexdigest()
@@ -424,6 +469,7 @@ class SyncService:
 
         entries: list[Any] = []
         vectors: list[np.ndarray] = []
+        used: list[PipelineFile] = []  # what this index is built from (files may change meanwhile)
         files = self.storage.list_pipeline_files(pipeline.id)
         for pf in files:
             if pf.status != "completed":
@@ -437,6 +483,8 @@ class SyncService:
                 if fresh is None or fresh.status != "completed":
                     continue
                 record, emb = self._read_chunks(pipeline.id, fresh)
+                pf = fresh
+            used.append(pf)
             for c in record["chunks"]:
                 entries.append(engine.IndexEntry(
                     chunk_id=f"{pf.file_id}:{c['chunk_index']}", file_id=pf.file_id, file_name=pf.name,
@@ -451,7 +499,7 @@ class SyncService:
         config = engine.RetrievalConfig.from_dict(pipeline.retrieval_config)
         build_dir = self.layout.new_build_dir(pipeline.id)
         engine.build_index(entries, np.vstack(vectors), config, build_dir)
-        (build_dir / self.INPUTS_FILE).write_text(self._fingerprint(pipeline))
+        (build_dir / self.INPUTS_FILE).write_text(self._fingerprint(pipeline, used))
         self._check(pipeline.id)
         version = f"v{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         final = self.layout.index_dir(pipeline.id, version)
@@ -464,6 +512,8 @@ class SyncService:
                                      last_synced_at=now, status="active", error=None, updated_at=now)
         self.indexes.put(pipeline.id, version, index)
         self.storage.update_job(job.id, status="completed", completed_at=now, num_chunks=len(entries))
+        if self._fingerprint(pipeline) != self._fingerprint(pipeline, used):
+            self.request_sync(pipeline, trigger=job.trigger)  # files changed during the build: catch up
         current = self.storage.get_pipeline_any(pipeline.id)
         keep = {version} | ({previous} if previous else set())
         if current is not None:

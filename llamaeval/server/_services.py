@@ -1,0 +1,509 @@
+"""The server's rules, once, for every dialect: projects, files, pipelines, pipeline files,
+data sources and sinks, sync and search. Services know no wire format and no HTTP: they take
+and return storage records and engine objects, and raise :class:`ServiceError` subclasses that
+each router turns into its dialect's status code and body."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any, BinaryIO, Callable
+
+from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
+from llamaeval.server._storage import (
+    DataSink,
+    DataSource,
+    Job,
+    Pipeline,
+    PipelineFile,
+    Project,
+    Storage,
+    StoredFile,
+    utc_now,
+)
+from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES, IndexCache, SyncService, resolve_source_dir
+
+__all__ = [
+    "ServiceError", "InvalidInput", "NotFound", "TooLarge", "Services", "SearchOutcome",
+    "RESERVED_METADATA", "DEFAULT_PROJECT", "DOCUMENT_PURPOSE",
+]
+
+#: Metadata keys the server sets on every search result; a file's custom metadata may not use them.
+RESERVED_METADATA = ("file_id", "file_name", "pipeline_id", "chunk_id", "chunk_index", "start_char",
+                     "end_char", "scores")
+#: The project every account has (LlamaCloud's SDKs look projects up by this name).
+DEFAULT_PROJECT = "Default"
+#: ``StoredFile.purpose`` of a pipeline document (text sent inline, not uploaded as a file).
+DOCUMENT_PURPOSE = "document"
+_DOCUMENTS = uuid.UUID("6d1f7c0e-3b7a-4f7e-9a43-2f1f0b2f9d51")  # namespace of document file ids
+MAX_NAME = 200
+
+
+class ServiceError(Exception):
+    """A request the rules refuse; ``message`` says why in words a user can act on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServiceError):
+    """The input breaks a rule (400)."""
+
+
+class NotFound(ServiceError):
+    """No such object for this account (404: other accounts' objects do not exist)."""
+
+    def __init__(self, kind: str, ident: str) -> None:
+        super().__init__(f"{kind} {ident!r} not found")
+
+
+class TooLarge(ServiceError):
+    """The upload is over the server's limit (413)."""
+
+
+@dataclass
+class SearchOutcome:
+    """One search: the engine's response, the index's config summary and the server's
+    total seconds (for ``Server-Timing``)."""
+
+    response: Any
+    config_summary: dict[str, Any]
+    total_s: float
+
+
+@dataclass
+class Services:
+    """Everything one app instance owns (created at startup, never at import), and the rules."""
+
+    config: ServerConfig
+    storage: Storage
+    layout: DataLayout
+    embedder: Any
+    indexes: IndexCache
+    sync: SyncService
+
+    # -- projects ---------------------------------------------------------------------------
+    def list_projects(self, acct: str) -> list[Project]:
+        return self.storage.list_projects(acct)
+
+    def create_project(self, acct: str, name: str) -> Project:
+        return self.storage.create_project(acct, check_name(name, "project name"))
+
+    def project(self, acct: str, project_id: str) -> Project:
+        project = self.storage.get_project(acct, project_id)
+        if project is None:
+            raise NotFound("project", project_id)
+        return project
+
+    def default_project(self, acct: str) -> Project:
+        """The account's ``Default`` project, created on first need (real accounts always have one)."""
+        for p in self.storage.list_projects(acct):
+            if p.name == DEFAULT_PROJECT:
+                return p
+        return self.storage.create_project(acct, DEFAULT_PROJECT)
+
+    def project_or_default(self, acct: str, project_id: str | None) -> Project:
+        return self.project(acct, project_id) if project_id else self.default_project(acct)
+
+    # -- files ------------------------------------------------------------------------------
+    def upload(self, acct: str, project_id: str, file_name: str | None, stream: BinaryIO,
+               content_type: str | None, **extra: str | None) -> StoredFile:
+        """Store an uploaded file (bytes on disk, record in storage)."""
+        self.project(acct, project_id)
+        name = check_file_name(file_name)
+        limit = self.config.max_upload_bytes
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise TooLarge(f"file {name!r} is larger than the server's upload limit of "
+                           f"{limit / 1024 / 1024:.2f} MB ({limit} bytes; see --max-upload-mb)")
+        return self.store_bytes(acct, project_id, name, data, content_type, **extra)
+
+    def store_bytes(self, acct: str, project_id: str, name: str, data: bytes, content_type: str | None,
+                    file_id: str | None = None, **extra: str | None) -> StoredFile:
+        """Store ``data`` as a file (``extra``: ``external_file_id``, ``purpose``)."""
+        if not data:
+            raise InvalidInput(f"file {name!r} is empty")
+        content_type = content_type or ""
+        if not content_type or content_type == "application/octet-stream":
+            content_type = mimetypes.guess_type(name)[0] or content_type or "application/octet-stream"
+        now = utc_now()
+        record = StoredFile(id=file_id or str(uuid.uuid4()), account_id=acct, project_id=project_id, name=name,
+                            file_size=len(data), content_type=content_type,
+                            sha256=hashlib.sha256(data).hexdigest(), created_at=now, updated_at=now, **extra)
+        path = self.layout.file_path(record.id)
+        write_atomic(path, data)
+        try:
+            self.storage.create_file(record)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return record
+
+    def file(self, acct: str, file_id: str) -> StoredFile:
+        f = self.storage.get_file(acct, file_id)
+        if f is None:
+            raise NotFound("file", file_id)
+        return f
+
+    def read_file(self, acct: str, file_id: str) -> bytes:
+        return self.layout.file_path(self.file(acct, file_id).id).read_bytes()
+
+    def delete_file(self, acct: str, file_id: str) -> None:
+        """Delete a file and take it out of every pipeline of its project (they resync)."""
+        f = self.file(acct, file_id)
+        for pipeline in self.storage.list_pipelines(acct, f.project_id):
+            if self.storage.get_pipeline_file(pipeline.id, f.id) is not None:
+                self.remove_pipeline_file(acct, pipeline.id, f.id)
+        self.storage.delete_file(f.id)
+        self.layout.file_path(f.id).unlink(missing_ok=True)
+
+    # -- pipelines --------------------------------------------------------------------------
+    def pipeline(self, acct: str, pipeline_id: str) -> Pipeline:
+        pipeline = self.storage.get_pipeline(acct, pipeline_id)
+        if pipeline is None:
+            raise NotFound("pipeline", pipeline_id)
+        return pipeline
+
+    def list_pipelines(self, acct: str, project_id: str) -> list[Pipeline]:
+        self.project(acct, project_id)
+        return self.storage.list_pipelines(acct, project_id)
+
+    def create_pipeline(self, acct: str, project_id: str, name: str, *, retrieval_config: Any = None,
+                        chunking_config: Any = None, sync_interval: int | None = None,
+                        attributes: dict[str, Any] | None = None) -> Pipeline:
+        name = check_name(name, "pipeline name")
+        self.project(acct, project_id)
+        retrieval, chunking = check_configs(retrieval_config, chunking_config)
+        now = utc_now()
+        pipeline = Pipeline(id=str(uuid.uuid4()), account_id=acct, project_id=project_id, name=name,
+                            status="idle", sync_interval=check_sync_interval(sync_interval),
+                            retrieval_config=retrieval, chunking_config=chunking,
+                            embedding_model=self.embedder.model_name, created_at=now, updated_at=now,
+                            attributes=dict(attributes or {}))
+        self.storage.create_pipeline(pipeline)
+        return pipeline
+
+    def update_pipeline(self, acct: str, pipeline_id: str, *, name: str | None = None,
+                        retrieval_config: Any = None, chunking_config: Any = None,
+                        attributes: dict[str, Any] | None = None) -> Pipeline:
+        """Change a pipeline; a new chunking config marks its files for processing again."""
+        pipeline = self.pipeline(acct, pipeline_id)
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = check_name(name, "pipeline name")
+        retrieval, chunking = check_configs(
+            pipeline.retrieval_config if retrieval_config is None else retrieval_config,
+            pipeline.chunking_config if chunking_config is None else chunking_config)
+        if retrieval != pipeline.retrieval_config:
+            changes["retrieval_config"] = retrieval
+        if chunking != pipeline.chunking_config:
+            changes["chunking_config"] = chunking
+        if attributes is not None:
+            changes["attributes"] = {**pipeline.attributes, **attributes}
+        if changes:
+            self.storage.update_pipeline(pipeline.id, updated_at=utc_now(), **changes)
+        return self.pipeline(acct, pipeline_id)
+
+    def delete_pipeline(self, acct: str, pipeline_id: str) -> Pipeline:
+        pipeline = self.pipeline(acct, pipeline_id)
+        self.storage.delete_pipeline(pipeline.id)
+        self.indexes.drop(pipeline.id)
+        self.layout.remove_pipeline(pipeline.id)
+        return pipeline
+
+    def request_sync(self, acct: str, pipeline_id: str, require_content: bool = True) -> Job:
+        pipeline = self.pipeline(acct, pipeline_id)
+        if require_content and pipeline.num_files == 0 and not self.storage.list_pipeline_data_sources(pipeline.id):
+            raise InvalidInput(f"pipeline {pipeline.id!r} is empty: add files (PUT /pipelines/{{id}}/files) or "
+                               "data sources before syncing")
+        return self.sync.request_sync(pipeline)
+
+    def cancel_sync(self, acct: str, pipeline_id: str) -> int:
+        return self.sync.cancel(self.pipeline(acct, pipeline_id))
+
+    def jobs(self, acct: str, pipeline_id: str) -> list[Job]:
+        return self.storage.list_jobs(self.pipeline(acct, pipeline_id).id)
+
+    def job(self, acct: str, pipeline_id: str, job_id: str) -> Job:
+        pipeline = self.pipeline(acct, pipeline_id)
+        job = self.storage.get_job(job_id)
+        if job is None or job.pipeline_id != pipeline.id:
+            raise NotFound("job", job_id)
+        return job
+
+    # -- files in pipelines -------------------------------------------------------------------
+    def add_files(self, acct: str, pipeline_id: str, items: list[tuple[str, dict[str, Any] | None]],
+                  reserved: tuple[str, ...] = RESERVED_METADATA) -> list[PipelineFile]:
+        """Add (or re-add with new metadata) files to a pipeline; changed ones become ``pending``.
+        Metadata may not use ``reserved`` keys. Everything is validated before anything is written."""
+        pipeline = self.pipeline(acct, pipeline_id)
+        if not items:
+            raise InvalidInput("no files given: send a list of {\"file_id\": ..., \"metadata\": {...}}")
+        resolved: list[tuple[StoredFile, dict[str, Any]]] = []
+        missing = []
+        for file_id, metadata in items:
+            stored = self.storage.get_file(acct, file_id)
+            if stored is None:
+                missing.append(file_id)
+                continue
+            resolved.append((stored, check_metadata(file_id, metadata, reserved)))
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise InvalidInput(f"unknown file id(s): {shown}; upload files with POST /files first")
+        now = utc_now()
+        out = []
+        for stored, metadata in resolved:
+            current = self.storage.get_pipeline_file(pipeline.id, stored.id)
+            if current is not None and current.metadata == metadata and current.status != "error":
+                out.append(current)
+                continue
+            pf = PipelineFile(pipeline_id=pipeline.id, file_id=stored.id, name=stored.name, status="pending",
+                              metadata=metadata, error=None, num_chunks=0,
+                              processed_key=current.processed_key if current else None,
+                              data_source_id=stored.data_source_id,
+                              added_at=current.added_at if current else now, updated_at=now)
+            out.append(self.storage.upsert_pipeline_file(pf))
+        self.storage.update_pipeline(pipeline.id, updated_at=now)
+        return out
+
+    def pipeline_files(self, acct: str, pipeline_id: str) -> list[PipelineFile]:
+        return self.storage.list_pipeline_files(self.pipeline(acct, pipeline_id).id)
+
+    def pipeline_file(self, acct: str, pipeline_id: str, file_id: str) -> PipelineFile:
+        pf = self.storage.get_pipeline_file(self.pipeline(acct, pipeline_id).id, file_id)
+        if pf is None:
+            raise NotFound("pipeline file", file_id)
+        return pf
+
+    def remove_pipeline_file(self, acct: str, pipeline_id: str, file_id: str) -> None:
+        """Take a file out of a pipeline; the next sync builds an index without it."""
+        pf = self.pipeline_file(acct, pipeline_id, file_id)
+        self.storage.remove_pipeline_file(pf.pipeline_id, pf.file_id)
+        for path in self.layout.chunks_paths(pf.pipeline_id, pf.file_id):
+            path.unlink(missing_ok=True)
+        if (not self.storage.list_pipeline_files(pf.pipeline_id)
+                and not self.storage.list_pipeline_data_sources(pf.pipeline_id)):
+            # nothing left to search: no index (a sync needs content, so none would replace it)
+            self.storage.update_pipeline(pf.pipeline_id, index_version=None, num_chunks=0, status="idle",
+                                         updated_at=utc_now())
+            self.indexes.drop(pf.pipeline_id)
+        else:
+            self.storage.update_pipeline(pf.pipeline_id, updated_at=utc_now())
+
+    # -- documents: text given inline, stored as a .txt file per (pipeline, document id) -----------
+    def document_file_id(self, pipeline_id: str, document_id: str) -> str:
+        return str(uuid.uuid5(_DOCUMENTS, f"{pipeline_id}\n{document_id}"))
+
+    def upsert_documents(self, acct: str, pipeline_id: str, docs: list[tuple[str | None, str, dict[str, Any]]],
+                         reserved: tuple[str, ...] = RESERVED_METADATA) -> list[tuple[str, PipelineFile]]:
+        """Add or replace text documents ``(id or None, text, metadata)``; returns (id, pipeline file)
+        pairs. A document is a .txt file (purpose ``document``) whose id is ``external_file_id``."""
+        pipeline = self.pipeline(acct, pipeline_id)
+        if not docs:
+            raise InvalidInput("no documents given: send a list of {\"text\": ..., \"metadata\": {...}}")
+        prepared = []
+        for i, (doc_id, text, metadata) in enumerate(docs):
+            doc_id = doc_id or str(uuid.uuid4())
+            if not text.strip():
+                raise InvalidInput(f"document {i} ({doc_id!r}) has empty text")
+            prepared.append((doc_id, text.encode("utf-8"), check_metadata(doc_id, metadata, reserved)))
+        items = []
+        for doc_id, data, metadata in prepared:
+            file_id = self.document_file_id(pipeline.id, doc_id)
+            current = self.storage.get_file(acct, file_id)
+            if current is None:
+                self.store_bytes(acct, pipeline.project_id, "document.txt", data, "text/plain", file_id=file_id,
+                                 external_file_id=doc_id, purpose=DOCUMENT_PURPOSE)
+            elif current.sha256 != hashlib.sha256(data).hexdigest():
+                write_atomic(self.layout.file_path(file_id), data)
+                self.storage.update_file(file_id, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                                         updated_at=utc_now())
+            items.append((file_id, metadata))
+        files = self.add_files(acct, pipeline.id, items, reserved)
+        return [(doc_id, pf) for (doc_id, _, _), pf in zip(prepared, files)]
+
+    def documents(self, acct: str, pipeline_id: str) -> list[tuple[StoredFile, PipelineFile]]:
+        """The pipeline's text documents, in the order they were added."""
+        out = []
+        for pf in self.pipeline_files(acct, pipeline_id):
+            stored = self.storage.get_file(acct, pf.file_id)
+            if stored is not None and stored.purpose == DOCUMENT_PURPOSE:
+                out.append((stored, pf))
+        return out
+
+    def document(self, acct: str, pipeline_id: str, document_id: str) -> tuple[StoredFile, PipelineFile]:
+        pipeline = self.pipeline(acct, pipeline_id)
+        file_id = self.document_file_id(pipeline.id, document_id)
+        stored = self.storage.get_file(acct, file_id)
+        pf = self.storage.get_pipeline_file(pipeline.id, file_id)
+        if stored is None or pf is None:
+            raise NotFound("document", document_id)
+        return stored, pf
+
+    def delete_document(self, acct: str, pipeline_id: str, document_id: str) -> None:
+        stored, _ = self.document(acct, pipeline_id, document_id)
+        self.delete_file(acct, stored.id)
+
+    # -- data sources and sinks ---------------------------------------------------------------
+    def new_data_source(self, acct: str, name: str | None, source_type: str | None, project_id: str | None,
+                        config: dict[str, Any] | None) -> DataSource:
+        if name is None or source_type is None:
+            raise InvalidInput("a data source needs name and source_type (or give data_source_id to attach an "
+                               "existing one)")
+        name = check_name(name, "data source name")
+        config = self.check_source_config(source_type, config)
+        project = self.project_or_default(acct, project_id)
+        now = utc_now()
+        return self.storage.create_data_source(DataSource(
+            id=str(uuid.uuid4()), account_id=acct, project_id=project.id, name=name, source_type=source_type,
+            config=config, created_at=now, updated_at=now))
+
+    def check_source_config(self, source_type: str, config: dict[str, Any] | None) -> dict[str, Any]:
+        if source_type not in SUPPORTED_SOURCE_TYPES:
+            raise InvalidInput(f"unsupported source_type {source_type!r}; supported: "
+                               f"{', '.join(SUPPORTED_SOURCE_TYPES)}")
+        config = dict(config or {})
+        unknown = sorted(set(config) - {"path", "recursive"})
+        if unknown:
+            raise InvalidInput(f"unknown config key(s) for a directory data source: {', '.join(unknown)}; "
+                               "known: path, recursive")
+        if "recursive" in config and not isinstance(config["recursive"], bool):
+            raise InvalidInput("config.recursive must be true or false")
+        try:
+            resolve_source_dir(self.config.sources_root, config.get("path"))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        return config
+
+    def data_source(self, acct: str, data_source_id: str) -> DataSource:
+        ds = self.storage.get_data_source(acct, data_source_id)
+        if ds is None:
+            raise NotFound("data source", data_source_id)
+        return ds
+
+    def attach_data_sources(self, acct: str, pipeline_id: str, existing: list[str],
+                            new: list[Callable[[str], DataSource]]) -> list[DataSource]:
+        """Attach existing data sources (ids) and ones created by ``new`` (given the pipeline's
+        project id); existing ids are all checked before anything is created."""
+        pipeline = self.pipeline(acct, pipeline_id)
+        if not existing and not new:
+            raise InvalidInput("no data sources given")
+        sources = []
+        for ds_id in existing:
+            ds = self.storage.get_data_source(acct, ds_id)
+            if ds is None:
+                raise InvalidInput(f"unknown data_source_id {ds_id!r}")
+            sources.append(ds)
+        sources += [make(pipeline.project_id) for make in new]
+        for ds in sources:
+            self.storage.attach_data_source(pipeline.id, ds.id)
+        self.storage.update_pipeline(pipeline.id, updated_at=utc_now())
+        return sources
+
+    def new_data_sink(self, acct: str, project_id: str | None, name: str, sink_type: str,
+                      component: dict[str, Any] | None) -> DataSink:
+        project = self.project_or_default(acct, project_id)
+        now = utc_now()
+        return self.storage.create_data_sink(DataSink(
+            id=str(uuid.uuid4()), account_id=acct, project_id=project.id, name=check_name(name, "data sink name"),
+            sink_type=sink_type, component=dict(component or {}), created_at=now, updated_at=now))
+
+    def data_sink(self, acct: str, data_sink_id: str) -> DataSink:
+        sink = self.storage.get_data_sink(acct, data_sink_id)
+        if sink is None:
+            raise NotFound("data sink", data_sink_id)
+        return sink
+
+    def index_location(self, pipeline: Pipeline) -> dict[str, Any]:
+        """Where and how the pipeline's index lives on this server."""
+        location = (self.layout.index_dir(pipeline.id, pipeline.index_version)
+                    if pipeline.index_version else self.layout.indexes_dir(pipeline.id))
+        return {"location": str(location), "index_version": pipeline.index_version,
+                "num_chunks": pipeline.num_chunks, "embedding_model": pipeline.embedding_model,
+                "dimensions": int(self.embedder.dimensions), "sparse": "bm25s",
+                "last_synced_at": pipeline.last_synced_at.isoformat() if pipeline.last_synced_at else None}
+
+    # -- search -------------------------------------------------------------------------------
+    def search(self, acct: str, pipeline_id: str, build: Callable[[Any], Any],
+               execute: Callable[[Any, Any], Any] | None = None) -> SearchOutcome:
+        """Search the pipeline's last completed index: ``build(config)`` makes the engine
+        request (the pipeline's retrieval config fills what a dialect leaves to it) and
+        ``execute(index, request)`` runs it (default ``index.search(request)``)."""
+        t0 = time.perf_counter()
+        head = self.storage.get_pipeline_index(acct, pipeline_id)  # no config decoding on the hot path
+        if head is None:
+            raise NotFound("pipeline", pipeline_id)
+        status, index_version = head
+        try:
+            if index_version is None:
+                from llamaeval import engine
+
+                build(engine.RetrievalConfig())  # a bad request is named before "not indexed yet"
+                hint = ("its first sync is still running; wait for it to complete"
+                        if status == "syncing" else "add files and sync it first")
+                raise InvalidInput(f"pipeline {pipeline_id!r} has no completed index yet: {hint}")
+            index = self.indexes.get(pipeline_id, index_version)
+            request = build(index.config)
+            response = execute(index, request) if execute is not None else index.search(request)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        return SearchOutcome(response=response, config_summary=index.config_summary,
+                             total_s=time.perf_counter() - t0)
+
+
+# -- rules on single values ------------------------------------------------------------------
+def check_name(value: str, what: str) -> str:
+    name = value.strip()
+    if not name:
+        raise InvalidInput(f"{what} must not be empty")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"{what} is longer than {MAX_NAME} characters")
+    return name
+
+
+def check_file_name(name: str | None) -> str:
+    from llamaeval import engine
+
+    if name is None or not name.strip():
+        raise InvalidInput("the uploaded file has no file name")
+    if "\x00" in name or "/" in name or "\\" in name or name.strip() in (".", "..") or name.startswith(".."):
+        raise InvalidInput(f"file name {name!r} is not allowed: give a plain file name without directories or '..'")
+    if len(name) > 255:
+        raise InvalidInput("file name is longer than 255 characters")
+    ext = PurePath(name).suffix.lower()
+    if ext not in engine.SUPPORTED_EXTENSIONS:
+        raise InvalidInput(f"unsupported file type {ext or '(no extension)'!s} for {name!r}; supported: "
+                           f"{', '.join(sorted(engine.SUPPORTED_EXTENSIONS))}")
+    return name
+
+
+def check_metadata(file_id: str, metadata: dict[str, Any] | None,
+                   reserved: tuple[str, ...] = RESERVED_METADATA) -> dict[str, Any]:
+    metadata = dict(metadata or {})
+    used = sorted(set(metadata) & set(reserved))
+    if used:
+        raise InvalidInput(f"metadata of file {file_id!r} uses reserved key(s) {', '.join(used)}; "
+                           f"reserved: {', '.join(reserved)}")
+    return metadata
+
+
+def check_sync_interval(seconds: int | None) -> int | None:
+    if seconds is not None and seconds < 0:
+        raise InvalidInput(f"sync_interval must be a number of seconds >= 1 (or 0/null for none), got {seconds}")
+    return seconds or None
+
+
+def check_configs(retrieval: Any, chunking: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline's retrieval and chunking configs, validated and completed with defaults."""
+    from llamaeval import engine
+
+    try:
+        return (engine.RetrievalConfig.from_dict(retrieval).to_dict(),
+                engine.ChunkingConfig.from_dict(chunking).to_dict())
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(str(exc)) from None
