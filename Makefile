@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install-server install-dev clean
+.PHONY: demo test install-server install-dev peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,33 @@ install-dev: $(BIN)/python
 demo: install-server
 	$(BIN)/llamaeval demo --out reports/demo
 
+## Peer SDK venvs for tests/server/test_server_sdk_peers.py (the official LlamaCloud SDKs, pinned).
+## Each venv is built once: its stamp names the pins, so changing a pin rebuilds it and a second `make` does nothing.
+empty :=
+space := $(empty) $(empty)
+PEERS          := .venv-peers
+PEER_FERN_PINS := llama-cloud==0.1.46
+PEER_LI_PINS   := llama-index-indices-managed-llama-cloud==0.12.0 llama-cloud==1.6.0 llama-index-core==0.14.25
+PEER_FERN_STAMP := $(PEERS)/fern/.stamp-$(subst ==,-,$(subst $(space),_,$(PEER_FERN_PINS)))
+PEER_LI_STAMP   := $(PEERS)/llamaindex/.stamp-$(subst ==,-,$(subst $(space),_,$(PEER_LI_PINS)))
+
+peers: $(PEER_FERN_STAMP) $(PEER_LI_STAMP)
+
+$(PEER_FERN_STAMP):
+	rm -rf $(PEERS)/fern
+	$(PYTHON) -m venv $(PEERS)/fern
+	$(PEERS)/fern/bin/python -m pip install --quiet $(PEER_FERN_PINS)
+	touch $@
+
+$(PEER_LI_STAMP):
+	rm -rf $(PEERS)/llamaindex
+	$(PYTHON) -m venv $(PEERS)/llamaindex
+	$(PEERS)/llamaindex/bin/python -m pip install --quiet $(PEER_LI_PINS)
+	touch $@
+
 ## The whole test suite, notebooks included (nbval).
-test: install-dev
+test: install-dev peers
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider -q
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache
+	rm -rf $(VENV) $(PEERS) reports .pytest_cache

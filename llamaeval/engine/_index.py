@@ -179,6 +179,7 @@ class Index:
         self._blas: Any = None
         self._chunk_terms: dict[int, list[str]] = {}
         self._chunk_numbers: dict[int, frozenset[str]] = {}
+        self._file_meta_terms: dict[str, tuple[int, frozenset[str]]] | None = None
         models = config.ltr_model["models"]
         self._rankers = {name: LearnedRanker(models[name]) for name in ("accurate", "advanced") if name in models}
 
@@ -468,6 +469,33 @@ class Index:
             final = self._documents_first(cand, final)
         return self._respond(cand, final, stage, req.top_k, timings)
 
+    def rank_files_by_metadata(self, query: str, filters: Any = None) -> list[tuple[str, float]]:
+        """Files ranked by how much of the query their name and custom metadata values hold:
+        (file_id, share of the query's idf mass matched, 0..1), best first, ties by chunk order;
+        only files with a chunk passing ``filters``. For ``files_via_metadata`` retrieval."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        if self._file_meta_terms is None:
+            first: dict[str, tuple[int, frozenset[str]]] = {}
+            for i, e in enumerate(self.entries):
+                if e.file_id not in first:
+                    values = [e.file_name.rsplit(".", 1)[0], *(str(v) for v in _flat_values(e.metadata))]
+                    first[e.file_id] = (i, frozenset(self._analyzer(" ".join(values))))
+            self._file_meta_terms = first
+        q_terms = set(self._analyzer(query))
+        n = self.num_chunks
+        idf = {t: float(self._idf[self._vocab[t]]) if t in self._vocab else math.log(1.0 + (n + 0.5) / 0.5)
+               for t in q_terms}
+        total = sum(idf.values()) or 1.0
+        allowed = None if filters is None else filters.mask([e.metadata for e in self.entries])
+        ranked = []
+        for file_id, (i, terms) in self._file_meta_terms.items():
+            if allowed is not None and not allowed[self._file_of == self._file_of[i]].any():
+                continue
+            ranked.append((file_id, sum(idf[t] for t in q_terms & terms) / total, i))
+        ranked.sort(key=lambda r: (-r[1], r[2]))
+        return [(file_id, score) for file_id, score, _ in ranked]
+
     def _allowed(self, req: SearchRequest, dense: np.ndarray) -> np.ndarray | None:
         """Chunks a request may return (filters and dense cutoff), or None for all."""
         mask = None
@@ -631,6 +659,14 @@ class Index:
 
     def __repr__(self) -> str:
         return f"Index(num_chunks={self.num_chunks}, reranker={self.reranker!r})"
+
+
+def _flat_values(metadata: dict[str, Any]) -> list[Any]:
+    """The scalar values of a metadata dict, list items included."""
+    out: list[Any] = []
+    for v in metadata.values():
+        out.extend(v if isinstance(v, (list, tuple)) else [v])
+    return [v for v in out if v is not None and not isinstance(v, (dict, list, tuple))]
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:

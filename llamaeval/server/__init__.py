@@ -12,7 +12,7 @@ or from Python (a real subprocess on a free loopback port, with a fresh key)::
     with EmbeddedServer() as srv:            # srv.base_url, srv.api_key, srv.data_dir
         ...
 
-API: the 18 operations of the LlamaCloud OpenAPI spec under ``/api/v1`` (projects,
+Simplified API: the 18 operations of the LlamaCloud OpenAPI spec under ``/api/v1`` (projects,
 files, pipelines, pipeline files / data sources / data sinks / jobs, sync, retrieve,
 data sources), plus ``GET /files/{id}`` and ``GET /pipelines/{id}/jobs/{job_id}``.
 ``GET /health`` (no auth) answers ``{"status": "ok", "version", "max_top_k", ...}``;
@@ -59,6 +59,28 @@ the ``Server-Timing`` header gives per-stage durations in milliseconds. ``--rera
 MODULE:FACTORY`` plugs a second stage (``FACTORY()`` returns an ``llamaeval.engine.Reranker``,
 e.g. a local cross-encoder) into every index. BLAS runs single-threaded in the server
 process (set at startup), next to onnxruntime.
+
+Real LlamaCloud dialect: the same server also speaks the API of the official SDKs
+(``llama-cloud`` 2.x/1.x Stainless, 0.1.x Fern) and of LlamaIndex's ``LlamaCloudIndex``,
+with base URL ``http://HOST:PORT/cloud`` (so ``/cloud/api/v1/...``; OpenAPI at
+``/cloud/openapi.json``, docs at ``/cloud/docs``), over the same projects, files and
+pipelines. Each account has a ``Default`` project. Routes: projects; ``POST /files``
+(multipart ``upload_file``) and ``POST /beta/files`` (``file`` + ``purpose``), get/delete;
+pipelines create / upsert (``PUT /pipelines``, by project and name) / get / update / delete
+with ``project_id`` as a query parameter, ``transform_config`` chunk size and overlap
+(MiniLM word pieces), ``preset_retrieval_parameters``, ``pipeline_type``; adding files
+(``custom_metadata``) or documents starts ingestion; ``files`` / ``files2`` pages, per-file
+and pipeline ``/status`` (``NOT_STARTED|IN_PROGRESS|SUCCESS|ERROR|PARTIAL_SUCCESS|CANCELLED``
+with error steps), status counts, metadata updates; documents (``POST|PUT``, paginated list,
+get, status, chunks, delete); ``sync`` and ``sync/cancel`` return the pipeline;
+data sources (``directory`` only: others are a 422 naming it) and data sinks as top-level
+resources (a sink is recorded; the index stays on this server's disk); ``GET /jobs``.
+Retrieve takes the real knobs (``llamaeval.server._llamacloud._retrieve`` documents how each
+maps onto one engine ``SearchRequest``) and answers ``retrieval_nodes`` with the chunk in
+``node.text``, its metadata in ``node.extra_info``, ``retrieval_latency`` per stage.
+Validation errors there are 422 in FastAPI's shape. Embeddings are always MiniLM whatever
+``embedding_config`` says (it is recorded). The v2 index API (``/indexes``,
+``/retrieval/retrieve``) is not served.
 
 Settings: flags, then environment ``LLAMAEVAL_DATA_DIR`` (default ``./.llamaeval``),
 ``LLAMAEVAL_SOURCES_ROOT``, ``LLAMAEVAL_MAX_UPLOAD_MB`` (default 50), ``LLAMAEVAL_RERANKER``,

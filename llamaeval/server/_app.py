@@ -115,6 +115,9 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
     ``config.data_dir`` unless ``storage`` is given), BLAS is limited to one thread, the
     embedder is created and the sync worker starts."""
     from llamaeval import __version__
+    from llamaeval.server import _llamacloud
+
+    real = _llamacloud.create_subapp(__version__)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,7 +135,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
         indexes = IndexCache(layout, emb, config.load_reranker())
         sync = SyncService(store, layout, config, emb, indexes)
         services = Services(config=config, storage=store, layout=layout, embedder=emb, indexes=indexes, sync=sync)
-        app.state.llamaeval = services
+        app.state.llamaeval = real.state.llamaeval = services
         sync.start()
         log.info("llamaeval server ready: data dir %s", config.data_dir)
         try:
@@ -170,6 +173,11 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
     app.include_router(_simplified.router())
     if static_docs:
         _mount_offline_docs(app, static_docs, "")
+        _mount_offline_docs(real, static_docs, REAL_MOUNT)
+    real.add_exception_handler(ServiceError, on_service_error)
+    real.add_exception_handler(StarletteHTTPException, _on_http_error)
+    real.add_exception_handler(Exception, _on_unexpected)
+    app.mount(REAL_MOUNT, real)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
