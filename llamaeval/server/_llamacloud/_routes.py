@@ -261,8 +261,9 @@ def router() -> APIRouter:
             raise _unprocessable(["body", "search_filters"], str(exc)) from None
         route = params["retrieval_mode"]
         files = route != "chunks"
-        if svc.pipeline(acct, pipeline_id).num_files == 0:  # an empty pipeline finds nothing
-            return _retrieve_payload(pipeline_id, [], route, {"total": 0.0})
+        head = svc.storage.get_pipeline_index(acct, pipeline_id)
+        if head is not None and head[1] is None and not svc.storage.list_pipeline_files(pipeline_id):
+            return _retrieve_payload(pipeline_id, [], route, {"total": 0.0})  # an empty pipeline finds nothing
 
         def execute(index: Any, req: Any) -> Any:
             nonlocal route
