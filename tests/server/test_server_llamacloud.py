@@ -189,3 +189,20 @@ def _wait(cloud: httpx.Client, pipeline_id: str, timeout: float = 60.0) -> dict[
             return status
         time.sleep(0.1)
     raise AssertionError(f"pipeline {pipeline_id} still ingesting after {timeout} s")
+
+
+def test_sync_cancel_stops_the_job_and_keeps_the_last_index(cloud, adi_corpus):
+    pid = cloud.put("/pipelines", json={"name": "cancel-me"}).json()["id"]
+    first = [{"id": "first", "text": "quetzal lighthouse marmalade", "metadata": {"doc_id": "first"}}]
+    assert cloud.post(f"/pipelines/{pid}/documents", json=first).status_code == 200
+    assert _wait(cloud, pid)["status"] == "SUCCESS"
+    many = [{"id": f"d{d['_id']}", "text": f"{d['title']}\n\n{d['text']}", "metadata": {"doc_id": d["_id"]}}
+            for d in adi_corpus]  # a sync of 82 documents takes seconds: the cancel lands during it
+    assert cloud.post(f"/pipelines/{pid}/documents", json=many).status_code == 200
+    r = cloud.post(f"/pipelines/{pid}/sync/cancel")
+    assert r.status_code == 200 and r.json()["id"] == pid
+    status = _wait(cloud, pid)
+    assert status["status"] == "CANCELLED", status
+    jobs = [j["job_record"] for j in cloud.get("/jobs").json()["jobs"] if j["job_record"]["partitions"]["pipeline_id"] == pid]
+    assert jobs[0]["status"] == "CANCELLED"
+    assert doc_ids(cloud.post(f"/pipelines/{pid}/retrieve", json={"query": "quetzal"}).json()) == ["first"]
