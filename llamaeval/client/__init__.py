@@ -117,7 +117,8 @@ tests pass a recording ``sleep`` so nothing waits.
 """
 
 from llamaeval.client._client import AsyncLlamaCloud, LlamaCloud
-from llamaeval.client._config import REGIONS, ClientConfig
+from llamaeval.client._config import DIALECTS, REGIONS, ClientConfig
+from llamaeval.client._llamacloud import MODE_PRESETS, RETRIEVE_PARAMS, metadata_filters
 from llamaeval.client._records import DataSink, DataSource, File, Pipeline, PipelineFile, PipelineJob, Project
 from llamaeval.client._retrieval import MODES, RetrievalResult, parse_server_timing
 from llamaeval.client._retry import RetryPolicy, parse_retry_after
@@ -128,7 +129,11 @@ __all__ = [
     "RetryPolicy",
     "ClientConfig",
     "REGIONS",
+    "DIALECTS",
     "MODES",
+    "MODE_PRESETS",
+    "RETRIEVE_PARAMS",
+    "metadata_filters",
     "RetrievalResult",
     "Project",
     "File",

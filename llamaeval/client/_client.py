@@ -20,8 +20,8 @@ class _BaseClient:
 
     def __init__(self, api_key: str | None, base_url: str | None, region: str,
                  timeout: float | httpx.Timeout | None, max_retries: int,
-                 transport: Any, http_client: Any, retry: RetryPolicy | None) -> None:
-        self._config: ClientConfig = resolve_config(api_key, base_url, region)
+                 transport: Any, http_client: Any, retry: RetryPolicy | None, dialect: str) -> None:
+        self._config: ClientConfig = resolve_config(api_key, base_url, region, dialect=dialect)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         if timeout is not None and not isinstance(timeout, httpx.Timeout) and (
@@ -56,12 +56,18 @@ class _BaseClient:
     def api_key(self) -> str:
         return self._config.api_key
 
+    @property
+    def dialect(self) -> str:
+        """``"simplified"`` or ``"llamacloud"``; ``"auto"`` until the first request decided it."""
+        return self._core.resolved_dialect or self._config.dialect
+
     def _settings(self) -> dict[str, Any]:
         return {"api_key": self.api_key, "base_url": self.base_url, "timeout": self.timeout,
-                "max_retries": self.max_retries, "retry": self.retry}
+                "max_retries": self.max_retries, "retry": self.retry, "dialect": self.dialect}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={mask_key(self.api_key)!r})"
+        return (f"{type(self).__name__}(base_url={self.base_url!r}, api_key={mask_key(self.api_key)!r}, "
+                f"dialect={self.dialect!r})")
 
 
 class LlamaCloud(_BaseClient):
@@ -71,15 +77,16 @@ class LlamaCloud(_BaseClient):
     then ``region`` ("us" or "eu"). ``timeout`` in seconds (or an ``httpx.Timeout``);
     ``max_retries`` retries after the first attempt; ``transport`` an
     ``httpx.BaseTransport`` or ``http_client`` an ``httpx.Client`` you own;
-    ``retry`` a :class:`RetryPolicy` (backoff, injectable sleep). Thread-safe;
-    use as a context manager or call :meth:`close`.
+    ``retry`` a :class:`RetryPolicy` (backoff, injectable sleep); ``dialect`` ``"auto"``
+    (LlamaCloud's hosts speak the real API; another server is asked once, on first use),
+    ``"llamacloud"`` or ``"simplified"``. Thread-safe; use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, region: str = "us",
                  timeout: float | httpx.Timeout | None = 60.0, max_retries: int = 2,
                  transport: httpx.BaseTransport | None = None, http_client: httpx.Client | None = None,
-                 *, retry: RetryPolicy | None = None) -> None:
-        super().__init__(api_key, base_url, region, timeout, max_retries, transport, http_client, retry)
+                 *, retry: RetryPolicy | None = None, dialect: str = "auto") -> None:
+        super().__init__(api_key, base_url, region, timeout, max_retries, transport, http_client, retry, dialect)
         if http_client is not None and not isinstance(http_client, httpx.Client):
             raise ConfigurationError(f"http_client must be an httpx.Client, got {type(http_client).__name__}")
         self._http = http_client or httpx.Client(transport=transport, timeout=timeout, follow_redirects=True)
@@ -145,8 +152,8 @@ class AsyncLlamaCloud(_BaseClient):
     def __init__(self, api_key: str | None = None, base_url: str | None = None, region: str = "us",
                  timeout: float | httpx.Timeout | None = 60.0, max_retries: int = 2,
                  transport: httpx.AsyncBaseTransport | None = None, http_client: httpx.AsyncClient | None = None,
-                 *, retry: RetryPolicy | None = None) -> None:
-        super().__init__(api_key, base_url, region, timeout, max_retries, transport, http_client, retry)
+                 *, retry: RetryPolicy | None = None, dialect: str = "auto") -> None:
+        super().__init__(api_key, base_url, region, timeout, max_retries, transport, http_client, retry, dialect)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ConfigurationError(f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}")
         self._http = http_client or httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True)

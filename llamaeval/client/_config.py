@@ -21,19 +21,39 @@ REGIONS: dict[str, str] = {
 }
 
 
+#: The API dialects the client speaks: the simplified spec (the local server's ``/api/v1``)
+#: and the real LlamaCloud API (the official SDKs' wire format).
+SIMPLIFIED = "simplified"
+LLAMACLOUD = "llamacloud"
+DIALECTS: tuple[str, ...] = (SIMPLIFIED, LLAMACLOUD)
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class ClientConfig:
-    """Resolved settings: ``base_url`` is the host root, ``api_root`` adds ``/api/v1``."""
+    """Resolved settings: ``base_url`` is the host root, ``api_root`` adds ``/api/v1``;
+    ``dialect`` is ``"auto"`` (decided on first use) or one of ``DIALECTS``."""
 
     api_key: str
     base_url: str
+    dialect: str = AUTO
 
     @property
     def api_root(self) -> str:
         return self.base_url + API_PREFIX
 
     def __repr__(self) -> str:  # never print the key
-        return f"ClientConfig(base_url={self.base_url!r}, api_key={mask_key(self.api_key)!r})"
+        return (f"ClientConfig(base_url={self.base_url!r}, api_key={mask_key(self.api_key)!r}, "
+                f"dialect={self.dialect!r})")
+
+
+def dialect_of_host(base_url: str) -> str | None:
+    """The dialect a base URL implies without asking it: LlamaCloud's documented hosts speak
+    the real API; anything else is decided by a probe (None)."""
+    host = urlsplit(base_url).hostname or ""
+    if base_url in REGIONS.values() or host.endswith(".llamaindex.ai"):
+        return LLAMACLOUD
+    return None
 
 
 def mask_key(key: str) -> str:
@@ -63,9 +83,12 @@ def resolve_config(
     base_url: str | None,
     region: str,
     environ: Mapping[str, str] | None = None,
+    dialect: str = AUTO,
 ) -> ClientConfig:
     """Apply the precedence argument > environment > region default, and validate."""
     env = os.environ if environ is None else environ
+    if dialect not in (AUTO, *DIALECTS):
+        raise ConfigurationError(f"dialect must be one of {AUTO!r}, {', '.join(map(repr, DIALECTS))}; got {dialect!r}")
     if region not in REGIONS:
         raise ConfigurationError(f"region must be one of {sorted(REGIONS)}, got {region!r}")
     key = api_key if api_key is not None else env.get(API_KEY_ENV) or None
@@ -75,5 +98,7 @@ def resolve_config(
         )
     if not isinstance(key, str) or not key.strip():
         raise ConfigurationError("api_key must be a non-empty string")
-    url = base_url if base_url is not None else env.get(BASE_URL_ENV) or REGIONS[region]
-    return ClientConfig(api_key=key.strip(), base_url=normalise_base_url(url))
+    url = normalise_base_url(base_url if base_url is not None else env.get(BASE_URL_ENV) or REGIONS[region])
+    if dialect == AUTO:
+        dialect = dialect_of_host(url) or AUTO
+    return ClientConfig(api_key=key.strip(), base_url=url, dialect=dialect)

@@ -38,7 +38,7 @@ from llamaeval._errors import (
     RateLimitError,
     ServerError,
 )
-from llamaeval.client._config import ClientConfig
+from llamaeval.client._config import AUTO, LLAMACLOUD, SIMPLIFIED, ClientConfig
 from llamaeval.client._retry import RetryPolicy
 
 T = TypeVar("T")
@@ -53,6 +53,7 @@ class Call:
     params: Mapping[str, str] | None = None
     content: bytes | None = None  # a JSON body, already encoded
     files: Mapping[str, tuple[str, bytes, str]] | None = None
+    data: Mapping[str, str] | None = None  # multipart form fields sent with ``files``
     idempotent: bool = True
     at_root: bool = False  # path relative to the server root (``/health``), not ``/api/v1``
 
@@ -173,10 +174,18 @@ def error_from_response(request: httpx.Request, response: httpx.Response) -> API
         message = body.strip()[:500]
     if message is None or message == "":
         message = response.reason_phrase or "error"
+    if isinstance(message, list) and all(isinstance(e, dict) and "msg" in e for e in message):
+        message = "; ".join(_validation_item(e) for e in message)  # FastAPI's 422 detail list
     if not isinstance(message, str):
         message = json.dumps(message, default=str)
     cls = _STATUS_ERRORS.get(status) or (ServerError if status >= 500 else APIError)
     return cls(message, status_code=status, request=request, body=body)
+
+
+def _validation_item(error: dict[str, Any]) -> str:
+    """``body.alpha: Input should be less than or equal to 1`` from one 422 entry."""
+    loc = ".".join(str(x) for x in error.get("loc") or ())
+    return f"{loc}: {error['msg']}" if loc else str(error["msg"])
 
 
 def error_from_exception(exc: Exception, request: httpx.Request, attempts: int) -> Exception:
@@ -199,8 +208,12 @@ class Core:
     policy: RetryPolicy
     max_retries: int
     headers: dict[str, str] = field(default_factory=dict)
+    #: the dialect in use: the configured one, or what the probe found (None until then)
+    resolved_dialect: str | None = None
 
     def __post_init__(self) -> None:
+        if self.config.dialect != AUTO:
+            self.resolved_dialect = self.config.dialect
         from llamaeval import __version__
 
         self.headers = {
@@ -223,7 +236,21 @@ class Core:
             kwargs["content"] = call.content
         if call.files is not None:
             kwargs["files"] = call.files
+        if call.data is not None:
+            kwargs["data"] = call.data
         return kwargs
+
+    def dialect(self) -> Op[str]:
+        """The API dialect, decided once per client: configured, implied by the host, or
+        probed with one ``GET /projects`` (real LlamaCloud projects carry ``organization_id``)."""
+        if self.resolved_dialect is None:
+            try:
+                reply = yield from self.request(Call("GET", "/projects"))
+            except NotFoundError:  # no project listing: not the real LlamaCloud API
+                self.resolved_dialect = SIMPLIFIED
+            else:
+                self.resolved_dialect = probe_dialect(reply.json_or_none())
+        return self.resolved_dialect
 
     def request(self, call: Call) -> Op[Reply]:
         """Send ``call`` with retries; return the Reply or raise the mapped error."""
@@ -242,3 +269,11 @@ class Core:
             if isinstance(result, Exception):
                 raise error_from_exception(result, request, attempt + 1) from result
             raise error_from_response(request, result)
+
+
+def probe_dialect(projects: Any) -> str:
+    """The dialect a ``GET /projects`` answer reveals: the real API lists the account's
+    projects (a ``Default`` one at least) with their ``organization_id``."""
+    if isinstance(projects, list) and any(isinstance(p, dict) and "organization_id" in p for p in projects):
+        return LLAMACLOUD
+    return SIMPLIFIED

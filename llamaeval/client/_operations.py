@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from llamaeval._errors import APIError, ConfigurationError, SyncError
-from llamaeval.client._core import Call, Core, Gather, Op, Reply, Sleep, clean_json, encode_json
+from llamaeval.client import _llamacloud as real
+from llamaeval.client._config import LLAMACLOUD
+from llamaeval.client._core import Call, Core, Gather, Op, Reply, Sleep, clean_json, encode_json, probe_dialect
 from llamaeval.client._records import (
     DataSink,
     DataSource,
@@ -29,7 +31,7 @@ from llamaeval.client._records import (
     frame_from_json,
     infer_column,
 )
-from llamaeval.client._retrieval import MODES, RetrievalResult, parse_server_timing
+from llamaeval.client._retrieval import MODES, RetrievalResult, parse_server_timing, simplified_results
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,6 +124,16 @@ def _frame_or_empty(cls: type[Record]) -> Callable[[Reply], pd.DataFrame]:
     return parse
 
 
+def _dialectal(core: Core, simplified: Callable[[], Op[Any]], llamacloud: Callable[[], Op[Any]]) -> Op[Any]:
+    """Run the operation of the client's dialect (decided on first use, see ``Core.dialect``)."""
+    dialect = yield from core.dialect()
+    return (yield from (llamacloud() if dialect == LLAMACLOUD else simplified()))
+
+
+def _records(cls: type[Record], items: list[dict[str, Any]]) -> pd.DataFrame:
+    return frame_from_json(cls, items)
+
+
 # ------------------------------------------------------------------------- health
 
 
@@ -134,7 +146,13 @@ def health(core: Core) -> Op[dict[str, Any]]:
 
 
 def list_projects(core: Core) -> Op[pd.DataFrame]:
-    return _single(core, Call("GET", "/projects"), _frame_of(Project))
+    """``GET /projects`` (the same in both dialects; it is also the dialect probe, so an
+    ``auto`` client decides its dialect from this answer instead of asking twice)."""
+    reply = yield from core.request(Call("GET", "/projects"))
+    data = _array(reply)
+    if core.resolved_dialect is None:
+        core.resolved_dialect = probe_dialect(data)
+    return frame_from_json(Project, data)
 
 
 def create_project(core: Core, name: str) -> Op[Project]:
@@ -178,13 +196,22 @@ def _upload_call(project_id: str, payload: tuple[str, bytes, str]) -> Call:
     return Call("POST", "/files", params={"project_id": project_id}, files={"file": payload}, idempotent=False)
 
 
+def _upload(core: Core, project_id: str, payload: tuple[str, bytes, str]) -> Op[File]:
+    """Upload in the client's dialect: ``POST /files`` (simplified) or ``POST /beta/files`` (real)."""
+    def llamacloud() -> Op[File]:
+        reply = yield from core.request(real.upload_call(project_id, payload))
+        return File.from_json(real.file_json(_object(reply)))
+
+    return _dialectal(core, lambda: _single(core, _upload_call(project_id, payload), _record_of(File)), llamacloud)
+
+
 def upload_file(core: Core, path_or_bytes: Any, project_id: str, name: str | None = None) -> Op[File]:
     payload = _file_payload(path_or_bytes, name)
-    call = _upload_call(as_id(project_id, "project_id"), payload)
-    return _single(core, call, _record_of(File))
+    return _upload(core, as_id(project_id, "project_id"), payload)
 
 
-def _add_files_call(pipeline_id: str, files: Any) -> Call:
+def _add_files_items(files: Any) -> list[dict[str, Any]]:
+    """``{"file_id", "metadata"?}`` entries from ids, records, dicts or a frame (validated)."""
     items: list[dict[str, Any]] = []
     if hasattr(files, "to_dict") and hasattr(files, "columns"):  # a DataFrame
         if "file_id" not in files.columns:
@@ -207,16 +234,36 @@ def _add_files_call(pipeline_id: str, files: Any) -> Call:
             raise ConfigurationError(f"cannot add {item!r} to a pipeline: give a file id or a dict")
     if not items:
         raise ConfigurationError("files is empty: nothing to add")
-    return Call("PUT", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/files", content=encode_json(items))
+    return items
+
+
+def _add_files(core: Core, pipeline_id: str, items: list[dict[str, Any]]) -> Op[pd.DataFrame]:
+    """Add files in the client's dialect (real: ``custom_metadata``, which starts ingestion)."""
+    def simplified() -> Op[pd.DataFrame]:
+        call = Call("PUT", f"/pipelines/{quote(pipeline_id, safe='')}/files", content=encode_json(items))
+        return _single(core, call, _frame_or_empty(PipelineFile))
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        reply = yield from core.request(real.add_files_call(pipeline_id, items))
+        data = reply.json_or_none()
+        return _records(PipelineFile, [real.pipeline_file_json(f) for f in (data if isinstance(data, list) else [])
+                                       if isinstance(f, dict)])
+
+    return _dialectal(core, simplified, llamacloud)
 
 
 def add_pipeline_files(core: Core, pipeline_id: str, files: Any) -> Op[pd.DataFrame]:
-    return _single(core, _add_files_call(pipeline_id, files), _frame_or_empty(PipelineFile))
+    return _add_files(core, as_id(pipeline_id, "pipeline_id"), _add_files_items(files))
 
 
 def list_pipeline_files(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
-    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/files"),
-                   _frame_of(PipelineFile))
+    pid = as_id(pipeline_id, "pipeline_id")
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        return _records(PipelineFile, (yield from real.list_pipeline_files(core, pid)))
+
+    return _dialectal(core, lambda: _single(core, Call("GET", f"/pipelines/{quote(pid, safe='')}/files"),
+                                            _frame_of(PipelineFile)), llamacloud)
 
 
 # ---------------------------------------------------------------------- pipelines
@@ -224,11 +271,19 @@ def list_pipeline_files(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
 
 def list_pipelines(core: Core, project_id: str) -> Op[pd.DataFrame]:
     call = Call("GET", "/pipelines", params={"project_id": as_id(project_id, "project_id")})
-    return _single(core, call, _frame_of(Pipeline))
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        reply = yield from core.request(call)
+        return _records(Pipeline, [real.pipeline_json(p) for p in _array(reply) if isinstance(p, dict)])
+
+    return _dialectal(core, lambda: _single(core, call, _frame_of(Pipeline)), llamacloud)
 
 
 def create_pipeline(core: Core, name: str, project_id: str, sync_interval: int | None = None,
-                    retrieval_config: Any = None, chunking_config: Any = None) -> Op[Pipeline]:
+                    retrieval_config: Any = None, chunking_config: Any = None,
+                    preset_retrieval_parameters: Mapping[str, Any] | None = None) -> Op[Pipeline]:
+    """Create a pipeline. ``chunking_config`` becomes the real API's ``transform_config``;
+    ``preset_retrieval_parameters`` exist only there, ``sync_interval`` only in the simplified API."""
     body: dict[str, Any] = {"name": _name(name), "project_id": as_id(project_id, "project_id")}
     if sync_interval is not None:
         body["sync_interval"] = _positive_int(sync_interval, "sync_interval (seconds)")
@@ -236,12 +291,34 @@ def create_pipeline(core: Core, name: str, project_id: str, sync_interval: int |
         config = _config_dict(value, key)
         if config is not None:
             body[key] = config
-    call = Call("POST", "/pipelines", content=encode_json(body), idempotent=False)
-    return _single(core, call, _record_of(Pipeline))
+    presets = _config_dict(preset_retrieval_parameters, "preset_retrieval_parameters")
+
+    def simplified() -> Op[Pipeline]:
+        if presets is not None:
+            raise ConfigurationError("preset_retrieval_parameters belong to the real LlamaCloud API; "
+                                     "this server speaks the simplified dialect")
+        call = Call("POST", "/pipelines", content=encode_json(body), idempotent=False)
+        return _single(core, call, _record_of(Pipeline))
+
+    def llamacloud() -> Op[Pipeline]:
+        if sync_interval is not None:
+            raise ConfigurationError("sync_interval is not a pipeline setting of the real LlamaCloud API")
+        call = real.create_pipeline_call(body["name"], body["project_id"], body.get("chunking_config"),
+                                         body.get("retrieval_config"), presets)
+        reply = yield from core.request(call)
+        return Pipeline.from_json(real.pipeline_json(_object(reply)))
+
+    return _dialectal(core, simplified, llamacloud)
 
 
 def get_pipeline(core: Core, pipeline_id: str) -> Op[Pipeline]:
-    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}"), _record_of(Pipeline))
+    call = Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}")
+
+    def llamacloud() -> Op[Pipeline]:
+        reply = yield from core.request(call)
+        return Pipeline.from_json(real.pipeline_json(_object(reply)))
+
+    return _dialectal(core, lambda: _single(core, call, _record_of(Pipeline)), llamacloud)
 
 
 def delete_pipeline(core: Core, pipeline_id: str) -> Op[None]:
@@ -249,24 +326,61 @@ def delete_pipeline(core: Core, pipeline_id: str) -> Op[None]:
 
 
 def sync_pipeline(core: Core, pipeline_id: str) -> Op[PipelineJob]:
+    pid = as_id(pipeline_id, "pipeline_id")
     # Starting a job is not idempotent: retried only when the server cannot have applied it.
-    call = Call("POST", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/sync", idempotent=False)
-    return _single(core, call, _record_of(PipelineJob))
+    call = Call("POST", f"/pipelines/{quote(pid, safe='')}/sync", idempotent=False)
+
+    def llamacloud() -> Op[PipelineJob]:
+        return PipelineJob.from_json((yield from real.sync(core, pid)))
+
+    return _dialectal(core, lambda: _single(core, call, _record_of(PipelineJob)), llamacloud)
+
+
+def pipeline_status(core: Core, pipeline_id: str) -> Op[PipelineJob]:
+    """The pipeline's ingestion state as a job record (real: ``…/status``; simplified: its newest job)."""
+    pid = as_id(pipeline_id, "pipeline_id")
+
+    def simplified() -> Op[PipelineJob]:
+        reply = yield from core.request(Call("GET", f"/pipelines/{quote(pid, safe='')}/jobs"))
+        jobs = [PipelineJob.from_json(item) for item in _array(reply)]
+        if not jobs:
+            return PipelineJob(id="", pipeline_id=pid, status="pending", extra={"status_raw": None})
+        return _newest_job(jobs)
+
+    def llamacloud() -> Op[PipelineJob]:
+        return PipelineJob.from_json(real.job_from_status((yield from real.status(core, pid)), pid))
+
+    return _dialectal(core, simplified, llamacloud)
 
 
 def list_pipeline_jobs(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
-    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/jobs"),
-                   _frame_of(PipelineJob))
+    pid = as_id(pipeline_id, "pipeline_id")
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        return _records(PipelineJob, (yield from real.list_jobs(core, pid)))
+
+    return _dialectal(core, lambda: _single(core, Call("GET", f"/pipelines/{quote(pid, safe='')}/jobs"),
+                                            _frame_of(PipelineJob)), llamacloud)
 
 
 def list_pipeline_data_sinks(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
-    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/data-sinks"),
-                   _frame_of(DataSink))
+    pid = as_id(pipeline_id, "pipeline_id")
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        return _records(DataSink, (yield from real.data_sinks(core, pid)))
+
+    return _dialectal(core, lambda: _single(core, Call("GET", f"/pipelines/{quote(pid, safe='')}/data-sinks"),
+                                            _frame_of(DataSink)), llamacloud)
 
 
 def list_pipeline_data_sources(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
-    return _single(core, Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/data-sources"),
-                   _frame_of(DataSource))
+    call = Call("GET", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/data-sources")
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        reply = yield from core.request(call)
+        return _records(DataSource, [real.data_source_json(d) for d in _array(reply) if isinstance(d, dict)])
+
+    return _dialectal(core, lambda: _single(core, call, _frame_of(DataSource)), llamacloud)
 
 
 def _data_source_input(item: Any) -> dict[str, Any]:
@@ -292,8 +406,13 @@ def add_pipeline_data_sources(core: Core, pipeline_id: str, data_sources: Any) -
     items = [_data_source_input(item) for item in data_sources]
     if not items:
         raise ConfigurationError("data_sources is empty: nothing to add")
-    call = Call("PUT", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}/data-sources", content=encode_json(items))
-    return _single(core, call, _frame_or_empty(DataSource))
+    pid = as_id(pipeline_id, "pipeline_id")
+    call = Call("PUT", f"/pipelines/{quote(pid, safe='')}/data-sources", content=encode_json(items))
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        return _records(DataSource, (yield from real.add_data_sources(core, pid, items)))
+
+    return _dialectal(core, lambda: _single(core, call, _frame_or_empty(DataSource)), llamacloud)
 
 
 # ------------------------------------------------------------------- data sources
@@ -301,54 +420,162 @@ def add_pipeline_data_sources(core: Core, pipeline_id: str, data_sources: Any) -
 
 def list_data_sources(core: Core, project_id: str) -> Op[pd.DataFrame]:
     call = Call("GET", "/data-sources", params={"project_id": as_id(project_id, "project_id")})
-    return _single(core, call, _frame_of(DataSource))
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        reply = yield from core.request(call)
+        return _records(DataSource, [real.data_source_json(d) for d in _array(reply) if isinstance(d, dict)])
+
+    return _dialectal(core, lambda: _single(core, call, _frame_of(DataSource)), llamacloud)
 
 
 def create_data_source(core: Core, name: str, source_type: str, config: Mapping[str, Any] | None = None,
                        project_id: str | None = None) -> Op[DataSource]:
     body: dict[str, Any] = {"name": _name(name), "source_type": _name(source_type, "source_type")}
-    if project_id is not None:
-        body["project_id"] = as_id(project_id, "project_id")
+    pid = None if project_id is None else as_id(project_id, "project_id")
     cfg = _config_dict(config, "config")
-    if cfg is not None:
-        body["config"] = cfg
-    call = Call("POST", "/data-sources", content=encode_json(body), idempotent=False)
-    return _single(core, call, _record_of(DataSource))
+
+    def simplified() -> Op[DataSource]:
+        call = Call("POST", "/data-sources", idempotent=False,
+                    content=encode_json({**body, **({"project_id": pid} if pid else {}),
+                                         **({"config": cfg} if cfg is not None else {})}))
+        return _single(core, call, _record_of(DataSource))
+
+    def llamacloud() -> Op[DataSource]:
+        call = Call("POST", "/data-sources", params={"project_id": pid} if pid else None, idempotent=False,
+                    content=encode_json({**body, "component": cfg or {}}))
+        reply = yield from core.request(call)
+        return DataSource.from_json(real.data_source_json(_object(reply)))
+
+    return _dialectal(core, simplified, llamacloud)
+
+
+# ---------------------------------------------------------------------- documents (real API)
+
+
+def upsert_documents(core: Core, pipeline_id: str, documents: Any) -> Op[pd.DataFrame]:
+    """Text documents ``{"id", "text", "metadata"}`` into a pipeline (real API only; starts ingestion)."""
+    pid = as_id(pipeline_id, "pipeline_id")
+    if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
+        raise ConfigurationError("documents must be a list of {'id', 'text', 'metadata'} dicts")
+    items = []
+    for d in documents:
+        if not isinstance(d, Mapping) or not isinstance(d.get("text"), str):
+            raise ConfigurationError(f"a document needs a 'text' string: {d!r}")
+        meta = d.get("metadata") or {}
+        if not isinstance(meta, Mapping):
+            raise ConfigurationError(f"a document's metadata must be a dict: {d!r}")
+        items.append(clean_json({"id": None if d.get("id") is None else str(d["id"]), "text": d["text"],
+                                 "metadata": dict(meta)}))
+    if not items:
+        raise ConfigurationError("documents is empty: nothing to add")
+
+    def simplified() -> Op[pd.DataFrame]:
+        raise ConfigurationError("the documents API belongs to the real LlamaCloud API; with the simplified "
+                                 "dialect upload files (files.upload_documents)")
+        yield  # pragma: no cover - makes this a generator
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        import pandas as pd
+
+        docs = yield from real.upsert_documents(core, pid, items)
+        return _documents_frame(pd, docs)
+
+    return _dialectal(core, simplified, llamacloud)
+
+
+def list_documents(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
+    pid = as_id(pipeline_id, "pipeline_id")
+
+    def simplified() -> Op[pd.DataFrame]:
+        raise ConfigurationError("the documents API belongs to the real LlamaCloud API")
+        yield  # pragma: no cover
+
+    def llamacloud() -> Op[pd.DataFrame]:
+        import pandas as pd
+
+        return _documents_frame(pd, (yield from real.list_documents(core, pid)))
+
+    return _dialectal(core, simplified, llamacloud)
+
+
+def delete_document(core: Core, pipeline_id: str, document_id: str) -> Op[None]:
+    pid, did = as_id(pipeline_id, "pipeline_id"), as_id(document_id, "document_id")
+
+    def simplified() -> Op[None]:
+        raise ConfigurationError("the documents API belongs to the real LlamaCloud API")
+        yield  # pragma: no cover
+
+    return _dialectal(core, simplified, lambda: real.delete_document(core, pid, did))
+
+
+def _documents_frame(pd: Any, docs: list[dict[str, Any]]) -> pd.DataFrame:
+    status = [(d.get("status_metadata") or {}).get("status") if isinstance(d.get("status_metadata"), dict) else None
+              for d in docs]
+    frame = pd.DataFrame({"id": pd.array([str(d.get("id")) for d in docs], dtype="string"),
+                          "text": pd.array([d.get("text") for d in docs], dtype="string"),
+                          "status_raw": pd.array(status, dtype="string")})
+    keys: dict[str, None] = {}
+    for d in docs:
+        keys.update(dict.fromkeys(d.get("metadata") or {}))
+    for key in keys:
+        frame[f"metadata.{key}"] = infer_column([(d.get("metadata") or {}).get(key) for d in docs])
+    return frame
 
 
 # ---------------------------------------------------------------------- retrieval
 
 
-def retrieve(core: Core, pipeline_id: str, query: str, mode: str = "fast", top_k: int = 10,
+def retrieve(core: Core, pipeline_id: str, query: str, mode: str | None = None, top_k: int = 10,
              extra: Mapping[str, Any] | None = None) -> Op[RetrievalResult]:
+    """One query. Simplified API: ``{query, mode (default fast), top_k, **extra}``. Real API: the mode's
+    preset (``MODE_PRESETS``), ``extra`` (its retrieve parameters) over it, and ``top_k`` as the
+    node count; every value is sent explicitly (``alpha=0.0`` is a value)."""
     pid = as_id(pipeline_id, "pipeline_id")
     if not isinstance(query, str) or not query.strip():
         raise ConfigurationError(f"query must be a non-empty string, got {query!r}")
-    if mode not in MODES:
-        raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if mode is not None and mode not in MODES:
+        raise ConfigurationError(f"mode must be one of {', '.join(MODES)} (or None); got {mode!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigurationError(f"top_k must be an integer >= 1, got {top_k!r}")
-    body: dict[str, Any] = {"query": query, "mode": mode, "top_k": top_k}
-    if extra:
-        clash = sorted(set(extra) & {"query", "mode", "top_k"})
-        if clash:
-            raise ConfigurationError(f"extra retrieve parameters may not repeat {clash}")
-        body.update(extra)
-    # Retrieval only reads: safe to retry on any transient failure.
-    call = Call("POST", f"/pipelines/{quote(pid, safe='')}/retrieve", content=encode_json(body))
-    request = {"pipeline_id": pid, **body}
+    params = dict(extra or {})
+    clash = sorted(set(params) & {"query", "mode", "top_k"})
+    if clash:
+        raise ConfigurationError(f"extra retrieve parameters may not repeat {clash}")
+    path = f"/pipelines/{quote(pid, safe='')}/retrieve"
 
-    def parse(reply: Reply) -> RetrievalResult:
-        return RetrievalResult(
-            request=request,
-            raw=_object(reply),
-            latency_s=reply.elapsed_s,
-            server_timing=parse_server_timing(",".join(reply.response.headers.get_list("server-timing"))),
-            status_code=reply.response.status_code,
-            attempts=reply.attempts,
-        )
+    def send(body: dict[str, Any], dialect: str) -> Op[RetrievalResult]:
+        # Retrieval only reads: safe to retry on any transient failure.
+        reply = yield from core.request(Call("POST", path, content=encode_json(body)))
+        raw = _object(reply)
+        if dialect == LLAMACLOUD:
+            results = real.results_of(raw, reply)
+        elif not isinstance(raw.get("results"), list):
+            raise APIError(f"the retrieve response has no 'results' list (keys: {sorted(raw)}); a real "
+                           "LlamaCloud server? pass dialect='llamacloud'", status_code=reply.response.status_code,
+                           request=reply.request, body=raw)
+        else:
+            results = simplified_results(raw)
+        timing = parse_server_timing(",".join(reply.response.headers.get_list("server-timing")))
+        if not timing and isinstance(raw.get("retrieval_latency"), dict):
+            timing = {str(k): float(v) for k, v in raw["retrieval_latency"].items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return RetrievalResult(request={"pipeline_id": pid, **body}, raw=raw, latency_s=reply.elapsed_s,
+                               server_timing=timing, status_code=reply.response.status_code,
+                               attempts=reply.attempts, results=results, dialect=dialect)
 
-    return _single(core, call, parse)
+    def simplified() -> Op[RetrievalResult]:
+        knobs = sorted(set(params) & set(real.RETRIEVE_PARAMS))
+        if knobs:
+            raise ConfigurationError(
+                f"{knobs} are parameters of the real LlamaCloud API, which this server does not speak "
+                "(the local server serves it under <base_url>/cloud)")
+        body = {"query": query, "mode": mode or "fast", "top_k": top_k, **params}
+        return (yield from send(body, "simplified"))
+
+    def llamacloud() -> Op[RetrievalResult]:
+        return (yield from send(real.retrieve_body(query, mode, top_k, params), LLAMACLOUD))
+
+    return _dialectal(core, simplified, llamacloud)
 
 
 # ------------------------------------------------------------------ wait for sync
@@ -389,7 +616,42 @@ def wait_for_sync(core: Core, pipeline_id: str, timeout: float = 600.0, poll_int
     timeout = _positive_number(timeout, "timeout")
     poll_interval = _positive_number(poll_interval, "poll_interval")
     wanted = None if job_id is None else as_id(job_id, "job_id")
-    return _wait_for_sync(core, pid, timeout, poll_interval, bool(progress), wanted)
+    return _dialectal(core, lambda: _wait_for_sync(core, pid, timeout, poll_interval, bool(progress), wanted),
+                      lambda: _wait_for_ingestion(core, pid, timeout, poll_interval, bool(progress)))
+
+
+def _wait_for_ingestion(core: Core, pid: str, timeout: float, poll_interval: float,
+                        progress: bool) -> Op[PipelineJob]:
+    """Real API: poll ``…/status`` until SUCCESS / PARTIAL_SUCCESS (a warning) or ERROR /
+    CANCELLED (SyncError with the error steps); the bar counts files from ``…/files2``."""
+    deadline = time.monotonic() + timeout
+    bar = None
+    try:
+        while True:
+            job = real.job_from_status((yield from real.status(core, pid)), pid)
+            if progress:
+                files = yield from real.list_pipeline_files(core, pid)
+                counts = _files_progress(files)
+                if bar is None:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=counts[0], desc=f"ingest {pid[:12]}", unit="file")
+                bar.total, bar.n = counts[0], counts[1]
+                bar.set_postfix(status=job["status_raw"], failed=counts[2], refresh=False)
+                bar.refresh()
+            raw = job["status_raw"]
+            if raw in ("SUCCESS", "PARTIAL_SUCCESS"):
+                real.warn_partial(job, pid)
+                return PipelineJob.from_json(job)
+            if raw in ("ERROR", "CANCELLED"):
+                raise SyncError(f"ingestion of pipeline {pid} ended {raw}: {job['error'] or 'no reason given'}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SyncError(f"ingestion of pipeline {pid} did not finish within {timeout:g} s (status {raw!r})")
+            yield Sleep(min(poll_interval, remaining))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _wait_for_sync(core: Core, pid: str, timeout: float, poll_interval: float, progress: bool,
@@ -449,10 +711,10 @@ def _safe_file_name(doc_id: str, extension: str) -> str:
 def _upload_one(core: Core, project_id: str, name: str, source: bytes | Path, bar: Any) -> Op[File]:
     data = source.read_bytes() if isinstance(source, Path) else source
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    reply = yield from core.request(_upload_call(project_id, (name, data, content_type)))
+    uploaded = yield from _upload(core, project_id, (name, data, content_type))
     if bar is not None:
         bar.update(1)
-    return File.from_json(_object(reply))
+    return uploaded
 
 
 def _upload_many(core: Core, project_id: str, pipeline_id: str | None,
@@ -472,7 +734,7 @@ def _upload_many(core: Core, project_id: str, pipeline_id: str | None,
                                  limit=UPLOAD_CONCURRENCY)
             if pipeline_id is not None:
                 entries = [{"file_id": f.id, "metadata": meta} for f, (_, _, meta) in zip(files, batch, strict=True)]
-                yield from core.request(_add_files_call(pipeline_id, entries))
+                yield from _add_files(core, pipeline_id, entries)
             uploaded.extend(files)
     finally:
         if bar is not None:

@@ -152,14 +152,34 @@ class PipelineJobs(_Namespace):
         return self._run(ops.list_pipeline_jobs(self._core, pipeline_id))
 
 
-class Pipelines(_Namespace):
-    """Pipelines, their sub-resources (``files``, ``data_sources``, ``data_sinks``, ``jobs``) and retrieval."""
+class PipelineDocuments(_Namespace):
+    """Text documents of one pipeline (real LlamaCloud API only): ``upsert``, ``list``, ``delete``."""
 
-    __slots__ = ("files", "data_sources", "data_sinks", "jobs")
+    __slots__ = ()
+
+    def upsert(self, pipeline_id: str | Pipeline, documents: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+        """Add or replace ``{"id", "text", "metadata"}`` documents; ingestion starts by itself."""
+        return self._run(ops.upsert_documents(self._core, pipeline_id, documents))
+
+    def list(self, pipeline_id: str | Pipeline) -> pd.DataFrame:
+        """Every document (all pages): ``id, text, status_raw, metadata.*``."""
+        return self._run(ops.list_documents(self._core, pipeline_id))
+
+    def delete(self, pipeline_id: str | Pipeline, document_id: str) -> None:
+        """Delete one document (its chunks leave the index with the next ingestion)."""
+        return self._run(ops.delete_document(self._core, pipeline_id, document_id))
+
+
+class Pipelines(_Namespace):
+    """Pipelines, their sub-resources (``files``, ``documents``, ``data_sources``, ``data_sinks``,
+    ``jobs``), ingestion status and retrieval."""
+
+    __slots__ = ("files", "documents", "data_sources", "data_sinks", "jobs")
 
     def __init__(self, client: Any) -> None:
         super().__init__(client)
         self.files = PipelineFiles(client)
+        self.documents = PipelineDocuments(client)
         self.data_sources = PipelineDataSources(client)
         self.data_sinks = PipelineDataSinks(client)
         self.jobs = PipelineJobs(client)
@@ -170,10 +190,13 @@ class Pipelines(_Namespace):
 
     def create(self, name: str, project_id: str | Project, sync_interval: int | None = None,
                retrieval_config: Mapping[str, Any] | Any = None,
-               chunking_config: Mapping[str, Any] | Any = None) -> Pipeline:
-        """Create a pipeline; ``sync_interval`` in seconds; configs are partial dicts (or have ``.to_dict()``)."""
+               chunking_config: Mapping[str, Any] | Any = None, *,
+               preset_retrieval_parameters: Mapping[str, Any] | None = None) -> Pipeline:
+        """Create a pipeline; configs are partial dicts (or have ``.to_dict()``). ``chunking_config``
+        ({"chunk_size", "chunk_overlap"}) is the real API's ``transform_config``;
+        ``sync_interval`` (seconds) is simplified-API only, ``preset_retrieval_parameters`` real-API only."""
         return self._run(ops.create_pipeline(self._core, name, project_id, sync_interval,
-                                             retrieval_config, chunking_config))
+                                             retrieval_config, chunking_config, preset_retrieval_parameters))
 
     def get(self, pipeline_id: str | Pipeline) -> Pipeline:
         """One pipeline by id."""
@@ -184,24 +207,36 @@ class Pipelines(_Namespace):
         return self._run(ops.delete_pipeline(self._core, pipeline_id))
 
     def sync(self, pipeline_id: str | Pipeline) -> PipelineJob:
-        """Start an ingestion job; returns it at once (see ``wait_for_sync``)."""
+        """Start an ingestion job; returns it at once (see ``wait_for_sync``). The real API
+        answers the pipeline: the job then comes from its ingestion status."""
         return self._run(ops.sync_pipeline(self._core, pipeline_id))
 
-    def retrieve(self, pipeline_id: str | Pipeline, query: str, mode: str = "fast", top_k: int = 10,
-                 **params: Any) -> RetrievalResult:
-        """Run one query; ``mode`` in fast/accurate/advanced, ``top_k >= 1``.
+    def status(self, pipeline_id: str | Pipeline) -> PipelineJob:
+        """Ingestion state now, as a job record (``status`` normalised, ``extra["status_raw"]``,
+        ``error`` with the real API's error steps)."""
+        return self._run(ops.pipeline_status(self._core, pipeline_id))
 
-        Extra keyword arguments are sent as additional JSON body fields (server
-        extensions). Invalid arguments raise ConfigurationError before sending.
+    def retrieve(self, pipeline_id: str | Pipeline, query: str, mode: str | None = None, top_k: int = 10,
+                 **params: Any) -> RetrievalResult:
+        """Run one query; ``top_k >= 1``.
+
+        Simplified API: ``mode`` in fast/accurate/advanced (default fast); extra keyword
+        arguments are sent as server extensions. Real API: ``mode`` None (LlamaCloud's own
+        defaults) or a preset (``fast``, ``accurate``: see ``llamaeval.client.MODE_PRESETS``),
+        the keyword arguments are its retrieve parameters (``alpha``, ``dense_similarity_top_k``,
+        ``sparse_similarity_top_k``, ``enable_reranking``, ``rerank_top_n``, ``retrieval_mode``,
+        ``files_top_k``, ``search_filters`` (see ``metadata_filters``), ``dense_similarity_cutoff``)
+        and ``top_k`` is the node count. Invalid arguments raise ConfigurationError before sending.
         """
         return self._run(ops.retrieve(self._core, pipeline_id, query, mode, top_k, params))
 
     def wait_for_sync(self, pipeline_id: str | Pipeline, timeout: float = 600.0, poll_interval: float = 0.5,
                       progress: bool = True, job_id: str | None = None) -> PipelineJob:
-        """Poll the pipeline's newest job (or ``job_id``) until it completes.
+        """Wait until ingestion finishes: the newest job (or ``job_id``) in the simplified API,
+        ``…/status`` in the real one (``PARTIAL_SUCCESS`` warns).
 
         Shows a tqdm bar of processed files when ``progress``. Raises SyncError with
-        the job's error when it fails, or when ``timeout`` seconds pass first.
+        the error (the real API's error steps) when it fails, or when ``timeout`` seconds pass first.
         """
         return self._run(ops.wait_for_sync(self._core, pipeline_id, timeout, poll_interval, progress, job_id))
 

@@ -121,18 +121,27 @@ def results_frame(results: list[Any]) -> pd.DataFrame:
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 
+def simplified_results(raw: Any) -> list[dict[str, Any]]:
+    """The result objects of a simplified-API response body (``results``)."""
+    results = raw.get("results") if isinstance(raw, dict) else None
+    return results if isinstance(results, list) else []
+
+
 @dataclass
 class RetrievalResult:
-    """One ``retrieve`` call.
+    """One ``retrieve`` call, in either dialect.
 
-    ``frame`` (built on first access) has columns ``rank`` (1-based), ``score``,
-    ``text``, ``file_id``, ``file_name``, ``chunk_id``, ``chunk_index``, ``doc_id``
-    and the other metadata keys flattened. ``latency_s`` is the client wall time
-    in seconds (monotonic clock, from sending the first attempt to receiving the
-    last response, retries and their waits included; ``attempts`` says how many).
-    ``server_timing`` is the parsed ``Server-Timing`` header in seconds
-    (e.g. ``{"embed": 0.0012, ..., "total": 0.0031}``). ``request`` holds the
-    parameters sent (``pipeline_id``, ``query``, ``mode``, ``top_k``, extras).
+    ``results`` are the ranked result objects ``{text, score, metadata}`` (from the real
+    API's ``retrieval_nodes``: the node's ``extra_info`` plus ``chunk_id`` and offsets;
+    a null score stays NaN); ``frame`` (built on first access) has columns ``rank``
+    (1-based), ``score``, ``text``, ``file_id``, ``file_name``, ``chunk_id``, ``chunk_index``,
+    ``doc_id`` and the other metadata keys flattened. ``latency_s`` is the client wall time
+    in seconds (monotonic clock, from sending the first attempt to receiving the last
+    response, retries and their waits included; ``attempts`` says how many).
+    ``server_timing`` is the server's stage timings in seconds: the ``Server-Timing``
+    header, else the real API's ``retrieval_latency``. ``request`` holds the parameters
+    sent (``pipeline_id`` and the exact body); ``raw`` the body as received; ``dialect``
+    which API answered.
     """
 
     request: dict[str, Any]
@@ -141,22 +150,21 @@ class RetrievalResult:
     server_timing: dict[str, float]
     status_code: int
     attempts: int = 1
+    results: list[dict[str, Any]] = None  # type: ignore[assignment]
+    dialect: str = "simplified"
+
+    def __post_init__(self) -> None:
+        if self.results is None:
+            self.results = simplified_results(self.raw)
 
     @cached_property
     def frame(self) -> pd.DataFrame:
         """The ranked results as a DataFrame (see the class docstring)."""
-        results = self.raw.get("results") if isinstance(self.raw, dict) else None
-        return results_frame(results if isinstance(results, list) else [])
+        return results_frame(self.results)
 
     def to_frame(self) -> pd.DataFrame:
         """The ranked results (same as ``.frame``)."""
         return self.frame
-
-    @property
-    def results(self) -> list[dict[str, Any]]:
-        """The raw result objects, in rank order."""
-        results = self.raw.get("results") if isinstance(self.raw, dict) else None
-        return results if isinstance(results, list) else []
 
     @property
     def server_total_s(self) -> float | None:
@@ -167,6 +175,8 @@ class RetrievalResult:
         return len(self.results)
 
     def __repr__(self) -> str:
-        return (f"RetrievalResult(n={len(self)}, mode={self.request.get('mode')!r}, "
-                f"top_k={self.request.get('top_k')!r}, latency_s={self.latency_s:.4f}, "
+        what = (f"mode={self.request.get('mode')!r}, top_k={self.request.get('top_k')!r}"
+                if self.dialect == "simplified" else
+                ", ".join(f"{k}={v!r}" for k, v in self.request.items() if k not in ("query", "pipeline_id")))
+        return (f"RetrievalResult(n={len(self)}, {what}, latency_s={self.latency_s:.4f}, "
                 f"status_code={self.status_code})")

@@ -64,6 +64,7 @@ class Harness:
         cls = LlamaCloud if kind == "sync" else AsyncLlamaCloud
         kwargs.setdefault("api_key", API_KEY)
         kwargs.setdefault("base_url", BASE)
+        kwargs.setdefault("dialect", "simplified")  # scripted simplified-API answers (the probe is tested apart)
         self.client = cls(transport=httpx.MockTransport(handler), retry=policy, **kwargs)
 
     def run(self, fn: Callable[[Any], Any]) -> Any:

@@ -12,3 +12,6 @@ from _client_fakes import Harness
 def harness(request: pytest.FixtureRequest) -> Callable[..., Harness]:
     """Build a Harness of the parametrised kind around a handler."""
     return lambda handler, **kwargs: Harness(request.param, handler, **kwargs)
+
+
+from conftest_realshape import realshape_server  # noqa: E402,F401  - the real-shaped LlamaCloud double

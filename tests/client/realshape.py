@@ -23,10 +23,12 @@ from urllib.parse import unquote_plus
 import httpx
 import uvicorn
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from llama_cloud.pagination import SyncPaginatedCloudDocuments, SyncPaginatedJobsHistory, SyncPaginatedPipelineFiles
 from llama_cloud.types import (DataSink, FileCreateResponse, FileRetrieveResponse, ManagedIngestionStatusResponse,
-                               MetadataFilters, Pipeline, PipelineRetrieveResponse, PipelineType, Project, RetrievalMode)
+                               MetadataFilters, Pipeline, PipelineRetrieveResponse, PipelineType, Project,
+                               RetrievalMode)
 from llama_cloud.types.managed_ingestion_status_response import Error as IngestionError
 from llama_cloud.types.pipeline_retrieve_response import RetrievalNode
 from llama_cloud.types.pipelines import CloudDocument, PipelineFile, TextNode
@@ -243,6 +245,11 @@ def _node_id(pipeline_id: str, s: Source, k: int) -> str:
     return str(uuid.uuid5(_NODE_NS, f"{pipeline_id}/{s.kind}:{s.id}/{s.job_id}/{k}"))
 
 
+def _extra_info(s: Source) -> dict[str, Any]:
+    """A node's `extra_info`: custom metadata, plus file_id/file_name for files."""
+    return {**s.metadata, "file_id": s.id, "file_name": s.name} if s.kind == "file" else dict(s.metadata)
+
+
 def _chunks(text: str, words: int) -> list[tuple[int, int]]:
     spans = [m.span() for m in _WORD.finditer(text)]
     return [(spans[i][0], spans[min(i + words, len(spans)) - 1][1]) for i in range(0, len(spans), words)]
@@ -295,11 +302,6 @@ def create_app(state: State) -> FastAPI:
             return JSONResponse({"detail": "Invalid API key"}, 401)
         return await call_next(request)
 
-    @app.exception_handler(ValidationError)
-    async def model_error(_: Request, exc: ValidationError) -> JSONResponse:
-        detail = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse({"detail": detail}, 422)
-
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
@@ -343,14 +345,19 @@ def create_app(state: State) -> FastAPI:
         if body.get("data_sink"):
             fields["data_sink"] = DataSink(id=_uid(), project_id=fields["project_id"], **body["data_sink"])
             fields["data_sink_id"] = fields["data_sink"].id
-        return Pipeline(**fields)
+        try:
+            return Pipeline(**fields)
+        except ValidationError as exc:  # a body the SDK model refuses: FastAPI's own 422
+            raise RequestValidationError([{"loc": ("body", *e["loc"]), "msg": e["msg"], "type": e["type"]}
+                                          for e in exc.errors()]) from exc
 
     def ingestion(pipeline_id: str, srcs: list[Source], job_id: Optional[str]) -> Any:
         status = state.shown(state.aggregate(pipeline_id, srcs))
         errors = [IngestionError(job_id=s.job_id, message=f"Failed to parse {s.name}", step="PARSE")
                   for s in srcs if state.status(pipeline_id, s) == "ERROR"]
         for s in srcs:  # report, then advance one step
-            s.step = min(s.step + 1, 2)
+            if s.step < 2 and not s.cancelled:
+                s.step, s.updated_at = s.step + 1, _now()
         return dump(_build(ManagedIngestionStatusResponse, state.unknown_enums, status=status, job_id=job_id,
                            effective_at=_now(), error=errors))
 
@@ -472,18 +479,19 @@ def create_app(state: State) -> FastAPI:
         pipeline(pipeline_id)
         if missing := [link.file_id for link in body if link.file_id not in state.uploads]:
             raise HTTPException(404, f"File not found: {missing[0]}")
-        new = [Source("file", up.id, up.name, up.data.decode("utf-8", errors="replace"), link.custom_metadata or {}, "")
-               for link in body for up in [state.uploads[link.file_id]]]
+        new = [Source("file", up.id, up.name, up.data.decode("utf-8", errors="replace"),
+                      link.custom_metadata or {}, "") for link in body for up in [state.uploads[link.file_id]]]
         attach(pipeline_id, new)
         return dump([pipeline_file(pipeline_id, s) for s in new])
 
     @api.get("/pipelines/{pipeline_id}/files2")
     async def list_files(pipeline_id: str, limit: Optional[int] = None, offset: int = 0,
                          file_name_contains: Optional[str] = None) -> Any:
-        rows = [s for s in sources(pipeline_id, "file") if file_name_contains in (None, "") or file_name_contains in s.name]
+        rows = [s for s in sources(pipeline_id, "file") if not file_name_contains or file_name_contains in s.name]
         lim = min(limit or state.files_page_size, state.files_page_size)
         page = [pipeline_file(pipeline_id, s) for s in rows[max(offset, 0):max(offset, 0) + lim]]
-        return dump(SyncPaginatedPipelineFiles[PipelineFile](files=page, limit=lim, offset=offset, total_count=len(rows)))
+        return dump(SyncPaginatedPipelineFiles[PipelineFile](files=page, limit=lim, offset=offset,
+                                                             total_count=len(rows)))
 
     @api.get("/pipelines/{pipeline_id}/files/{file_id}/status")
     async def file_status(pipeline_id: str, file_id: str) -> Any:
@@ -527,6 +535,7 @@ def create_app(state: State) -> FastAPI:
     # --- retrieval -----------------------------------------------------------------------------
     @api.post("/pipelines/{pipeline_id}/retrieve")
     async def retrieve(pipeline_id: str, body: RetrieveBody, project_id: Optional[str] = None) -> Any:
+        """Toy ranking (module docstring); `sparse_similarity_top_k` and `retrieve_*_nodes` are accepted, ignored."""
         started = time.perf_counter()
         pipe = pipeline(pipeline_id)
         preset = pipe.preset_retrieval_parameters
@@ -537,8 +546,7 @@ def create_app(state: State) -> FastAPI:
         done = [s for s in state.sources.get(pipe.id, {}).values() if state.status(pipe.id, s) == "SUCCESS"]
         scored: list[tuple[float, int, int, Source, int, int]] = []
         for order, s in enumerate(done):
-            extra = {**s.metadata, "file_id": s.id, "file_name": s.name} if s.kind == "file" else dict(s.metadata)
-            if not _matches(extra, p.get("search_filters")):
+            if not _matches(_extra_info(s), p.get("search_filters")):
                 continue
             for i, (a, b) in enumerate(_chunks(s.text, state.chunk_words)):
                 scored.append((_score(query, s.text[a:b], p["alpha"]), order, i, s, a, b))
@@ -553,14 +561,14 @@ def create_app(state: State) -> FastAPI:
             scored = scored[: p["rerank_top_n"] if p["enable_reranking"] else p["dense_similarity_top_k"]]
         nodes = []
         for score, _, i, s, a, b in scored:
-            extra = {**s.metadata, "file_id": s.id, "file_name": s.name} if s.kind == "file" else dict(s.metadata)
             rels: dict[str, Any] = {"1": {"node_id": s.id, "node_type": "4", "class_name": "RelatedNodeInfo"}}
-            if i > 0:
-                rels["2"] = {"node_id": _node_id(pipe.id, s, i - 1), "node_type": "1", "class_name": "RelatedNodeInfo"}
+            if i > 0:  # PREVIOUS / NEXT chunk of the same source
+                rels["2"] = {"node_id": _node_id(pipe.id, s, i - 1), "node_type": "1"}
             if b < len(s.text.rstrip()):
-                rels["3"] = {"node_id": _node_id(pipe.id, s, i + 1), "node_type": "1", "class_name": "RelatedNodeInfo"}
-            node = TextNode(id_=_node_id(pipe.id, s, i), text=s.text[a:b], extra_info=extra, start_char_idx=a, end_char_idx=b,
-                            relationships=rels, excluded_embed_metadata_keys=[], excluded_llm_metadata_keys=[],
+                rels["3"] = {"node_id": _node_id(pipe.id, s, i + 1), "node_type": "1"}
+            node = TextNode(id_=_node_id(pipe.id, s, i), text=s.text[a:b], extra_info=_extra_info(s),
+                            start_char_idx=a, end_char_idx=b, relationships=rels,
+                            excluded_embed_metadata_keys=[], excluded_llm_metadata_keys=[],
                             mimetype="text/plain", class_name="TextNode")
             nodes.append(RetrievalNode(node=node, score=None if state.null_scores else score,
                                        class_name="NodeWithScore"))
@@ -598,7 +606,8 @@ class RealShapeServer:
     def __init__(self, state: Optional[State] = None) -> None:
         self.state = state or State()
         self.api_key = self.state.api_key
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY then (else ~40 ms Nagle stall per request)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         config = uvicorn.Config(create_app(self.state), log_level="warning", access_log=False, lifespan="off")

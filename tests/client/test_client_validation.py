@@ -43,11 +43,20 @@ def test_invalid_arguments_send_nothing(harness, call, needle):
 def test_extra_retrieve_parameters_are_sent(harness):
     script = Script(reply(200, {"results": []}))
     h = harness(script)
-    result = h.run(lambda c: c.pipelines.retrieve("pl", "q", top_k=3, rerank_top_n=7))
+    result = h.run(lambda c: c.pipelines.retrieve("pl", "q", top_k=3, trace=7))
     import json
 
-    assert json.loads(script.requests[0].content) == {"query": "q", "mode": "fast", "top_k": 3, "rerank_top_n": 7}
-    assert result.request["rerank_top_n"] == 7 and len(result.frame) == 0
+    assert json.loads(script.requests[0].content) == {"query": "q", "mode": "fast", "top_k": 3, "trace": 7}
+    assert result.request["trace"] == 7 and len(result.frame) == 0
+
+
+def test_real_knobs_are_refused_by_the_simplified_dialect(harness):
+    """A grid over alpha against a simplified server would otherwise measure one configuration six times."""
+    script = Script(reply(200, {"results": []}))
+    h = harness(script)
+    with pytest.raises(ConfigurationError, match="real LlamaCloud API"):
+        h.run(lambda c: c.pipelines.retrieve("pl", "q", top_k=3, alpha=0.0))
+    assert script.attempts == 0
 
 
 def test_ids_are_path_quoted(harness):
