@@ -17,6 +17,7 @@ from llamaeval._errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    EmptyPipelineError,
     EvaluationError,
     LlamaEvalError,
     NotFoundError,
@@ -49,7 +50,7 @@ __all__ = [
     "LlamaEvalError", "ConfigurationError", "APIError", "BadRequestError",
     "AuthenticationError", "NotFoundError", "RateLimitError", "ServerError",
     "APIConnectionError", "APITimeoutError", "QuerySetError", "AlignmentError",
-    "SyncError", "EvaluationError",
+    "SyncError", "EmptyPipelineError", "EvaluationError",
     # lazily loaded
     *_LAZY,
     "metrics", "plots", "widgets", "report",

@@ -13,6 +13,7 @@
     ├── QuerySetError              a query set is malformed (duplicate ids, bad grades, ...)
     ├── AlignmentError             run and judgements barely overlap (misaligned ids)
     ├── SyncError                  a pipeline sync failed or timed out
+    │   └── EmptyPipelineError     the pipeline holds nothing searchable (pre-flight check)
     └── EvaluationError            metrics cannot be computed (empty run, unknown metric)
 """
 
@@ -92,6 +93,11 @@ class AlignmentError(LlamaEvalError):
 
 class SyncError(LlamaEvalError):
     """A pipeline sync failed, or did not finish within the timeout."""
+
+
+class EmptyPipelineError(SyncError):
+    """A pipeline holds no searchable chunks (nothing ingested, or ingestion reported success
+    with no chunks): benchmarking it would score zero everywhere."""
 
 
 class EvaluationError(LlamaEvalError, ValueError):

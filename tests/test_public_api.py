@@ -10,7 +10,7 @@ EXPECTED = {
     "LlamaEvalError", "ConfigurationError", "APIError", "BadRequestError",
     "AuthenticationError", "NotFoundError", "RateLimitError", "ServerError",
     "APIConnectionError", "APITimeoutError", "QuerySetError", "AlignmentError",
-    "SyncError", "EvaluationError",
+    "SyncError", "EmptyPipelineError", "EvaluationError",
     "LlamaCloud", "AsyncLlamaCloud",
     "QuerySet", "DocumentMapping", "load_queryset", "ingest",
     "benchmark", "BenchmarkConfig", "BenchmarkRun",

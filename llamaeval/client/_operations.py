@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from llamaeval._errors import APIError, ConfigurationError, SyncError
+from llamaeval._errors import APIError, ConfigurationError, EmptyPipelineError, SyncError
 from llamaeval.client import _llamacloud as real
 from llamaeval.client._config import LLAMACLOUD
 from llamaeval.client._core import Call, Core, Gather, Op, Reply, Sleep, clean_json, encode_json, probe_dialect
@@ -574,6 +574,38 @@ def retrieve(core: Core, pipeline_id: str, query: str, mode: str | None = None, 
 
     def llamacloud() -> Op[RetrievalResult]:
         return (yield from send(real.retrieve_body(query, mode, top_k, params), LLAMACLOUD))
+
+    return _dialectal(core, simplified, llamacloud)
+
+
+def check_ready(core: Core, pipeline_id: str, query: str = "the") -> Op[dict[str, Any]]:
+    """Pre-flight before a benchmark: the pipeline has ingested files and a smoke retrieve of
+    ``query`` finds a chunk (the real API can report SUCCESS with nothing indexed). Returns
+    ``{"files", "completed", "smoke_results"}``; raises EmptyPipelineError otherwise."""
+    pid = as_id(pipeline_id, "pipeline_id")
+    query = _name(query, "query")
+
+    def check(files: list[dict[str, Any]], mode: str | None, params: dict[str, Any]) -> Op[dict[str, Any]]:
+        completed = sum(1 for f in files if f.get("status") == "completed")
+        if not completed:
+            raise EmptyPipelineError(f"pipeline {pid} has no ingested file ({len(files)} file(s), none "
+                                     "completed): ingest and wait_for_sync first")
+        try:
+            smoke = yield from retrieve(core, pid, query, mode, 1, params)
+        except APIError as exc:
+            raise EmptyPipelineError(f"pipeline {pid} cannot be searched yet: {exc}") from exc
+        if not smoke.results:
+            raise EmptyPipelineError(f"pipeline {pid} reports {completed} ingested file(s) but a smoke retrieve "
+                                     f"of {query!r} found no chunk: its index is empty")
+        return {"files": len(files), "completed": completed, "smoke_results": len(smoke.results)}
+
+    def simplified() -> Op[dict[str, Any]]:
+        reply = yield from core.request(Call("GET", f"/pipelines/{quote(pid, safe='')}/files"))
+        return (yield from check([f for f in _array(reply) if isinstance(f, dict)], "fast", {}))
+
+    def llamacloud() -> Op[dict[str, Any]]:
+        files = yield from real.list_pipeline_files(core, pid)
+        return (yield from check(files, None, {"enable_reranking": False, "alpha": 0.5}))
 
     return _dialectal(core, simplified, llamacloud)
 

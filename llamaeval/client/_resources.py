@@ -211,6 +211,11 @@ class Pipelines(_Namespace):
         answers the pipeline: the job then comes from its ingestion status."""
         return self._run(ops.sync_pipeline(self._core, pipeline_id))
 
+    def check_ready(self, pipeline_id: str | Pipeline, query: str = "the") -> dict[str, Any]:
+        """Pre-flight: ingested files and a smoke retrieve that finds a chunk; returns
+        ``{"files", "completed", "smoke_results"}``, else raises EmptyPipelineError."""
+        return self._run(ops.check_ready(self._core, pipeline_id, query))
+
     def status(self, pipeline_id: str | Pipeline) -> PipelineJob:
         """Ingestion state now, as a job record (``status`` normalised, ``extra["status_raw"]``,
         ``error`` with the real API's error steps)."""

@@ -164,3 +164,29 @@ def test_the_local_servers_two_mounts(live_server):
                                             sparse_similarity_top_k=100)
         fast_simple = simple.pipelines.retrieve(pipeline_id, qs.queries["text"].iloc[0], mode="fast", top_k=100)
         assert list(fast_real.frame["chunk_id"]) == list(fast_simple.frame["chunk_id"])
+
+
+def test_check_ready_refuses_a_pipeline_with_nothing_searchable(realshape_server):
+    with _client(realshape_server) as lc:
+        project = next(p for p in lc.projects.list().itertuples() if p.name == "Default").id
+        empty = lc.pipelines.create("empty", project)
+        with pytest.raises(le.EmptyPipelineError, match="no ingested file"):
+            lc.pipelines.check_ready(empty.id)
+        pipe, _ = _ingest(lc)
+        assert lc.pipelines.check_ready(pipe.id, query="spiral") == {"files": 3, "completed": 3, "smoke_results": 1}
+
+
+def test_check_ready_catches_success_with_no_chunks():
+    """The known trap: ingestion reports SUCCESS but nothing was indexed."""
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/files2"):
+            return httpx.Response(200, json={"files": [{"id": "pf", "pipeline_id": "p1", "file_id": "f1",
+                                                        "status": "SUCCESS"}], "total_count": 1, "offset": 0})
+        return httpx.Response(200, json={"pipeline_id": "p1", "retrieval_nodes": []})
+
+    lc = le.LlamaCloud(api_key="k", base_url="http://x.test", dialect="llamacloud",
+                       transport=httpx.MockTransport(handler))
+    with pytest.raises(le.EmptyPipelineError, match="found no chunk"):
+        lc.pipelines.check_ready("p1")
