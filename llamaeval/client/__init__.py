@@ -20,7 +20,7 @@ Quick start::
 Configuration
 -------------
 ``LlamaCloud(api_key=None, base_url=None, region="us", timeout=60.0, max_retries=2,
-transport=None, http_client=None, *, retry=None)``. Each setting comes from the
+transport=None, http_client=None, *, retry=None, dialect="auto")``. Each setting comes from the
 argument, else the environment (``LLAMA_CLOUD_API_KEY``, ``LLAMA_CLOUD_BASE_URL``),
 else the region default:
 
@@ -28,6 +28,14 @@ else the region default:
 * ``region="eu"`` -> ``https://api.cloud.eu.llamaindex.ai`` — the EU host LlamaCloud
   documents. (The OpenAPI file's ``servers`` list says ``api.cloud.llamaindex.eu``;
   we follow the documentation. Pass ``base_url=`` to use another host.)
+
+``dialect``: ``"auto"`` (default: LlamaCloud's hosts speak the real API, any other server is
+asked once with ``GET /projects`` — real projects carry ``organization_id``), ``"llamacloud"``
+(the official SDKs' API: LlamaCloud, or the local server under ``/cloud``) or ``"simplified"``
+(the spec's API: the local server's root). Every operation works in both and returns the same
+records and frames; see ``llamaeval.client._llamacloud`` for the real wire mapping
+(``MODE_PRESETS``, ``RETRIEVE_PARAMS``, ``metadata_filters``). Real-only:
+``pipelines.documents``; both: ``pipelines.status`` and ``pipelines.check_ready`` (pre-flight).
 
 ``base_url`` is the server root *without* ``/api/v1`` (e.g. the local server's
 ``http://127.0.0.1:8000``); the client appends ``/api/v1`` and also accepts a URL
