@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import re
 import shutil
 import sys
 import time
@@ -17,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from llamaeval._errors import ConfigurationError
+from llamaeval._keys import CONFIG_KEY, MODES
+from llamaeval._keys import DEFAULT_METRICS as _DEFAULT_METRICS
 
-MODES: tuple[str, ...] = ("fast", "accurate", "advanced")  # the API's retrieval modes (CONTRACTS.md)
-DEFAULT_METRICS = "ndcg@10,recall@20,mrr,map"
+DEFAULT_METRICS = ",".join(_DEFAULT_METRICS)
 DEMO_TOP_K = "1,3,5,10,20,50"
 EXIT_GATE_FAILED = 3
 DEMO_KEY_FILE = "demo-api-key"  # in a persistent --data-dir: the embedded server's key, reused
@@ -85,14 +88,50 @@ def _gate(text: str) -> dict[str, float]:
 
 def _baseline(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for part in text.split(","):
+    # split only before a key: a configuration's name may hold commas ("alpha=0, enable_reranking=False")
+    keys = "|".join(CONFIG_KEY)
+    for part in re.split(rf",\s*(?=(?:{keys})=)", text):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in ("pipeline_id", "mode", "top_k"):
+        if not sep or key not in CONFIG_KEY:
             raise argparse.ArgumentTypeError(
-                f"baseline must look like mode=fast,top_k=10 (keys pipeline_id, mode, top_k); got {text!r}")
+                f"baseline must look like mode=fast,top_k=10 (keys {', '.join(CONFIG_KEY)}); got {text!r}")
         out[key] = int(value) if key == "top_k" and value.strip().isdigit() else value.strip()
     return out
+
+
+def _param_value(text: str) -> Any:
+    """A JSON scalar where the text is one (``0.5``, ``false``, ``null``, ``"x"``), else the text;
+    ``True``/``False``/``None`` are read as Python spells them."""
+    text = text.strip()
+    python = {"True": True, "False": False, "None": None}
+    if text in python:
+        return python[text]
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if value is None or isinstance(value, (bool, int, float, str)) else text
+
+
+def _param(text: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2,...`` -> ``(KEY, [values])``: one axis of the parameter grid."""
+    key, sep, values = text.partition("=")
+    key = key.strip()
+    items = [v for v in values.split(",") if v.strip()]
+    if not sep or not key or not items:
+        raise argparse.ArgumentTypeError(f"--param must look like alpha=0,0.5,1; got {text!r}")
+    return key, [_param_value(v) for v in items]
+
+
+def _param_grid(args: argparse.Namespace) -> dict[str, list[Any]] | None:
+    """The ``--param`` options as a ``benchmark(params=...)`` grid (None without any)."""
+    grid: dict[str, list[Any]] = {}
+    for key, values in getattr(args, "param", None) or []:
+        if key in grid:
+            raise ConfigurationError(f"--param {key} is given twice: list all its values in one --param")
+        grid[key] = values
+    return grid or None
 
 
 # --- shared options ---------------------------------------------------------------------------
@@ -104,17 +143,30 @@ def _add_service(p: argparse.ArgumentParser, *, embedded: bool = False) -> None:
     g.add_argument("--api-key", help="API key (default: $LLAMA_CLOUD_API_KEY)")
 
 
-def _add_grid(p: argparse.ArgumentParser, *, top_k_default: str, concurrency: int = 4) -> None:
+def _add_grid(p: argparse.ArgumentParser, *, top_k_default: str, concurrency: int = 4,
+              params: bool = False) -> None:
     g = p.add_argument_group("benchmark grid")
-    g.add_argument("--modes", type=_modes, default=list(MODES), metavar="M1,M2",
-                   help=f"retrieval modes (default: {','.join(MODES)})")
+    if params:
+        g.add_argument("--modes", type=_modes, default=None, metavar="M1,M2",
+                       help=f"retrieval modes (default: {','.join(MODES)}; with --param: none, each "
+                            "configuration is its parameters alone; with both: every mode x parameter set)")
+        g.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=V1,V2",
+                       help="a retrieve parameter and its values (repeatable); the configurations are the "
+                            "grid of all --param values, e.g. --param alpha=0,0.5,1 --param "
+                            "enable_reranking=false,true (6 configurations, named like "
+                            "'alpha=0, enable_reranking=False'). Values are read as JSON scalars where "
+                            "possible (0.5, true, null), else as text")
+    else:
+        g.add_argument("--modes", type=_modes, default=list(MODES), metavar="M1,M2",
+                       help=f"retrieval modes (default: {','.join(MODES)})")
     g.add_argument("--top-k", type=_top_k, default=_top_k(top_k_default), metavar="K1,K2",
                    help=f"result counts to request (default: {top_k_default})")
     g.add_argument("--concurrency", type=_positive_int, default=concurrency,
                    help=f"requests in flight (default: {concurrency}; more raises throughput but adds "
                         "queueing to each request's latency on a small local server)")
     g.add_argument("--split", default="test", help="judgement split of the query set (default: test)")
-    g.add_argument("--warmup", type=int, default=2, help="warm-up requests per (pipeline, mode), not measured")
+    g.add_argument("--warmup", type=int, default=2,
+                   help="warm-up requests per (pipeline, configuration), not measured")
     g.add_argument("--no-share-k", dest="share_k", action="store_false",
                    help="send one request per top_k instead of cutting smaller k from the largest")
 
@@ -124,7 +176,9 @@ def _add_analysis(p: argparse.ArgumentParser) -> None:
     g.add_argument("--metrics", type=_metrics, default=DEFAULT_METRICS.split(","), metavar="M1,M2",
                    help=f"relevance metrics (default: {DEFAULT_METRICS}); the first drives figures and tests")
     g.add_argument("--baseline", type=_baseline, default=None, metavar="mode=fast,top_k=10",
-                   help="configuration the significance tests compare against (default: fast at the cutoff)")
+                   help="configuration the significance tests compare against; mode= takes a configuration "
+                        "name, e.g. 'mode=alpha=0, enable_reranking=False' (default: the first mode or "
+                        "configuration at the cutoff)")
     g.add_argument("--fail-under", type=_gate, action="append", default=[], metavar="METRIC=VALUE",
                    help="quality gate: exit 3 unless the best configuration reaches VALUE (repeatable)")
 
@@ -218,7 +272,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             pipelines = [ingest(lc, qs, project=args.project, progress=_progress(args))]
         started = time.monotonic()
         run = benchmark(lc, pipelines if len(pipelines) > 1 else pipelines[0], qs, modes=args.modes,
-                        top_k=args.top_k, concurrency=args.concurrency, out=out, config=_config(args))
+                        top_k=args.top_k, params=_param_grid(args), concurrency=args.concurrency, out=out,
+                        config=_config(args))
     _say(args, f"{len(run.requests)} requests in {time.monotonic() - started:.1f} s; run saved in {out}")
     return _finish(args, run, None if args.no_report else out / "report.html")
 
@@ -325,9 +380,10 @@ def register(subparsers: Any) -> None:
     _add_service(p)
     p.set_defaults(func=_plain_warnings(_cmd_ingest))
 
-    p = subparsers.add_parser("bench", help="run a mode x top_k benchmark and write the report",
-                              description="Benchmark retrieval of a pipeline over a query set; saves the run "
-                                          "(resumable) and report.html/report.md in --out, prints the summary.")
+    p = subparsers.add_parser("bench", help="run a (mode | parameter grid) x top_k benchmark and write the report",
+                              description="Benchmark retrieval of a pipeline over a query set, for every "
+                                          "configuration (mode, --param grid cell, or both) x top_k; saves the "
+                                          "run (resumable) and report.html/report.md in --out, prints the summary.")
     p.add_argument("queryset", help="bundled name (adi, med, cranfield, cisi, scifact) or a folder")
     p.add_argument("--pipeline", action="append", default=[], metavar="ID",
                    help="pipeline id (repeatable); without it the query set is ingested first")
@@ -336,7 +392,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run already in --out (sends only missing requests)")
     p.add_argument("--no-report", action="store_true", help="save the run and print the summary, no HTML")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    _add_grid(p, top_k_default="10")
+    _add_grid(p, top_k_default="10", params=True)
     _add_analysis(p)
     _add_service(p)
     p.set_defaults(func=_plain_warnings(_cmd_bench))

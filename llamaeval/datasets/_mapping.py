@@ -24,9 +24,10 @@ from typing import Any, Literal
 import pandas as pd
 
 from llamaeval._errors import ConfigurationError
+from llamaeval._keys import REQUEST_KEY
 
 #: Columns that identify one retrieval request in runner/client frames.
-REQUEST_COLUMNS: tuple[str, ...] = ("pipeline_id", "mode", "top_k", "query_id")
+REQUEST_COLUMNS: tuple[str, ...] = REQUEST_KEY
 
 
 def _missing(value: Any) -> bool:

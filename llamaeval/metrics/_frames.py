@@ -8,9 +8,10 @@ from typing import Any, Union
 import pandas as pd
 
 from llamaeval._errors import EvaluationError
+from llamaeval._keys import CONFIG_KEY, natural_order
 
-# Columns that identify one benchmark configuration, in this order.
-CONFIG_COLUMNS: tuple[str, ...] = ("pipeline_id", "mode", "top_k")
+# Columns that identify one benchmark configuration, in this order (``mode`` = its name).
+CONFIG_COLUMNS: tuple[str, ...] = CONFIG_KEY
 
 Selector = Union[Mapping[str, Any], Sequence[Any]]
 
@@ -18,6 +19,19 @@ Selector = Union[Mapping[str, Any], Sequence[Any]]
 def config_columns(frame: pd.DataFrame) -> list[str]:
     """The configuration columns present in ``frame`` (none -> the frame is one configuration)."""
     return [c for c in CONFIG_COLUMNS if c in frame.columns]
+
+
+def sort_configs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in display order, stable: pipeline_id, then ``mode`` in natural order (fast,
+    accurate, advanced, then other configurations in the order they first appear in
+    ``frame``), then top_k ascending. The index is reset."""
+    if frame.empty or "mode" not in frame.columns:
+        return frame.reset_index(drop=True)
+    rank = {name: i for i, name in enumerate(natural_order(frame["mode"]))}
+    by = [c for c in ("pipeline_id",) if c in frame.columns] + ["_mode_rank"]
+    by += [c for c in ("top_k",) if c in frame.columns]
+    tmp = frame.assign(_mode_rank=frame["mode"].map(rank).to_numpy())
+    return tmp.sort_values(by, kind="stable").drop(columns="_mode_rank").reset_index(drop=True)
 
 
 def require_frame(frame: Any, name: str, columns: Sequence[str]) -> pd.DataFrame:

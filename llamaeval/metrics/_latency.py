@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from llamaeval._errors import EvaluationError
-from llamaeval.metrics._frames import config_columns, require_frame
+from llamaeval.metrics._frames import config_columns, require_frame, sort_configs
 
 __all__ = ["latency_stats"]
 
@@ -53,7 +53,8 @@ def _bootstrap(values: np.ndarray, confidence: float, n_boot: int, seed: int) ->
 
 def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0,
                   *, shared: str = "include", column: str = "latency_s") -> pd.DataFrame:
-    """Client latency (``latency_s``, seconds) per configuration (``pipeline_id, mode, top_k``).
+    """Client latency (``latency_s``, seconds) per configuration (``pipeline_id, mode, top_k``),
+    rows in the display order of :func:`evaluate`.
 
     ``column`` picks another duration column instead (e.g. ``"server_total_s"`` or a
     stage such as ``"server_embed_s"``); the output names stay ``mean_s``, ``p50_s``, ...
@@ -95,7 +96,7 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
     frame["_warmup"] = frame["warmup"].fillna(False).astype(bool) if "warmup" in frame.columns else False
     frame["_shared"] = _copies(frame)
     cols = config_columns(frame)
-    groups = frame.groupby(cols, sort=True, dropna=False) if cols else [((), frame)]
+    groups = frame.groupby(cols, sort=False, dropna=False) if cols else [((), frame)]
     rows = []
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
@@ -115,7 +116,7 @@ def latency_stats(requests: pd.DataFrame, confidence: float = 0.95, n_boot: int 
     order = [*cols, "n", "n_failed", "n_warmup", "n_shared", "mean_s", "p50_s", "p90_s", "p95_s", "p99_s",
              "max_s", "throughput_rps", "wall_rps", "server_mean_s", "server_p50_s",
              *[f"{s}_{b}" for s in _CI_STATS for b in ("low", "high")]]
-    table = pd.DataFrame(rows)
+    table = sort_configs(pd.DataFrame(rows))
     return table[[c for c in order if c in table.columns]]
 
 

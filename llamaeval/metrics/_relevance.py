@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 
 from llamaeval._errors import EvaluationError
-from llamaeval.metrics._frames import config_columns, normalise_qrels, require_frame
+from llamaeval._keys import DEFAULT_METRICS
+from llamaeval.metrics._frames import config_columns, normalise_qrels, require_frame, sort_configs
 from llamaeval.metrics._measures import Measure, parse_measure
 
 __all__ = ["DEFAULT_METRICS", "evaluate"]
-
-DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@20", "mrr", "map")
 
 
 def _labelled(metrics: str | Measure | Iterable[str | Measure]) -> list[tuple[str, Measure]]:
@@ -96,7 +95,7 @@ def per_query_matrix(results: Any, qrels: Any, metrics: Sequence[str | Measure] 
     qrels_arrays = dict(_split_groups(judgements, ["query_id"], judgements[["code", "relevance"]].to_numpy(np.float64)))
 
     if cols:
-        configs = run[cols].drop_duplicates().sort_values(cols, kind="stable").reset_index(drop=True)
+        configs = sort_configs(run[cols].drop_duplicates())
         config_keys = [tuple(row) for row in configs.itertuples(index=False)]
     else:
         configs = pd.DataFrame(index=[0])
@@ -163,12 +162,13 @@ def evaluate(results: pd.DataFrame, qrels: pd.DataFrame,
     taken in ``rank`` order (1 = best), a repeated document at its best rank.
 
     Returns one row per configuration with one column per metric (named as given) and
-    ``n_queries``; with ``per_query=True`` a long frame
+    ``n_queries``, configurations in display order (pipeline; modes fast, accurate, advanced,
+    then other configurations as first seen in ``results``; top_k); with ``per_query=True`` a long frame
     ``pipeline_id, mode, top_k, query_id, metric, value``.
     Raises EvaluationError for an empty run, unknown metrics or ids that do not overlap.
     """
     configs, judged, pairs, matrices = per_query_matrix(results, qrels, metrics)
-    cols = [c for c in configs.columns if c in ("pipeline_id", "mode", "top_k")]
+    cols = config_columns(configs)
     if per_query:
         n_conf, n_q = len(configs), len(judged)
         parts = []

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from llamaeval._errors import EvaluationError
-from llamaeval.metrics._frames import Selector, config_columns, select_config
+from llamaeval.metrics._frames import Selector, config_columns, select_config, sort_configs
 
 __all__ = ["adjust_pvalues", "cohens_d", "compare", "paired_t_test", "permutation_test"]
 
@@ -122,6 +122,7 @@ def compare(results: pd.DataFrame, qrels: pd.DataFrame | None, baseline: Selecto
     ``correction`` (``"holm"`` default, ``"bonferroni"``, ``"none"``) runs per test over the
     comparisons with the baseline.
 
+    Rows: configurations in the display order of :func:`evaluate`.
     Columns: configuration, ``metric`` mean, ``baseline`` (bool), ``mean_diff``
     (configuration - baseline), ``cohens_d`` (d_z of paired differences), ``wins``,
     ``losses``, ``ties`` (queries better / worse / equal), ``p_<test>`` and
@@ -152,6 +153,9 @@ def compare(results: pd.DataFrame, qrels: pd.DataFrame | None, baseline: Selecto
     cols = config_columns(per_query)
     wide = per_query.pivot_table(index=cols or None, columns="query_id", values="value", aggfunc="first") \
         if cols else per_query.set_index("query_id")["value"].to_frame().T
+    if cols:  # pivot_table sorts its index: back to display order
+        order = sort_configs(per_query[cols].drop_duplicates())
+        wide = wide.reindex(pd.MultiIndex.from_frame(order) if len(cols) > 1 else pd.Index(order[cols[0]]))
     if wide.isna().any().any():
         raise EvaluationError("configurations were scored on different queries; cannot pair them")
     configs = wide.index.to_frame(index=False) if cols else pd.DataFrame(index=[0])

@@ -9,13 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from llamaeval._errors import ConfigurationError, EvaluationError
-from llamaeval.report._summary import (
-    MODE_ORDER,
-    latency_column,
-    quality_table,
-    sort_configs,
-    summary_table,
-)
+from llamaeval._keys import CONFIG_KEY, MODES, natural_order
+from llamaeval.metrics._frames import sort_configs
+from llamaeval.report._summary import latency_column, quality_table, summary_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,14 +48,19 @@ def _color(mode: str, i: int) -> str:
 
 
 def _mode_list(present: Sequence[str], modes: Sequence[str] | None) -> list[str]:
+    """The configurations (``mode`` values) to draw: ``modes`` as given, else all in display order."""
     present = list(dict.fromkeys(present))
     if modes is None:
-        ordered = [m for m in MODE_ORDER if m in present]
-        return ordered + [m for m in present if m not in ordered]
+        return natural_order(present)
     unknown = [m for m in modes if m not in present]
     if unknown:
         raise ConfigurationError(f"mode(s) {unknown} not in this run; it has {present}")
     return list(modes)
+
+
+def _legend_title(names: Sequence[str]) -> str:
+    """"mode" when every configuration is a mode, else "configuration"."""
+    return "mode" if all(n in MODES for n in names) else "configuration"
 
 
 def _series_label(pipeline: str, mode: str, n_pipelines: int) -> str:
@@ -74,7 +75,7 @@ def _is_frame(obj: Any) -> bool:
 
 def metric_vs_top_k(run_or_table: Any, metric: str = "ndcg@10", *, modes: Sequence[str] | None = None,
                     ax: "Axes | None" = None) -> "Axes":
-    """One line per mode (and pipeline): ``metric`` against the requested ``top_k``.
+    """One line per mode or configuration (and pipeline): ``metric`` against the requested ``top_k``.
 
     ``run_or_table`` is a BenchmarkRun or an ``evaluate()`` table holding ``metric``.
     """
@@ -98,9 +99,10 @@ def metric_vs_top_k(run_or_table: Any, metric: str = "ndcg@10", *, modes: Sequen
     ax.minorticks_off()
     ax.set_xlabel("top_k (results requested per query)")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by top_k and mode")
+    title = _legend_title(list(table["mode"]))
+    ax.set_title(f"{metric} by top_k and {title}")
     ax.grid(True, alpha=0.3)
-    ax.legend(title="mode")
+    ax.legend(title=title)
     return ax
 
 
@@ -120,7 +122,7 @@ def physical_requests(requests: "pd.DataFrame") -> "pd.DataFrame":
 
 def latency_distribution(run_or_requests: Any, *, kind: str = "box", top_k: int | None = None,
                          modes: Sequence[str] | None = None, ax: "Axes | None" = None) -> "Axes":
-    """Distribution of client latency per mode, in milliseconds: ``kind="box"`` or ``"ecdf"``.
+    """Distribution of client latency per mode or configuration, in milliseconds: ``kind="box"`` or ``"ecdf"``.
 
     Only successful requests count, each request once (with ``share_k`` the rows of
     every top_k come from one request; see :func:`physical_requests`). ``top_k``
@@ -140,13 +142,18 @@ def latency_distribution(run_or_requests: Any, *, kind: str = "box", top_k: int 
         raise EvaluationError("no successful requests to draw")
     ax = _new_axes(ax)
     mode_names = _mode_list(req["mode"], modes)
+    title = _legend_title(mode_names)
     data = [req.loc[req["mode"] == m, "latency_s"].to_numpy(dtype=float) * 1000.0 for m in mode_names]
     if kind == "box":
         bp = ax.boxplot(data, tick_labels=mode_names, showfliers=True, patch_artist=True)
         for i, (patch, mode) in enumerate(zip(bp["boxes"], mode_names)):
             patch.set_facecolor(_color(mode, i))
             patch.set_alpha(0.5)
-        ax.set_xlabel("mode")
+        if max(len(m) for m in mode_names) > 10:  # long configuration names: slanted labels
+            ax.tick_params(axis="x", labelrotation=30)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+        ax.set_xlabel(title)
         ax.set_ylabel("latency per request (ms)")
     else:
         for i, (mode, values) in enumerate(zip(mode_names, data)):
@@ -156,7 +163,7 @@ def latency_distribution(run_or_requests: Any, *, kind: str = "box", top_k: int 
         ax.set_xlabel("latency per request (ms)")
         ax.set_ylabel("fraction of requests ≤ latency")
         ax.set_ylim(0, 1.02)
-        ax.legend(title="mode")
+        ax.legend(title=title)
     if len(data) and max(float(np.max(v)) for v in data if len(v)) / max(
             min(float(np.min(v)) for v in data if len(v)), 1e-9) > 20:
         from matplotlib.ticker import FuncFormatter
@@ -167,7 +174,7 @@ def latency_distribution(run_or_requests: Any, *, kind: str = "box", top_k: int 
         # label the 2x and 5x minor ticks only, so the axis stays readable
         axis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     where = f", top_k={top_k}" if top_k is not None else ""
-    ax.set_title(f"Client latency by mode{where}")
+    ax.set_title(f"Client latency by {title}{where}")
     ax.grid(True, alpha=0.3)
     return ax
 
@@ -220,7 +227,7 @@ def _select(frame: "pd.DataFrame", cfg: dict) -> "pd.DataFrame":
     mask = None
     for key, value in cfg.items():
         if key not in frame.columns:
-            raise ConfigurationError(f"unknown configuration key {key!r}; use pipeline_id, mode, top_k")
+            raise ConfigurationError(f"unknown configuration key {key!r}; use {', '.join(CONFIG_KEY)}")
         m = frame[key] == value
         mask = m if mask is None else (mask & m)
     return frame[mask] if mask is not None else frame
@@ -240,7 +247,7 @@ def per_query_difference(run: Any, a: dict, b: dict, metric: str = "ndcg@10", *,
         if not isinstance(cfg, dict) or not cfg:
             raise ConfigurationError("a and b must be non-empty dicts like {'mode': 'fast', 'top_k': 10}")
         sub = _select(per_query, cfg)
-        n_cfg = sub[[c for c in ("pipeline_id", "mode", "top_k") if c in sub.columns]].drop_duplicates()
+        n_cfg = sub[[c for c in CONFIG_KEY if c in sub.columns]].drop_duplicates()
         if len(n_cfg) != 1:
             raise ConfigurationError(f"{_config_label(cfg)} matches {len(n_cfg)} configurations, need exactly 1")
         sides.append(sub.set_index("query_id")["value"])
@@ -267,7 +274,7 @@ def per_query_difference(run: Any, a: dict, b: dict, metric: str = "ndcg@10", *,
 
 
 def overview(run: Any, metric: str = "ndcg@10") -> "Any":
-    """A 1×3 figure: metric vs top_k, quality vs latency with the frontier, latency per mode."""
+    """A 1×3 figure: metric vs top_k, quality vs latency with the frontier, latency per mode or configuration."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(15, 4.2), layout="constrained")

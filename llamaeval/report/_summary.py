@@ -5,32 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from llamaeval._errors import ConfigurationError
+from llamaeval._keys import CONFIG_KEY, DEFAULT_METRICS
+from llamaeval.metrics._frames import sort_configs
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@20", "mrr", "map")
-CONFIG_KEYS: tuple[str, ...] = ("pipeline_id", "mode", "top_k")
-MODE_ORDER: tuple[str, ...] = ("fast", "accurate", "advanced")
-
 
 def _keys(frame: "pd.DataFrame") -> list[str]:
-    return [k for k in CONFIG_KEYS if k in frame.columns]
-
-
-def sort_configs(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """Rows in a stable, readable order: pipeline, mode (fast→advanced), top_k."""
-    import pandas as pd
-
-    if frame.empty or "mode" not in frame.columns:
-        return frame.reset_index(drop=True)
-    order = {m: i for i, m in enumerate(MODE_ORDER)}
-    rank = frame["mode"].map(lambda m: order.get(m, len(order)))
-    by = [c for c in ("pipeline_id",) if c in frame.columns]
-    tmp = frame.assign(_mode_rank=rank)
-    tmp = tmp.sort_values(by + ["_mode_rank", "mode"] + [c for c in ("top_k",) if c in frame.columns],
-                          kind="stable")
-    return pd.DataFrame(tmp.drop(columns="_mode_rank")).reset_index(drop=True)
+    return [k for k in CONFIG_KEY if k in frame.columns]
 
 
 def quality_table(run: Any, metrics: Sequence[str] = DEFAULT_METRICS) -> "pd.DataFrame":

@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from llamaeval._errors import ConfigurationError, EvaluationError, LlamaEvalError
-from llamaeval.report._summary import (
-    DEFAULT_METRICS,
-    latency_column,
-    sort_configs,
-    summary_table,
-)
+from llamaeval._keys import CONFIG_KEY, DEFAULT_METRICS, REQUEST_KEY
+from llamaeval.metrics._frames import sort_configs
+from llamaeval.report._summary import latency_column, summary_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,8 +34,9 @@ def _env():
 
 
 def default_baseline(run: Any, metric: str = "ndcg@10") -> dict[str, Any]:
-    """The cheapest mode at the cutoff of ``metric`` (or the largest top_k): the usual reference."""
-    configs = sort_configs(run.requests[["pipeline_id", "mode", "top_k"]].drop_duplicates())
+    """The first configuration in display order (the cheapest mode, else the first given) at the
+    cutoff of ``metric`` (or the largest top_k): the usual reference."""
+    configs = sort_configs(run.requests[list(CONFIG_KEY)].drop_duplicates())
     if configs.empty:
         raise EvaluationError("the run has no requests")
     first = configs.iloc[0]
@@ -73,7 +71,7 @@ def display_table(table: "pd.DataFrame", metrics: Sequence[str]) -> "pd.DataFram
     """Summary for humans: configuration, metrics, n_queries, latency in milliseconds."""
     import pandas as pd
 
-    cols = [c for c in ("pipeline_id", "mode", "top_k") if c in table.columns]
+    cols = [c for c in CONFIG_KEY if c in table.columns]
     if "pipeline_id" in cols and table["pipeline_id"].nunique() == 1:
         cols.remove("pipeline_id")
     out = pd.DataFrame(table[cols + [m for m in metrics if m in table.columns]]).copy()
@@ -189,7 +187,7 @@ def stage_table(requests: "pd.DataFrame") -> "pd.DataFrame":
 
 def _best_config(table: "pd.DataFrame", metric: str) -> dict[str, Any]:
     row = table.sort_values(metric, ascending=False, kind="stable").iloc[0]
-    return {k: (int(row[k]) if k == "top_k" else row[k]) for k in ("pipeline_id", "mode", "top_k") if k in table}
+    return {k: (int(row[k]) if k == "top_k" else row[k]) for k in CONFIG_KEY if k in table}
 
 
 _SIG_COLUMNS = ("mean_diff", "cohens_d", "wins", "losses", "ties", "p_ttest_adj", "p_permutation_adj", "mark")
@@ -197,7 +195,7 @@ _SIG_COLUMNS = ("mean_diff", "cohens_d", "wins", "losses", "ties", "p_ttest_adj"
 
 def _significance_view(sig: "pd.DataFrame", primary: str, *, with_effect: bool = True) -> "pd.DataFrame":
     """The readable columns of a ``metrics.compare`` table (config, metric, difference, p-values, mark)."""
-    cols = [c for c in ("pipeline_id", "mode", "top_k") if c in sig.columns]
+    cols = [c for c in CONFIG_KEY if c in sig.columns]
     if "pipeline_id" in cols and sig["pipeline_id"].nunique() == 1:
         cols.remove("pipeline_id")
     wanted = [c for c in _SIG_COLUMNS if with_effect or c not in ("cohens_d", "ties")]
@@ -285,7 +283,7 @@ def render_html(context: dict[str, Any]) -> str:
     run = ctx.pop("_run")
     figures = _figures(run, ctx["table"], ctx["primary"], ctx["baseline"], ctx["best"])
     failures = ctx["failures"]
-    fail_cols = [c for c in ("pipeline_id", "mode", "top_k", "query_id", "status", "error") if failures is not None
+    fail_cols = [c for c in (*REQUEST_KEY, "status", "error") if failures is not None
                  and c in failures.columns]
     return _env().get_template("report.html.j2").render(
         **{k: v for k, v in ctx.items() if k not in ("table", "display", "frontier", "significance", "failures", "stages")},

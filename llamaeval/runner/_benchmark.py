@@ -1,4 +1,4 @@
-"""benchmark(): send a query set through retrieve for every mode x top_k, concurrently."""
+"""benchmark(): send a query set through retrieve for every configuration x top_k, concurrently."""
 
 from __future__ import annotations
 
@@ -18,28 +18,47 @@ import httpx
 import pandas as pd
 
 from llamaeval._errors import APIError, ConfigurationError, LlamaEvalError
+from llamaeval._keys import MODES, REQUEST_KEY
 from llamaeval.runner._clients import async_client, pipeline_info, server_info
 from llamaeval.runner._config import BenchmarkConfig, _mapping_dict
+from llamaeval.runner._configs import (
+    Configuration, add_parameter_columns, build_configurations, parameter_keys,
+)
 from llamaeval.runner._journal import JOURNAL_NAME, Journal, read_journal
 from llamaeval.runner._plan import (
     Key, PlannedRequest, build_plan, grid_cells, missing_requests, warmup_requests,
 )
-from llamaeval.runner._records import build_frames, hits_from_response, record_key
+from llamaeval.runner._records import build_frames, hits_from_results, record_key
 from llamaeval.runner._run import MANIFEST_NAME, BenchmarkRun, load_records
 
-DEFAULT_MODES = ("fast", "accurate", "advanced")
-_RESERVED_COLUMNS = frozenset({"pipeline_id", "mode", "top_k", "query_id", "rank", "score", "chunk_index"})
+DEFAULT_MODES = MODES
+_RESERVED_COLUMNS = frozenset({*REQUEST_KEY, "rank", "score", "chunk_index"})
 
 
 def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
-              modes: str | Sequence[str] = DEFAULT_MODES, top_k: int | Sequence[int] = (10,), *,
-              concurrency: int = 8, out: str | os.PathLike[str] | None = None,
+              modes: str | Sequence[str] | None = None, top_k: int | Sequence[int] = (10,), *,
+              params: Any = None, concurrency: int = 8, out: str | os.PathLike[str] | None = None,
               config: BenchmarkConfig | None = None) -> BenchmarkRun:
-    """Run every (pipeline, mode, top_k, query) retrieve request and collect a BenchmarkRun.
+    """Run every (pipeline, configuration, top_k, query) retrieve request and collect a BenchmarkRun.
+
+    A configuration is a mode, a set of retrieve parameters, or a mode with a set:
+    ``modes`` (default: fast, accurate, advanced; with ``params``: none) times the
+    parameter sets of ``params``, which is one of
+
+    - a grid: ``{"alpha": [0, 0.5, 1], "enable_reranking": [False, True]}`` (the cartesian
+      product, first key slowest; cells named ``"alpha=0, enable_reranking=False"``);
+    - named sets: ``{"hybrid": {"alpha": 0.5}, "sparse": {"alpha": 0}}``;
+    - a list of sets, each named by its ``"name"`` or else by its items;
+    - one flat dict of scalars (one set).
+
+    A configuration's name (``"fast"``, ``"hybrid"``, ``"fast hybrid"``) is its value in
+    the ``mode`` column of ``run.results`` / ``run.requests``; its parameters are columns
+    there too, and in ``run.configurations``. Each request is
+    ``retrieve(pipeline_id, query, mode=<mode or None>, top_k=k, **config.retrieve_params, **params)``.
 
     ``client`` is a ``LlamaCloud`` or ``AsyncLlamaCloud``; requests are sent
     asynchronously, at most ``concurrency`` at a time, in a seeded shuffled order
-    that interleaves modes and top_k. A failed request is recorded (status, error)
+    that interleaves configurations and top_k. A failed request is recorded (status, error)
     and the run goes on. With ``out=folder`` every finished request is journaled
     at once, a re-run sends only the missing ones, and the finished run is saved there.
 
@@ -47,14 +66,14 @@ def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
     (Jupyter), the run happens on a worker thread with its own loop. In async code,
     ``await abenchmark(...)`` instead.
     """
+    grid = _Grid(modes, top_k, params)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(_benchmark(client, pipeline_id, queryset, modes, top_k, concurrency, out, config))
+        return asyncio.run(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config))
     # An AsyncLlamaCloud made in the running loop may hold connections bound to it: the
     # worker loop uses a twin with the same settings instead.
-    return _run_in_thread(_benchmark(client, pipeline_id, queryset, modes, top_k, concurrency, out, config,
-                                     twin=True))
+    return _run_in_thread(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config, twin=True))
 
 
 def _run_in_thread(coro: Any) -> Any:
@@ -96,22 +115,36 @@ def _run_in_thread(coro: Any) -> Any:
 
 
 async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
-                     modes: str | Sequence[str] = DEFAULT_MODES, top_k: int | Sequence[int] = (10,), *,
-                     concurrency: int = 8, out: str | os.PathLike[str] | None = None,
+                     modes: str | Sequence[str] | None = None, top_k: int | Sequence[int] = (10,), *,
+                     params: Any = None, concurrency: int = 8, out: str | os.PathLike[str] | None = None,
                      config: BenchmarkConfig | None = None) -> BenchmarkRun:
     """The async form of :func:`benchmark` (same arguments, same result)."""
-    return await _benchmark(client, pipeline_id, queryset, modes, top_k, concurrency, out, config)
+    return await _benchmark(client, pipeline_id, queryset, _Grid(modes, top_k, params), concurrency, out, config)
 
 
-async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any, modes: str | Sequence[str],
-                     top_k: int | Sequence[int], concurrency: int, out: str | os.PathLike[str] | None,
+class _Grid:
+    """The checked grid arguments: the modes given, the configurations, the top_k values."""
+
+    def __init__(self, modes: Any, top_k: Any, params: Any) -> None:
+        self.modes = _as_str_list(modes, "modes") if modes is not None else None
+        self.ks = _as_k_list(top_k)
+        self.with_params = params is not None
+        self.configs = build_configurations(
+            self.modes if self.modes is not None or self.with_params else list(DEFAULT_MODES), params)
+        self.names = [c.name for c in self.configs]
+
+
+async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any, grid: _Grid,
+                     concurrency: int, out: str | os.PathLike[str] | None,
                      config: BenchmarkConfig | None, *, twin: bool = False) -> BenchmarkRun:
     cfg = config if config is not None else BenchmarkConfig()
     if not isinstance(cfg, BenchmarkConfig):
         raise ConfigurationError(f"config must be a BenchmarkConfig, got {type(cfg).__name__}")
     pipelines = _as_str_list(pipeline_id, "pipeline_id")
-    mode_list = _as_str_list(modes, "modes")
-    ks = _as_k_list(top_k)
+    names, ks = grid.names, grid.ks
+    both = sorted(set(cfg.retrieve_params) & set(parameter_keys(grid.configs)))
+    if both:
+        raise ConfigurationError(f"{both} set both in config.retrieve_params and in params: set each once")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
     mapping = _resolve_mapping(cfg.mapping)
@@ -124,21 +157,25 @@ async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
         "mapping": _mapping_dict(mapping),
         "share_k": bool(cfg.share_k),
     }
+    if grid.with_params:
+        # A configuration's name must mean the same request in every session; runs of modes
+        # alone keep the fingerprint they always had (and may add modes on resume).
+        fingerprint["configurations"] = [c.to_dict() for c in grid.configs]
     folder = Path(out) if out is not None else None
     records, previous_manifest = _load_previous(folder, fingerprint)
 
-    cells = grid_cells(pipelines, mode_list, ks, query_ids)
-    plan = build_plan(pipelines, mode_list, ks, query_ids, share_k=cfg.share_k, seed=cfg.seed)
+    cells = grid_cells(pipelines, names, ks, query_ids)
+    plan = build_plan(pipelines, names, ks, query_ids, share_k=cfg.share_k, seed=cfg.seed)
     done = {k: r for k, r in records.items() if not cfg.retry_failed or _ok(r["status"])}
     todo = missing_requests(plan, cells, done, share_k=cfg.share_k)
-    warm = warmup_requests(pipelines, mode_list, ks, query_ids, cfg.warmup, cfg.seed) if todo else []
+    warm = warmup_requests(pipelines, names, ks, query_ids, cfg.warmup, cfg.seed) if todo else []
 
     session: dict[str, Any] = {"started_at": _now_iso(), "sent": 0, "warmup_sent": 0}
     async with async_client(client, twin=twin) as aclient:
         pipes = [await pipeline_info(aclient, p) for p in pipelines]
         server = await server_info(aclient)
-        sender = _Sender(aclient, dict(zip(query_ids, queries["text"])), dict(cfg.retrieve_params), mapping,
-                         concurrency, cfg.rate_limit)
+        sender = _Sender(aclient, dict(zip(query_ids, queries["text"])), dict(cfg.retrieve_params),
+                         {c.name: c for c in grid.configs}, mapping, concurrency, cfg.rate_limit)
         journal = Journal(folder / JOURNAL_NAME, fingerprint) if folder is not None and todo else None
         with journal if journal is not None else contextlib.nullcontext():
             session["warmup_sent"] = await sender.run(warm, None, progress=False)
@@ -154,9 +191,10 @@ async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
     session["finished_at"] = _now_iso()
 
     requests, results = build_frames(records, cells, mapping, share_k=cfg.share_k)
-    manifest = _manifest(queryset, queries, qrels, pipes, server, client, mode_list, ks,
-                         concurrency, cfg, fingerprint, session, previous_manifest, requests,
-                         list(records.values()))
+    requests = add_parameter_columns(requests, grid.configs)
+    results = add_parameter_columns(results, grid.configs)
+    manifest = _manifest(queryset, queries, qrels, pipes, server, client, grid, concurrency, cfg,
+                         fingerprint, session, previous_manifest, requests, list(records.values()))
     run = BenchmarkRun(results, requests, qrels, queries, manifest, list(records.values()))
     if folder is not None:
         run.save(folder)
@@ -198,11 +236,13 @@ class _RateLimiter:
 class _Sender:
     """Sends planned requests with bounded concurrency and turns each into a record."""
 
-    def __init__(self, aclient: Any, query_text: dict[str, str], params: dict[str, Any], mapping: Any,
-                 concurrency: int, rate_limit: float | None) -> None:
+    def __init__(self, aclient: Any, query_text: dict[str, str], params: dict[str, Any],
+                 configs: dict[str, Configuration], mapping: Any, concurrency: int,
+                 rate_limit: float | None) -> None:
         self._client = aclient
         self._text = query_text
         self._params = params
+        self._configs = configs
         self._mapping = mapping
         self._concurrency = concurrency
         self._limiter = _RateLimiter(rate_limit) if rate_limit else None
@@ -254,6 +294,7 @@ class _Sender:
 
     async def send(self, req: PlannedRequest) -> dict[str, Any]:
         """One retrieve call -> record; errors from the API or the connection are recorded."""
+        conf = self._configs[req.mode]
         record: dict[str, Any] = {
             "pipeline_id": req.pipeline_id, "mode": req.mode, "top_k": req.top_k,
             "query_id": req.query_id, "shared": req.shared, "order": req.order,
@@ -262,7 +303,8 @@ class _Sender:
         t0 = time.perf_counter()
         try:
             result = await self._client.pipelines.retrieve(
-                req.pipeline_id, self._text[req.query_id], mode=req.mode, top_k=req.top_k, **self._params)
+                req.pipeline_id, self._text[req.query_id], mode=conf.mode, top_k=req.top_k,
+                **self._params, **conf.params)
         except (LlamaEvalError, httpx.HTTPError) as exc:
             elapsed = time.perf_counter() - t0
             status = exc.status_code if isinstance(exc, APIError) and exc.status_code is not None else 0
@@ -277,9 +319,19 @@ class _Sender:
             "attempts": int(getattr(result, "attempts", 1) or 1),
             "error": None,
             "server_timing": {str(k): float(v) for k, v in (getattr(result, "server_timing", None) or {}).items()},
-            "hits": hits_from_response(getattr(result, "raw", None), self._mapping),
+            "hits": hits_from_results(_result_items(result), self._mapping),
         }
         return record
+
+
+def _result_items(result: Any) -> Any:
+    """The ranked result objects of a retrieve call: the client's ``results`` (either dialect);
+    a result without them falls back to a simplified body's ``raw["results"]``."""
+    items = getattr(result, "results", None)
+    if items is None:
+        raw = getattr(result, "raw", None)
+        items = raw.get("results") if isinstance(raw, dict) else None
+    return items
 
 
 def _progress_bar(total: int, initial: int) -> Any:
@@ -358,7 +410,8 @@ def _load_previous(folder: Path | None,
         previous = json.loads(manifest_path.read_text(encoding="utf-8"))
         if previous.get("fingerprint") != fingerprint:
             raise ConfigurationError(
-                f"{folder} holds a run with a different query set, retrieve_params, mapping or share_k "
+                f"{folder} holds a run with a different query set, retrieve_params, mapping, share_k "
+                f"or configurations "
                 f"({previous.get('fingerprint')}); use another `out` folder")
         for rec in load_records(folder):
             records[record_key(rec)] = rec
@@ -373,7 +426,7 @@ def _load_previous(folder: Path | None,
 # --- manifest ----------------------------------------------------------------------------
 
 def _manifest(queryset: Any, queries: pd.DataFrame, qrels: pd.DataFrame, pipes: list[dict[str, Any]],
-              server: dict[str, Any], client: Any, modes: list[str], ks: list[int], concurrency: int,
+              server: dict[str, Any], client: Any, grid: _Grid, concurrency: int,
               cfg: BenchmarkConfig, fingerprint: dict[str, Any], session: dict[str, Any],
               previous: dict | None, requests: pd.DataFrame,
               records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -396,8 +449,10 @@ def _manifest(queryset: Any, queries: pd.DataFrame, qrels: pd.DataFrame, pipes: 
         "server": server,
         "client": {"llamaeval": llamaeval.__version__, "httpx": httpx.__version__,
                    "class": type(client).__name__},
-        "parameters": {"modes": modes, "top_k": ks, "concurrency": concurrency, **cfg.to_dict(),
-                       "mapping": fingerprint["mapping"]},
+        "parameters": {"modes": list(dict.fromkeys(c.mode for c in grid.configs if c.mode is not None)),
+                       "top_k": grid.ks, "concurrency": concurrency, **cfg.to_dict(),
+                       "mapping": fingerprint["mapping"],
+                       "configurations": [c.to_dict() for c in grid.configs]},
         "fingerprint": fingerprint,
         "timestamps": {"started_at": sessions[0]["started_at"], "finished_at": session["finished_at"]},
         "sessions": sessions,

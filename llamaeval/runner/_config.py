@@ -18,15 +18,16 @@ class BenchmarkConfig:
     """How a benchmark is run (the grid itself is given to :func:`benchmark`).
 
     Attributes:
-        warmup: requests per (pipeline, mode) sent before measuring and excluded
+        warmup: requests per (pipeline, configuration) sent before measuring and excluded
             from every result (warms caches, connections, lazy model loading).
         rate_limit: maximum request rate in requests/second over the whole run
             (``None`` = as fast as ``concurrency`` allows).
         seed: seed of the shuffled send order (and of the warm-up query choice).
-        share_k: send one request per (pipeline, mode, query) at the largest
+        share_k: send one request per (pipeline, configuration, query) at the largest
             ``top_k`` and derive smaller ``top_k`` by truncating its chunk list;
             the derived (smaller-k) rows carry ``shared=True`` and that request's latency.
-        retrieve_params: extra keyword arguments for every ``retrieve`` call.
+        retrieve_params: extra keyword arguments for every ``retrieve`` call (to compare
+            values, give them as ``benchmark(params=...)`` instead).
         mapping: how a retrieved chunk maps to a judged document id
             (a ``llamaeval.datasets.DocumentMapping``; default: metadata key ``doc_id``).
         progress: show a ``tqdm.auto`` progress bar.

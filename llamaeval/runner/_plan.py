@@ -1,8 +1,9 @@
-"""The request plan: which (pipeline, mode, top_k, query) requests to send, in which order.
+"""The request plan: which (pipeline, configuration, top_k, query) requests to send, in which order.
 
 Every request of the grid is shuffled together with one seeded RNG, so the
-modes (and top_k values, and pipelines) are interleaved over the whole run and
-slow drift of the machine or server does not favour one configuration.
+configurations (and top_k values, and pipelines) are interleaved over the whole run and
+slow drift of the machine or server does not favour one of them. A configuration is
+named by its ``mode`` field (see :mod:`llamaeval.runner._configs`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-Key = tuple[str, str, int, str]  # (pipeline_id, mode, top_k, query_id)
+Key = tuple[str, str, int, str]  # (pipeline_id, mode = configuration name, top_k, query_id)
 
 
 @dataclass(frozen=True)
 class PlannedRequest:
-    """One retrieve request to send. ``shared``: its results also serve smaller top_k."""
+    """One retrieve request to send; ``mode`` is the configuration's name.
+    ``shared``: its results also serve smaller top_k."""
 
     pipeline_id: str
     mode: str
@@ -32,7 +34,7 @@ class PlannedRequest:
 
 def grid_cells(pipelines: Sequence[str], modes: Sequence[str], ks: Sequence[int],
                query_ids: Sequence[str]) -> list[Key]:
-    """Every (pipeline, mode, top_k, query) cell of the grid, in a stable (unshuffled) order."""
+    """Every (pipeline, configuration, top_k, query) cell of the grid, in a stable (unshuffled) order."""
     return [(p, m, k, q) for p in pipelines for m in modes for k in ks for q in query_ids]
 
 
@@ -52,7 +54,7 @@ def sources(cells: Sequence[Key], sent: Iterable[Key], *, share_k: bool) -> dict
     """For each cell, the key of the sent request that answers it (cells not yet answered are absent).
 
     Without share_k only the exact request counts; with share_k the smallest sent
-    top_k >= the cell's top_k for the same (pipeline, mode, query) answers it.
+    top_k >= the cell's top_k for the same (pipeline, configuration, query) answers it.
     """
     sent = set(sent)
     if not share_k:
@@ -87,7 +89,7 @@ def missing_requests(plan: Iterable[PlannedRequest], cells: Sequence[Key],
 
 def warmup_requests(pipelines: Sequence[str], modes: Sequence[str], ks: Sequence[int],
                     query_ids: Sequence[str], n: int, seed: int) -> list[PlannedRequest]:
-    """``n`` warm-up requests per (pipeline, mode) at the largest top_k, queries drawn with ``seed``."""
+    """``n`` warm-up requests per (pipeline, configuration) at the largest top_k, queries drawn with ``seed``."""
     if n <= 0 or not query_ids:
         return []
     rng = random.Random(seed + 1)

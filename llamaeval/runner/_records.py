@@ -2,7 +2,7 @@
 
 A record is a JSON-safe dict, one per request actually sent::
 
-    {"pipeline_id", "mode", "top_k", "query_id",   # top_k as sent
+    {"pipeline_id", "mode", "top_k", "query_id",   # mode: the configuration's name; top_k as sent
      "shared": bool, "order": int, "started_at": ISO-8601 UTC,
      "latency_s": float, "status": int, "error": str | None,
      "server_timing": {stage: seconds},
@@ -23,28 +23,31 @@ from typing import Any
 
 import pandas as pd
 
+from llamaeval._keys import REQUEST_KEY as _REQUEST_KEY
 from llamaeval.runner._plan import Key, sources
 
-REQUEST_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", "latency_s", "server_total_s"]
+REQUEST_KEY = list(_REQUEST_KEY)  # pipeline_id, mode (the configuration's name), top_k, query_id
+REQUEST_COLUMNS = [*REQUEST_KEY, "latency_s", "server_total_s"]
 REQUEST_TAIL = ["status", "error", "n_results", "shared", "started_at", "order"]
-RESULT_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", "rank", "doc_id", "chunk_id",
-                  "file_id", "score", "latency_s", "status", "error", "shared"]
-RECORD_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", "shared", "order", "started_at",
-                  "latency_s", "status", "attempts", "error", "server_timing"]
+RESULT_COLUMNS = [*REQUEST_KEY, "rank", "doc_id", "chunk_id", "file_id", "score", "latency_s", "status",
+                  "error", "shared"]
+RECORD_COLUMNS = [*REQUEST_KEY, "shared", "order", "started_at", "latency_s", "status", "attempts", "error",
+                  "server_timing"]
 HIT_FIELDS = ["rank", "key_value", "file_name", "chunk_index", "chunk_id", "file_id", "score"]
-CHUNK_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", *HIT_FIELDS]
-DOC_COLUMNS = ["pipeline_id", "mode", "top_k", "query_id", "rank", "doc_id", "chunk_id", "file_id", "score"]
-REQUEST_KEY = ["pipeline_id", "mode", "top_k", "query_id"]
+CHUNK_COLUMNS = [*REQUEST_KEY, *HIT_FIELDS]
+DOC_COLUMNS = [*REQUEST_KEY, "rank", "doc_id", "chunk_id", "file_id", "score"]
 
 
 def record_key(record: Mapping[str, Any]) -> Key:
-    return (record["pipeline_id"], record["mode"], int(record["top_k"]), record["query_id"])
+    p, m, k, q = (record[c] for c in REQUEST_KEY)
+    return (p, m, int(k), q)
 
 
-def hits_from_response(raw: Any, mapping: Any) -> list[list[Any]]:
+def hits_from_results(items: Any, mapping: Any) -> list[list[Any]]:
     """Chunk hits ``[rank, key_value, file_name, chunk_index, chunk_id, file_id, score]`` of a
-    retrieve response body, in the server's order."""
-    items = raw.get("results", []) if isinstance(raw, Mapping) else []
+    retrieve call's result objects ``{text, score, metadata}`` (the client's ``results``, the
+    same in both dialects), in the server's order."""
+    items = items if isinstance(items, Sequence) and not isinstance(items, (str, bytes)) else []
     key = getattr(mapping, "metadata_key", "doc_id")
     hits: list[list[Any]] = []
     for rank, item in enumerate(items, start=1):
@@ -94,15 +97,14 @@ def tables_to_records(table: pd.DataFrame, chunk_table: pd.DataFrame) -> list[di
     """Records back from the two Parquet tables."""
     hits: dict[Key, list[list[Any]]] = {}
     for row in chunk_table.sort_values([*REQUEST_KEY, "rank"]).itertuples(index=False):
-        hits.setdefault((row.pipeline_id, row.mode, int(row.top_k), row.query_id), []).append(
+        hits.setdefault(record_key(row._asdict()), []).append(
             [int(row.rank), _na_to_none(row.key_value), _na_to_none(row.file_name),
              None if _na_to_none(row.chunk_index) is None else int(row.chunk_index),
              _na_to_none(row.chunk_id), _na_to_none(row.file_id), float(row.score)])
     out = []
     for row in table.itertuples(index=False):
-        rec = {
-            "pipeline_id": row.pipeline_id, "mode": row.mode, "top_k": int(row.top_k),
-            "query_id": row.query_id, "shared": bool(row.shared), "order": int(row.order),
+        rec = dict(zip(REQUEST_KEY, record_key(row._asdict()))) | {
+            "shared": bool(row.shared), "order": int(row.order),
             "started_at": row.started_at, "latency_s": float(row.latency_s), "status": int(row.status),
             "attempts": int(row.attempts),
             "error": _na_to_none(row.error), "server_timing": json.loads(row.server_timing or "{}"),
@@ -143,8 +145,7 @@ def build_frames(records: Mapping[Key, Mapping[str, Any]], cells: Sequence[Key],
         k = cell[2]
         hits = [h for h in (r.get("hits") or []) if h[0] <= k]
         timing = r.get("server_timing") or {}
-        row = {
-            "pipeline_id": cell[0], "mode": cell[1], "top_k": k, "query_id": cell[3],
+        row = dict(zip(REQUEST_KEY, cell)) | {
             "latency_s": r["latency_s"], "server_total_s": timing.get("total", math.nan),
         }
         for s in stages:
@@ -162,8 +163,9 @@ def build_frames(records: Mapping[Key, Mapping[str, Any]], cells: Sequence[Key],
                                 **{c: "float64" for c in stage_cols}, "status": "int64",
                                 "n_results": "int64", "shared": "bool", "order": "int64"})
     requests["error"] = _str_column(requests["error"])
-    for c in ("pipeline_id", "mode", "query_id"):
-        requests[c] = _str_column(requests[c])
+    for c in REQUEST_KEY:
+        if c != "top_k":
+            requests[c] = _str_column(requests[c])
     requests["started_at"] = pd.to_datetime(requests["started_at"], utc=True, format="ISO8601")
     # Rows follow the grid (pipelines and modes as given, top_k ascending, queries in query-set
     # order) - already the order of req_rows; ``order`` keeps the send order.

@@ -11,26 +11,31 @@ from typing import Any
 import pandas as pd
 
 from llamaeval._errors import ConfigurationError
+from llamaeval._keys import CONFIG_KEY
 from llamaeval.runner._records import records_to_tables, tables_to_records
 
 MANIFEST_NAME = "manifest.json"
 _FRAMES = ("results", "requests", "qrels", "queries")
-_CONFIG = ["pipeline_id", "mode", "top_k"]
 
 
 class BenchmarkRun:
     """Everything a later analysis needs from one benchmark.
 
+    ``mode`` in every frame is the configuration's name: the mode (``"fast"``), the
+    parameter set's name (``"alpha=0.5"``) or both (``"fast alpha=0.5"``).
+
     Attributes:
         results: one row per (pipeline_id, mode, top_k, query_id, rank) after the
             chunk->document collapse; a request that failed or returned nothing has
             one row with ``rank``/``doc_id`` NA. Columns: pipeline_id, mode, top_k,
-            query_id, rank, doc_id, chunk_id, file_id, score, latency_s, status, error, shared.
+            query_id, rank, doc_id, chunk_id, file_id, score, latency_s, status, error, shared,
+            then one column per retrieve parameter of the configurations (NA where unset).
         requests: one row per (pipeline_id, mode, top_k, query_id) request: client wall
             time ``latency_s`` (seconds, monotonic clock), ``server_total_s`` and
             ``server_<stage>_s`` from Server-Timing (seconds), ``status`` (HTTP status,
             0 = no response), ``error``, ``n_results`` (chunks), ``shared``,
-            ``started_at`` (UTC), ``order`` (send order).
+            ``started_at`` (UTC), ``order`` (send order), then the parameter columns.
+        configurations: one row per (pipeline_id, mode, top_k) (see the property).
         qrels, queries: the judgements and queries of the benchmarked queries.
         manifest: JSON-safe provenance (query set + hash, pipelines and their
             retrieval config, server and client versions, parameters, timestamps, machine).
@@ -98,8 +103,26 @@ class BenchmarkRun:
 
     @property
     def configurations(self) -> pd.DataFrame:
-        """The distinct (pipeline_id, mode, top_k) configurations of the run."""
-        return self.requests[_CONFIG].drop_duplicates().reset_index(drop=True)
+        """The configurations of the run, one row per (pipeline_id, mode, top_k) in grid order.
+
+        Columns: pipeline_id, mode (the configuration's name), top_k, ``retrieve_mode`` (the
+        ``mode`` sent to retrieve; NA when the configuration is parameters alone), ``params``
+        (its retrieve parameters as JSON text), then one column per parameter (NA where unset),
+        so ``run.evaluate().merge(run.configurations, on=["pipeline_id", "mode", "top_k"])``
+        puts the parameters beside the metrics.
+        """
+        defined = (self.manifest.get("parameters") or {}).get("configurations")
+        keys = list(dict.fromkeys(k for c in (defined or []) for k in c.get("params", {})))
+        frame = self.requests[[*CONFIG_KEY, *[k for k in keys if k in self.requests.columns]]]
+        frame = frame.drop_duplicates(list(CONFIG_KEY)).reset_index(drop=True)
+        if defined is None:  # a run of an earlier version: modes only
+            defined = [{"name": m, "mode": m, "params": {}} for m in dict.fromkeys(frame["mode"])]
+        by_name = {c["name"]: c for c in defined}
+        info = [by_name.get(name, {"mode": name, "params": {}}) for name in frame["mode"]]
+        frame.insert(3, "retrieve_mode", pd.array([c["mode"] for c in info], dtype="string"))
+        frame.insert(4, "params", pd.array([json.dumps(c["params"], sort_keys=True) for c in info],
+                                           dtype="string"))
+        return frame
 
     def __repr__(self) -> str:
         qs = self.manifest.get("queryset", {})
@@ -145,7 +168,9 @@ class BenchmarkRun:
         """Write TREC run files (``qid Q0 docid rank score tag``).
 
         One configuration: ``path`` is the file. Several (or ``path`` an existing folder):
-        ``path`` is a folder and each configuration goes to ``<pipeline>_<mode>_k<top_k>.trec``. ``score="rank"``
+        ``path`` is a folder and each configuration goes to ``<pipeline>_<mode>_k<top_k>.trec``
+        (``mode`` the configuration's name, characters other than letters, digits, ``-`` and
+        ``.`` replaced by ``_``; so is the run tag). ``score="rank"``
         writes ``top_k - rank + 1`` so tools that re-sort by score (trec_eval) keep the
         server's order; ``score="server"`` writes the server's score. Failed/empty
         requests, and chunks without a document id, write no line. Returns the files written.
@@ -162,7 +187,7 @@ class BenchmarkRun:
         for cfg in configs.itertuples(index=False):
             sel = rows[(rows.pipeline_id == cfg.pipeline_id) & (rows["mode"] == cfg.mode)
                        & (rows.top_k == cfg.top_k)]
-            tag = f"{run_name}.{cfg.mode}.k{cfg.top_k}"
+            tag = f"{_safe(run_name)}.{_safe(cfg.mode)}.k{cfg.top_k}"
             target = path / f"{_safe(cfg.pipeline_id)}_{_safe(cfg.mode)}_k{cfg.top_k}.trec" if multi else path
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("w", encoding="utf-8") as fh:

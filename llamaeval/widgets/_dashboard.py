@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from llamaeval._errors import ConfigurationError, LlamaEvalError
-from llamaeval.report._summary import MODE_ORDER, sort_configs, summary_table
+from llamaeval._keys import MODES, natural_order
+from llamaeval.metrics._frames import sort_configs
+from llamaeval.report._summary import summary_table
 from llamaeval.widgets._html import error_html, frame_html
 
 METRIC_FAMILIES: tuple[str, ...] = ("ndcg", "recall", "precision", "mrr", "map", "hit_rate")
@@ -18,7 +20,8 @@ def _widgets():
 
 
 class BenchmarkDashboard:
-    """Controls (``metric``, ``cutoff``, ``modes``) driving ``chart`` (PNG) and ``table`` (HTML).
+    """Controls (``metric``, ``cutoff``, ``modes``: the modes or configurations shown) driving
+    ``chart`` (PNG) and ``table`` (HTML).
 
     ``widget`` is the ipywidgets box to display; the Jupyter repr displays it too.
     Quality tables are computed once per metric name (``metric@cutoff``) and cached.
@@ -30,8 +33,7 @@ class BenchmarkDashboard:
         if metric not in metrics:
             raise ConfigurationError(f"metric {metric!r} not in {list(metrics)}")
         self.run = run
-        present = list(dict.fromkeys(run.requests["mode"])) if len(run.requests) else []
-        modes = [m for m in MODE_ORDER if m in present] + [m for m in present if m not in MODE_ORDER]
+        modes = natural_order(run.requests["mode"]) if len(run.requests) else []
         if not modes:
             raise ConfigurationError("the run has no requests to show")
         ks = sorted({int(k) for k in run.requests["top_k"]} | {10})
@@ -41,8 +43,9 @@ class BenchmarkDashboard:
         self._cache: dict[str, Any] = {}
         self.metric = w.Dropdown(options=list(metrics), value=metric, description="metric")
         self.cutoff = w.Dropdown(options=cutoffs, value=cutoff, description="cutoff @")
-        self.modes = w.SelectMultiple(options=modes, value=tuple(modes), description="modes",
-                                      rows=min(len(modes), 4))
+        label = "modes" if all(m in MODES for m in modes) else "configs"
+        self.modes = w.SelectMultiple(options=modes, value=tuple(modes), description=label,
+                                      rows=min(len(modes), 6))
         self.chart = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.table = w.HTML()
         self.status = w.HTML()
@@ -72,7 +75,8 @@ class BenchmarkDashboard:
 
         name, modes = self.metric_name, list(self.modes.value)
         if not modes:
-            self.status.value = "<p class='le-err'>select at least one mode</p>"
+            noun = "mode" if self.modes.description == "modes" else "configuration"
+            self.status.value = f"<p class='le-err'>select at least one {noun}</p>"
             self.table.value = ""
             self.chart.value = b""
             return
@@ -86,7 +90,8 @@ class BenchmarkDashboard:
             self.chart.value = plots.to_png(fig, dpi=80)
             self.table.value = frame_html(table)
             n = int(table["n_queries"].max()) if "n_queries" in table and len(table) else 0
-            self.status.value = f"<b>{name}</b> over {n} judged queries · modes: {', '.join(modes)}"
+            self.status.value = (f"<b>{name}</b> over {n} judged queries · {self.modes.description}: "
+                                 f"{', '.join(modes)}")
         except LlamaEvalError as exc:
             self.status.value = error_html(exc)
             self.table.value = ""

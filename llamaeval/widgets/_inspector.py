@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llamaeval._errors import ConfigurationError
-from llamaeval.report._summary import MODE_ORDER
+from llamaeval._keys import natural_order
 from llamaeval.widgets._html import TABLE_STYLE, esc
 
 
@@ -42,8 +42,7 @@ class QueryInspector:
             raise ConfigurationError(f"query {query_id!r} is not in this run")
         ks = sorted({int(k) for k in requests["top_k"]})
         pipelines = list(dict.fromkeys(requests["pipeline_id"].astype(str)))
-        present = list(dict.fromkeys(requests["mode"]))
-        self.modes = [m for m in MODE_ORDER if m in present] + [m for m in present if m not in MODE_ORDER]
+        self.modes = natural_order(requests["mode"])
         self.query = w.Dropdown(options=options, value=query_id or qids[0], description="query",
                                 layout=w.Layout(width="60%"))
         self.top_k = w.Dropdown(options=ks, value=ks[-1], description="top_k")

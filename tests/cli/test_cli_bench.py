@@ -18,6 +18,9 @@ from llamaeval.cli import build_parser, main
     (["bench", "adi", "--out", "x", "--metrics", "ndcg@10,bleu"], "bleu"),
     (["bench", "adi", "--out", "x", "--concurrency", "0"], "positive integer"),
     (["bench", "adi", "--out", "x", "--baseline", "speed=fast"], "baseline"),
+    (["bench", "adi", "--out", "x", "--param", "alpha"], "alpha=0,0.5,1"),
+    (["bench", "adi", "--out", "x", "--param", "alpha="], "--param must look like"),
+    (["demo", "--param", "alpha=0"], "unrecognized"),
     (["bench", "adi"], "--out"),
     (["demo", "--top-k", "-1"], ">= 1"),
     (["report"], "run"),
@@ -116,3 +119,44 @@ def test_demo_with_embedded_server_reuses_its_data_dir(tmp_path, capsys):
     second = capsys.readouterr()
     assert re.search(r"pipeline (\S+) synced", second.err).group(1) == pipeline  # ingest found it
     assert second.out.split("report:")[0] == first.out.split("report:")[0]  # same run, nothing re-sent
+
+
+def test_bench_params_build_a_grid(run, tmp_path, monkeypatch, capsys):
+    """--param KEY=V1,V2 (repeatable) becomes benchmark(params={KEY: [values]}), values read as JSON
+    scalars where possible; without --modes there is no mode."""
+    import llamaeval.runner
+
+    seen = {}
+
+    def fake_benchmark(client, pipeline_id, queryset, **kwargs):
+        seen.update(kwargs, pipeline_id=pipeline_id)
+        return run
+
+    monkeypatch.setattr(llamaeval.runner, "benchmark", fake_benchmark)
+    argv = ["bench", "adi", "--pipeline", "pipe-1", "--out", str(tmp_path / "run"), "--no-report", "-q",
+            "--param", "alpha=0,0.5,1", "--param", "enable_reranking=false,True",
+            "--param", "retrieval_mode=chunks,\"null\",null", "--top-k", "5,10",
+            "--base-url", "http://127.0.0.1:9", "--api-key", "k"]
+    assert main(argv) == 0
+    assert seen["params"] == {"alpha": [0, 0.5, 1], "enable_reranking": [False, True],
+                              "retrieval_mode": ["chunks", "null", None]}
+    assert seen["modes"] is None and seen["top_k"] == [5, 10] and seen["pipeline_id"] == "pipe-1"
+    capsys.readouterr()
+    assert main([*argv[:-4], "--modes", "fast", "--base-url", "http://127.0.0.1:9", "--api-key", "k"]) == 0
+    assert seen["modes"] == ["fast"]
+    assert main([*argv, "--param", "alpha=2"]) == 1
+    assert "--param alpha is given twice" in capsys.readouterr().err
+    without = build_parser().parse_args(["bench", "adi", "--out", "x"])
+    assert without.modes is None and without.param == []  # the runner's default: the three modes
+
+
+def test_bench_help_documents_param(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--param KEY=V1,V2" in text and "--param alpha=0,0.5,1" in text and "JSON" in text
+
+
+def test_baseline_may_name_a_configuration():
+    args = build_parser().parse_args(["report", "x", "--baseline", "mode=alpha=0, enable_reranking=False,top_k=10"])
+    assert args.baseline == {"mode": "alpha=0, enable_reranking=False", "top_k": 10}

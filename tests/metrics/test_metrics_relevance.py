@@ -135,3 +135,25 @@ def test_summarize_joins_quality_and_latency_per_configuration():
     assert table.loc["fast", "mean_s"] == pytest.approx(0.2)
     assert table.loc["accurate", "p50_s"] == pytest.approx(1.5)
     assert table.loc["accurate", "n_queries"] == 4 and table.loc["accurate", "n"] == 2
+
+
+def test_configurations_keep_natural_order():
+    """Modes in their natural order (fast, accurate, advanced), then the other configurations
+    in the order they appear - never alphabetical - in evaluate, latency, compare and summarize."""
+    from llamaeval.metrics import compare, latency_stats
+    from llamaeval.metrics._frames import sort_configs
+
+    names = ["sparse", "advanced", "hybrid", "fast", "dense"]
+    ranked = [("q1", 1, "d1"), ("q2", 1, "d4"), ("q3", 1, "d5"), ("q4", 1, "d6")]
+    results = pd.DataFrame([row for n in names for row in _rows(n, ranked)])
+    requests = results[["pipeline_id", "mode", "top_k", "query_id"]].assign(latency_s=0.01, status=200)
+    expected = ["fast", "advanced", "sparse", "hybrid", "dense"]
+    assert list(evaluate(results, QRELS, ["mrr"])["mode"]) == expected
+    assert list(latency_stats(requests)["mode"]) == expected
+    assert list(compare(results, QRELS, baseline={"mode": "dense"}, metric="mrr")["mode"]) == expected
+    assert list(summarize(results, QRELS, requests, ["mrr"])["mode"]) == expected
+    frame = pd.DataFrame({"pipeline_id": ["b", "a", "a", "a"], "mode": ["x", "y", "accurate", "x"],
+                          "top_k": [5, 10, 10, 5]})
+    # per pipeline; "x" is seen before "y" (in pipeline b's row)
+    assert sort_configs(frame).values.tolist() == [["a", "accurate", 10], ["a", "x", 5], ["a", "y", 10],
+                                                   ["b", "x", 5]]

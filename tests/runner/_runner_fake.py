@@ -3,8 +3,11 @@
 Responses are structurally the real ones (spec + CONTRACTS.md): retrieve returns
 chunk results with ``metadata`` (doc_id, file_id, file_name, chunk_id, chunk_index,
 pipeline_id, scores) and a ``Server-Timing`` header in milliseconds. Rankings are a
-deterministic function of (pipeline, query, mode), so a smaller top_k is a prefix
-of a larger one and two runs give identical results.
+deterministic function of (pipeline, query, mode[, retrieve parameters]), so a smaller
+top_k is a prefix of a larger one and two runs give identical results.
+
+``recording_client`` answers ``pipelines.retrieve`` in Python instead, recording the exact
+keyword arguments of every call (``mode=None`` and real LlamaCloud knobs included).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import json
 import re
 import threading
 from collections import Counter
-from typing import Callable
+from types import SimpleNamespace
+from typing import Any, Callable
 
 import httpx
 
@@ -40,11 +44,13 @@ class FakeCloud:
         self.extras: list[dict] = []  # body fields beyond query/mode/top_k, per retrieve call
         self._lock = threading.Lock()
 
-    def ranking(self, pipeline_id: str, query: str, mode: str) -> list[dict]:
+    def ranking(self, pipeline_id: str, query: str, mode: str | None, params: dict | None = None) -> list[dict]:
+        """Every chunk, best first; retrieve ``params`` (if any) change the order too."""
+        salt = [json.dumps(params, sort_keys=True)] if params else []
         chunks = []
         for d in range(N_DOCS):
             for c in range(CHUNKS_PER_DOC):
-                s = _score(pipeline_id, query, mode, str(d), str(c))
+                s = _score(pipeline_id, query, str(mode), *salt, str(d), str(c))
                 chunks.append({
                     "text": f"doc {d} chunk {c}",
                     "score": round(s, 6),
@@ -120,3 +126,33 @@ def make_async_client(handler, max_retries: int = 0):
 
     return AsyncLlamaCloud(api_key="test-key", base_url=FAKE_URL, max_retries=max_retries,
                            transport=httpx.MockTransport(yielding))
+
+
+class RecordingPipelines:
+    """Stands in for ``client.pipelines``: ``retrieve`` records ``(pipeline_id, query, kwargs)``
+    exactly as called and answers from ``rank(pipeline_id, query, mode, params)`` (default: the
+    fake's ranking); everything else goes to the real namespace."""
+
+    def __init__(self, inner: Any, fake: FakeCloud, rank: Callable[..., list[dict]] | None = None) -> None:
+        self._inner = inner
+        self._rank = rank or fake.ranking
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def retrieve(self, pipeline_id: str, query: str, **kwargs: Any) -> SimpleNamespace:
+        self.calls.append((pipeline_id, query, dict(kwargs)))
+        await asyncio.sleep(0)
+        params = {k: v for k, v in kwargs.items() if k not in ("mode", "top_k")}
+        results = self._rank(pipeline_id, query, kwargs["mode"], params)[: kwargs["top_k"]]
+        return SimpleNamespace(results=results, latency_s=0.001, status_code=200, attempts=1,
+                               server_timing={"total": 0.001})
+
+
+def recording_client(fake: FakeCloud, rank: Callable[..., list[dict]] | None = None):
+    """``(client, recorder)``: an AsyncLlamaCloud on ``fake`` whose ``pipelines.retrieve`` records its calls."""
+    client = make_async_client(fake)
+    recorder = RecordingPipelines(client.pipelines, fake, rank)
+    client.pipelines = recorder
+    return client, recorder

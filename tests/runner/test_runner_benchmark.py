@@ -351,10 +351,11 @@ def test_evaluate_and_latency_delegate_to_metrics(fake, tiny_queryset):
 
 
 def test_retrieve_params_are_sent_and_recorded(fake, tiny_queryset):
-    cfg = BenchmarkConfig(progress=False, warmup=1, retrieve_params={"alpha": 0.3, "filters": {"lang": "en"}})
+    # server extensions of the simplified API (the client refuses real LlamaCloud knobs there)
+    cfg = BenchmarkConfig(progress=False, warmup=1, retrieve_params={"k1": 0.3, "filters": {"lang": "en"}})
     result = run(fake, tiny_queryset, modes="fast", top_k=(2,), config=cfg)
-    assert fake.extras == [{"alpha": 0.3, "filters": {"lang": "en"}}] * 6  # warm-up included
-    assert result.manifest["parameters"]["retrieve_params"] == {"alpha": 0.3, "filters": {"lang": "en"}}
+    assert fake.extras == [{"k1": 0.3, "filters": {"lang": "en"}}] * 6  # warm-up included
+    assert result.manifest["parameters"]["retrieve_params"] == {"k1": 0.3, "filters": {"lang": "en"}}
 
 
 def test_client_retries_count_in_latency_and_manifest(fake, tiny_queryset):

@@ -149,3 +149,23 @@ def test_benchmark_inside_a_running_loop_with_a_used_async_client(live_server, a
 
     run = asyncio.run(cell())
     assert list(run.requests["query_id"]) == five and (run.requests["status"] == 200).all()
+
+
+def test_grid_over_real_knobs_through_the_real_dialect(live_server, adi_pipeline, adi_queryset):
+    """A params grid against the local server's real LlamaCloud API (/cloud): mode=None, the knobs
+    sent as given, results read in that dialect; alpha=0 (sparse) and alpha=1 (dense) differ."""
+    from llamaeval import LlamaCloud
+
+    with LlamaCloud(api_key=live_server.api_key, base_url=live_server.base_url + "/cloud",
+                    dialect="llamacloud") as lc:
+        run = benchmark(lc, adi_pipeline, adi_queryset, top_k=5, concurrency=4,
+                        params={"alpha": [0, 1], "enable_reranking": [False]}, config=QUIET)
+    req = run.requests
+    assert (req["status"] == 200).all() and (req["n_results"] > 0).all(), run.failures.head()
+    names = ["alpha=0, enable_reranking=False", "alpha=1, enable_reranking=False"]
+    assert list(dict.fromkeys(req["mode"])) == names
+    table = run.evaluate(["ndcg@5", "recall@5"])  # aligned: the real dialect's results carry doc_id
+    assert list(table["mode"]) == names and (table["ndcg@5"] > 0.1).all()
+    by = {n: g.set_index("query_id")["doc_id"] for n, g in run.results.groupby("mode")}
+    assert not by[names[0]].equals(by[names[1]])
+    assert run.manifest["client"]["class"] == "LlamaCloud"
