@@ -174,11 +174,14 @@ async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
     async with async_client(client, twin=twin) as aclient:
         pipes = [await pipeline_info(aclient, p) for p in pipelines]
         server = await server_info(aclient)
+        session["dialect"] = getattr(aclient, "dialect", None)
         sender = _Sender(aclient, dict(zip(query_ids, queries["text"])), dict(cfg.retrieve_params),
                          {c.name: c for c in grid.configs}, mapping, concurrency, cfg.rate_limit)
         journal = Journal(folder / JOURNAL_NAME, fingerprint) if folder is not None and todo else None
         with journal if journal is not None else contextlib.nullcontext():
-            session["warmup_sent"] = await sender.run(warm, None, progress=False)
+            warmed: list[dict[str, Any]] = []
+            session["warmup_sent"] = await sender.run(warm, warmed.append, progress=False)
+            _preflight(pipes, warmed)
 
             def finished(rec: dict[str, Any]) -> None:
                 records[record_key(rec)] = rec
@@ -200,6 +203,21 @@ async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
         run.save(folder)
         (folder / JOURNAL_NAME).unlink(missing_ok=True)
     return run
+
+
+def _preflight(pipes: list[dict[str, Any]], warmed: list[dict[str, Any]]) -> None:
+    """Refuse to benchmark a pipeline that holds nothing searchable: the server reports no
+    chunks, or every warm-up request to it answered successfully with no result."""
+    from llamaeval._errors import EmptyPipelineError
+
+    for info in pipes:
+        pid = info["id"]
+        if info.get("num_chunks") == 0:
+            raise EmptyPipelineError(f"pipeline {pid} reports 0 chunks: ingest and sync it before benchmarking")
+        answered = [r for r in warmed if r["pipeline_id"] == pid and _ok(r["status"])]
+        if answered and not any(r["hits"] for r in answered):
+            raise EmptyPipelineError(f"pipeline {pid} answered all {len(answered)} warm-up queries with no result: "
+                                     "its index is empty (check lc.pipelines.check_ready)")
 
 
 def _resolve_mapping(mapping: Any) -> Any:
@@ -448,7 +466,7 @@ def _manifest(queryset: Any, queries: pd.DataFrame, qrels: pd.DataFrame, pipes: 
         "pipelines": pipes,
         "server": server,
         "client": {"llamaeval": llamaeval.__version__, "httpx": httpx.__version__,
-                   "class": type(client).__name__},
+                   "class": type(client).__name__, "dialect": session.get("dialect")},
         "parameters": {"modes": list(dict.fromkeys(c.mode for c in grid.configs if c.mode is not None)),
                        "top_k": grid.ks, "concurrency": concurrency, **cfg.to_dict(),
                        "mapping": fingerprint["mapping"],
