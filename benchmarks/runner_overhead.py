@@ -36,7 +36,7 @@ from llamaeval.datasets import DocumentMapping
 from llamaeval.runner._plan import build_plan, grid_cells
 from llamaeval.runner._records import build_frames, record_key
 
-MODES = ("fast", "accurate", "advanced")
+from llamaeval._keys import MODES  # noqa: E402
 TOP_K = 10
 CONFIG = BenchmarkConfig(warmup=0, progress=False)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-MODES = ("fast", "accurate", "advanced")
+from llamaeval._keys import MODES  # noqa: E402
 
 
 def _ndcg10(ranked_docs: list[str], relevant: dict[str, int]) -> float:

@@ -11,7 +11,7 @@ from llamaeval.client._records import dtypes, infer_column
 if TYPE_CHECKING:
     import pandas as pd
 
-MODES: tuple[str, ...] = ("fast", "accurate", "advanced")
+from llamaeval._keys import MODES  # noqa: E402 - the one definition of the mode names
 
 #: Columns every retrieval frame starts with, in order; other metadata keys follow.
 RESULT_COLUMNS: tuple[str, ...] = (

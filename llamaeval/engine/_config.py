@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ["MODES", "MAX_TOP_K", "RetrievalConfig", "default_ltr_model"]
 
-MODES: tuple[str, ...] = ("fast", "accurate", "advanced")
+from llamaeval._keys import MODES  # noqa: E402 - the one definition of the mode names
 #: Largest ``top_k`` a search accepts.
 MAX_TOP_K: int = 200
 
