@@ -162,9 +162,11 @@ def results_of(body: Any, reply: Reply | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def retrieve_body(query: str, mode: str | None, top_k: int, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The explicit real request: the mode's preset, the caller's parameters over it, and
-    ``top_k`` as the node count (``rerank_top_n`` with reranking, else the candidate counts)."""
+def retrieve_body(query: str, mode: str | None, top_k: int | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The real request: the mode's preset, the caller's parameters over it, and ``top_k`` (when
+    given) as the node count — ``rerank_top_n`` with reranking (on unless said otherwise, as in
+    LlamaCloud), else the candidate counts. What nobody gave is not sent, so the pipeline's
+    ``preset_retrieval_parameters`` and the service's defaults apply to it."""
     unknown = sorted(set(params) - set(RETRIEVE_PARAMS))
     if unknown:
         raise ConfigurationError(f"unknown retrieve parameter(s) {unknown} for the real LlamaCloud API; "
@@ -174,9 +176,11 @@ def retrieve_body(query: str, mode: str | None, top_k: int, params: Mapping[str,
             f"mode {mode!r} has no equivalent in the real LlamaCloud API (query expansion is a local-server "
             f"mode); use {', '.join(MODE_PRESETS)} or explicit parameters" if mode == "advanced"
             else f"unknown mode {mode!r}; use {', '.join(MODE_PRESETS)} or explicit parameters")
-    if top_k > MAX_TOP_K:
+    if top_k is not None and top_k > MAX_TOP_K:
         raise ConfigurationError(f"top_k must be <= {MAX_TOP_K} with the real LlamaCloud API, got {top_k}")
     body: dict[str, Any] = {"query": query, **(MODE_PRESETS.get(mode, {}) if mode else {}), **params}
+    if top_k is None:
+        return body
     if body.setdefault("enable_reranking", True):  # LlamaCloud's default, sent explicitly
         body.setdefault("rerank_top_n", top_k)
     else:

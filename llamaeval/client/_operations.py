@@ -525,17 +525,18 @@ def _documents_frame(pd: Any, docs: list[dict[str, Any]]) -> pd.DataFrame:
 # ---------------------------------------------------------------------- retrieval
 
 
-def retrieve(core: Core, pipeline_id: str, query: str, mode: str | None = None, top_k: int = 10,
+def retrieve(core: Core, pipeline_id: str, query: str, mode: str | None = None, top_k: int | None = None,
              extra: Mapping[str, Any] | None = None) -> Op[RetrievalResult]:
-    """One query. Simplified API: ``{query, mode (default fast), top_k, **extra}``. Real API: the mode's
-    preset (``MODE_PRESETS``), ``extra`` (its retrieve parameters) over it, and ``top_k`` as the
-    node count; every value is sent explicitly (``alpha=0.0`` is a value)."""
+    """One query. Simplified API: ``{query, mode (default fast), top_k (default 10), **extra}``.
+    Real API: the mode's preset (``MODE_PRESETS``), ``extra`` (its retrieve parameters) over it,
+    and ``top_k`` as the node count; every given value is sent (``alpha=0.0`` is a value), what
+    is not given is left to the pipeline's presets."""
     pid = as_id(pipeline_id, "pipeline_id")
     if not isinstance(query, str) or not query.strip():
         raise ConfigurationError(f"query must be a non-empty string, got {query!r}")
     if mode is not None and mode not in MODES:
         raise ConfigurationError(f"mode must be one of {', '.join(MODES)} (or None); got {mode!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ConfigurationError(f"top_k must be an integer >= 1, got {top_k!r}")
     params = dict(extra or {})
     clash = sorted(set(params) & {"query", "mode", "top_k"})
@@ -569,7 +570,7 @@ def retrieve(core: Core, pipeline_id: str, query: str, mode: str | None = None, 
             raise ConfigurationError(
                 f"{knobs} are parameters of the real LlamaCloud API, which this server does not speak "
                 "(the local server serves it under <base_url>/cloud)")
-        body = {"query": query, "mode": mode or "fast", "top_k": top_k, **params}
+        body = {"query": query, "mode": mode or "fast", "top_k": 10 if top_k is None else top_k, **params}
         return (yield from send(body, "simplified"))
 
     def llamacloud() -> Op[RetrievalResult]:

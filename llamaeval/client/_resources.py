@@ -221,17 +221,18 @@ class Pipelines(_Namespace):
         ``error`` with the real API's error steps)."""
         return self._run(ops.pipeline_status(self._core, pipeline_id))
 
-    def retrieve(self, pipeline_id: str | Pipeline, query: str, mode: str | None = None, top_k: int = 10,
-                 **params: Any) -> RetrievalResult:
+    def retrieve(self, pipeline_id: str | Pipeline, query: str, mode: str | None = None,
+                 top_k: int | None = None, **params: Any) -> RetrievalResult:
         """Run one query; ``top_k >= 1``.
 
-        Simplified API: ``mode`` in fast/accurate/advanced (default fast); extra keyword
-        arguments are sent as server extensions. Real API: ``mode`` None (LlamaCloud's own
-        defaults) or a preset (``fast``, ``accurate``: see ``llamaeval.client.MODE_PRESETS``),
-        the keyword arguments are its retrieve parameters (``alpha``, ``dense_similarity_top_k``,
+        Simplified API: ``mode`` in fast/accurate/advanced (default fast), ``top_k`` default 10;
+        extra keyword arguments are sent as server extensions. Real API: ``mode`` None or a
+        preset (``fast``, ``accurate``: see ``llamaeval.client.MODE_PRESETS``), the keyword
+        arguments are its retrieve parameters (``alpha``, ``dense_similarity_top_k``,
         ``sparse_similarity_top_k``, ``enable_reranking``, ``rerank_top_n``, ``retrieval_mode``,
         ``files_top_k``, ``search_filters`` (see ``metadata_filters``), ``dense_similarity_cutoff``)
-        and ``top_k`` is the node count. Invalid arguments raise ConfigurationError before sending.
+        and ``top_k`` is the node count; what is not given is left to the pipeline's
+        ``preset_retrieval_parameters``. Invalid arguments raise ConfigurationError before sending.
         """
         return self._run(ops.retrieve(self._core, pipeline_id, query, mode, top_k, params))
 

@@ -190,3 +190,36 @@ def test_check_ready_catches_success_with_no_chunks():
                        transport=httpx.MockTransport(handler))
     with pytest.raises(le.EmptyPipelineError, match="found no chunk"):
         lc.pipelines.check_ready("p1")
+
+
+def test_every_operation_in_the_real_dialect_against_the_local_mount(live_server, tmp_path):
+    with le.LlamaCloud(api_key=live_server.api_key, base_url=live_server.base_url + "/cloud") as lc:
+        project = lc.projects.create("every-op")
+        assert lc.projects.get(project.id).name == "every-op"
+        pipe = lc.pipelines.create("ops", project.id, chunking_config={"chunk_size": 64, "chunk_overlap": 8},
+                                   preset_retrieval_parameters={"rerank_top_n": 3})
+        assert lc.dialect == "llamacloud"  # decided by the first call whose wire format differs
+        assert pipe.chunking_config == {"chunk_size": 64, "chunk_overlap": 8}
+        assert list(lc.pipelines.list(project.id)["id"]) == [pipe.id]
+        doc = tmp_path / "spiral.txt"
+        doc.write_text("The nautilus shell grows in a logarithmic spiral. " * 20)
+        f = lc.files.upload(doc, project.id)
+        added = lc.pipelines.files.add(pipe.id, [{"file_id": f.id, "metadata": {"doc_id": "s"}}])
+        assert list(added["metadata.doc_id"]) == ["s"]
+        job = lc.pipelines.sync(pipe.id)
+        assert job.pipeline_id == pipe.id and job.status in ("pending", "running", "completed")
+        done = lc.pipelines.wait_for_sync(pipe.id, poll_interval=0.05, progress=False)
+        assert done.status == "completed" and done.extra["status_raw"] == "SUCCESS"
+        assert lc.pipelines.status(pipe.id).status == "completed"
+        jobs = lc.pipelines.jobs.list(pipe.id)
+        assert len(jobs) >= 1 and set(jobs["status"].astype(str)) == {"completed"}
+        assert lc.pipelines.data_sinks.list(pipe.id).empty  # no sink configured
+        assert lc.pipelines.data_sources.list(pipe.id).empty
+        with pytest.raises(BadRequestError, match="directory"):
+            lc.data_sources.create("s3", "S3", {"bucket": "b"}, project_id=project.id)
+        assert lc.data_sources.list(project.id).empty
+        res = lc.pipelines.retrieve(pipe.id, "logarithmic spiral")  # preset: rerank_top_n 3
+        assert len(res.frame) == 3 and set(res.frame["doc_id"]) == {"s"}
+        assert lc.pipelines.check_ready(pipe.id)["completed"] == 1
+        lc.pipelines.delete(pipe.id)
+        assert lc.pipelines.list(project.id).empty
