@@ -19,7 +19,6 @@ queries whose pair returned the same chunk ids.
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -28,17 +27,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-
-def _ndcg10(ranked_docs: list[str], relevant: dict[str, int]) -> float:
-    seen: list[str] = []
-    for d in ranked_docs:
-        if d not in seen:
-            seen.append(d)
-    dcg = sum(relevant.get(d, 0) / math.log2(i + 2) for i, d in enumerate(seen[:10]))
-    ideal = sorted(relevant.values(), reverse=True)[:10]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
+from server_ingest_retrieve import _ndcg10  # same scoring as the server benchmark
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,9 @@ exit code 1 if any step failed.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
-import traceback
 import uuid
 import warnings
 from pathlib import Path
@@ -27,75 +25,10 @@ warnings.simplefilter("ignore", DeprecationWarning)  # the v1 pipeline methods a
 
 import llama_cloud  # noqa: E402
 from llama_cloud import LlamaCloud, NotFoundError  # noqa: E402
+from _flowkit import check, CTX, distinctive_query, load_data, need, report, step, TERMINAL  # noqa: E402
 
 SDK_VERSION = getattr(llama_cloud, "__version__", "0")
 SDK_MAJOR = int(re.match(r"\d+", SDK_VERSION).group())  # type: ignore[union-attr]
-
-STEPS: list[dict[str, Any]] = []
-CTX: dict[str, Any] = {}
-TERMINAL = {"SUCCESS", "ERROR", "PARTIAL_SUCCESS", "CANCELLED"}
-
-
-class Skipped(Exception):
-    pass
-
-
-def need(*keys: str) -> list[Any]:
-    missing = [k for k in keys if k not in CTX]
-    if missing:
-        raise Skipped(f"skipped: needs {', '.join(missing)} from an earlier step that failed")
-    return [CTX[k] for k in keys]
-
-
-def step(name: str, fn: Callable[[], Any]) -> Any:
-    t0 = time.monotonic()
-    try:
-        out = fn()
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded, the flow goes on
-        err = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, (Skipped, AssertionError)):
-            err += "\n" + "".join(traceback.format_exception(exc)[-3:])
-        STEPS.append({"name": name, "ok": False, "error": err[:3000]})
-        print(f"FAIL {name}: {err.splitlines()[0][:300]}", file=sys.stderr)
-        return None
-    STEPS.append({"name": name, "ok": True, "error": None})
-    print(f"ok   {name} ({time.monotonic() - t0:.2f}s)", file=sys.stderr)
-    return out
-
-
-def check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise AssertionError(msg)
-
-
-# ---------------------------------------------------------------- data set
-def load_data(data_dir: Path) -> list[dict[str, Any]]:
-    meta = json.loads((data_dir / "metadata.json").read_text("utf-8"))
-    docs = []
-    for name in sorted(meta):
-        text = (data_dir / name).read_text("utf-8")
-        docs.append({"file_name": name, "text": text, "doc_id": str(meta[name]["doc_id"]),
-                     "topic": str(meta[name]["topic"])})
-    if len(docs) < 4 or len({d["topic"] for d in docs}) < 2:
-        raise SystemExit("the data dir needs >= 4 documents and >= 2 topics")
-    return docs
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 5}
-
-
-def distinctive_query(docs: list[dict[str, Any]], target: dict[str, Any], n: int = 6) -> str:
-    """Words of ``target`` that occur in no other document (longest first): a query only it matches."""
-    others: set[str] = set()
-    for d in docs:
-        if d is not target:
-            others |= _words(d["text"])
-    own = sorted(_words(target["text"]) - others, key=lambda w: (-len(w), w))
-    if not own:
-        raise SystemExit(f"document {target['doc_id']} has no distinctive words")
-    return " ".join(own[:n])
-
 
 def node_meta(rn: Any) -> dict[str, Any]:
     return dict(rn.node.extra_info or {})
@@ -469,8 +402,7 @@ def main() -> int:
     step("files.delete", delete_file)
     step("pipelines.delete (then 404)", delete_pipeline)
 
-    print(json.dumps({"sdk": f"llama-cloud {SDK_VERSION}", "strict": strict, "steps": STEPS}))
-    return 0 if all(s["ok"] for s in STEPS) else 1
+    return report(f"llama-cloud {SDK_VERSION}", strict=strict)
 
 
 def _poll(get: Callable[[], Any], deadline: float) -> Any:
