@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ms = lambda xs, p: float(np.percentile(np.asarray(xs) * 1000, p))  # noqa: E731
     lines = [
-        f"# Dialects: one engine request through the simplified API and the real LlamaCloud dialect",
+        "# Dialects: one engine request through the simplified API and the real LlamaCloud dialect",
         "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} ({platform.processor() or 'cpu'}), "
         f"Python {sys.version.split()[0]}; `python benchmarks/dialects.py --dataset {args.dataset} "
