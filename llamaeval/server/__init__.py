@@ -25,7 +25,22 @@ and an account never sees another's objects (404).
 
 Errors: ``{"detail": "<message>"}`` with 400 (bad input, also malformed JSON and wrong
 types — never 422), 401, 404 (unknown ids and other accounts' objects) and 413
-(upload larger than ``--max-upload-mb``).
+(upload larger than ``--max-upload-mb``, JSON body larger than ``LLAMAEVAL_MAX_JSON_MB``,
+query longer than ``LLAMAEVAL_MAX_QUERY_CHARS``); an unexpected error is a JSON 500, logged
+once, and the connection stays usable.
+
+Request boundary (both dialects, before any route): every JSON body must be UTF-8 (else the
+byte position is named), well-formed (line and column named), without NaN/Infinity, at most
+64 levels deep; every string in it (keys too), in the path and in query parameters must be
+free of NUL characters and lone UTF-16 surrogates; every integer must fit 64 bits and every
+number be finite. The field is named: 400 with one sentence on ``/api/v1``, 422 in FastAPI's
+shape on ``/cloud``. Unknown request fields are accepted (the simplified contract allows them)
+but never silently: the response carries ``Warning: 299 - "unknown field(s) ignored: topk"``
+(retrieve requests of the real dialect too). Limits: uploads ``--max-upload-mb`` (streamed to
+disk in 1 MB pieces, never held in memory), JSON bodies ``LLAMAEVAL_MAX_JSON_MB`` (default 10),
+retrieve bodies 6 bytes per query character + 64 KB, queries ``LLAMAEVAL_MAX_QUERY_CHARS``
+(default 4096); queries of 512 characters or more run one at a time in a paced lane of their
+own, so clients sending maximal queries cannot take the CPU from everybody else.
 
 Files: ``.txt .text .md .markdown .html .htm .pdf (text layer) .json .jsonl .csv .tsv
 .xml`` (``llamaeval.engine.SUPPORTED_EXTENSIONS``). Uploads must be non-empty, have a
@@ -39,17 +54,26 @@ overlap; ``chunking_config`` per pipeline) and embeds (MiniLM int8 ONNX) each ne
 changed file once, keeping its chunks and vectors on disk, and builds a new complete
 BM25 + dense index in a temporary directory that replaces the current one atomically:
 retrieval reads only the last completed index, also while a sync runs or after one
-failed or was killed. ``sync_interval`` (seconds) schedules syncs. Syncing a pipeline
-without files or data sources is a 400; retrieving before the first sync is a 400.
+failed or was killed. A job and its pipeline's status change in one storage transaction. A
+sync stopped by a cancel or by the server's stop (or found interrupted at the next start)
+leaves the pipeline ``active`` while it serves its previous index (``idle`` without one), with
+what happened in ``error``; a sync that fails on the content makes it ``error``.
+``sync_interval`` (seconds) schedules syncs. Syncing a pipeline without files or data sources
+is a 400; retrieving before the first sync is a 400. Searches run at most one per core at once
+(the others wait their turn, first come first served) and one fewer while a sync job runs, so
+ingestion keeps a core under any query load.
 
 Data sources: ``source_type: "directory"`` with ``config: {"path": "<folder>",
-"recursive": true}``, the folder relative to (and resolved inside) the operator's
-``--sources-root``; other paths are refused (400). Hidden files, files of other types
+"recursive": true}``, the folder relative to (and resolved inside) the account's own folder
+``<--sources-root>/<account_id>/`` (the operator creates it; ``keys create`` prints the
+account id); other paths, other accounts' folders included, are refused (400).
+``LLAMAEVAL_SHARED_SOURCES_ROOT=1`` gives every account the whole root instead (single-tenant
+servers only: any account can then read any folder under it). Hidden files, files of other types
 and files above the upload limit are skipped. Any other ``source_type`` is a 400 naming
 the supported ones. ``PUT /pipelines/{id}/data-sources`` accepts data source
 definitions (created and attached) or ``{"data_source_id": ...}`` references.
-The data sink is the embedded index (``sink_type: "embedded"``; config: location,
-num_chunks, embedding_model, dimensions).
+The data sink is the embedded index (``sink_type: "embedded"``; config: location relative to
+the data dir — never a server path —, num_chunks, embedding_model, dimensions).
 
 Retrieve: ``{"query", "mode": "fast|accurate|advanced", "top_k": 1..engine.MAX_TOP_K}``;
 each result's ``metadata`` holds the file's custom metadata plus ``file_id, file_name,
@@ -84,7 +108,9 @@ Validation errors there are 422 in FastAPI's shape. Embeddings are always MiniLM
 
 Settings: flags, then environment ``LLAMAEVAL_DATA_DIR`` (default ``./.llamaeval``),
 ``LLAMAEVAL_SOURCES_ROOT``, ``LLAMAEVAL_MAX_UPLOAD_MB`` (default 50), ``LLAMAEVAL_RERANKER``,
-``LLAMAEVAL_ONNX_THREADS`` (embedder threads; default onnxruntime's).
+``LLAMAEVAL_ONNX_THREADS`` (embedder threads; default onnxruntime's), ``LLAMAEVAL_MAX_JSON_MB``
+(10), ``LLAMAEVAL_MAX_QUERY_CHARS`` (4096), ``LLAMAEVAL_INDEX_CACHE_MB`` (1024: loaded indexes
+beyond it are unloaded, least recently used first), ``LLAMAEVAL_SHARED_SOURCES_ROOT`` (0).
 Data dir layout:
 ``llamaeval.db`` (SQLite metadata behind the :class:`Storage` protocol, so another
 database can replace it), ``files/``, ``pipelines/<id>/chunks/``, ``pipelines/<id>/indexes/``.

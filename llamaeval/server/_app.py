@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llamaeval.server import _schemas as S
 from llamaeval.server import _simplified
 from llamaeval.server._auth import Gatekeeper
+from llamaeval.server._boundary import CatchAll, validation_message
 from llamaeval.server._config import DataLayout, ServerConfig
 from llamaeval.server._services import InvalidInput, NotFound, ServiceError, Services, TooLarge
 from llamaeval.server._storage import Storage
@@ -31,31 +32,8 @@ _SERVICE_STATUS: dict[type[ServiceError], int] = {InvalidInput: 400, NotFound: 4
 
 
 # -- error handlers ------------------------------------------------------------------------
-def _validation_message(errors: list[dict[str, Any]]) -> str:
-    parts = []
-    for err in errors[:5]:
-        etype = err.get("type", "")
-        loc = [str(x) for x in err.get("loc", ())]
-        where = ".".join(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else ".".join(loc)
-        if etype == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", "")
-            parts.append(f"malformed JSON body ({reason})" if reason else "malformed JSON body")
-            continue
-        if etype == "missing" and loc == ["body"]:
-            parts.append("request body is required")
-            continue
-        msg = err.get("msg", "invalid value")
-        if loc and loc[0] == "query":
-            where = f"query parameter {where}"
-        elif loc and loc[0] == "body" and where == "":
-            where = "request body"
-        parts.append(f"{where}: {msg}" if where else msg)
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "invalid request: " + "; ".join(parts) + more
-
-
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse({"detail": _validation_message(list(exc.errors()))}, status_code=400)
+    return JSONResponse({"detail": validation_message(list(exc.errors()))}, status_code=400)
 
 
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -66,11 +44,6 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONR
 async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
     """A rule the services refused: its status (400/404/413) and its message, in either dialect."""
     return JSONResponse({"detail": exc.message}, status_code=_SERVICE_STATUS.get(type(exc), 400))
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"detail": f"internal server error ({type(exc).__name__})"}, status_code=500)
 
 
 def _offline_docs_assets() -> Any:
@@ -132,7 +105,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
         layout.create()
         store = storage if storage is not None else SQLiteStorage(layout.db_path)
         emb = embedder if embedder is not None else engine.Embedder(num_threads=config.onnx_threads)
-        indexes = IndexCache(layout, emb, config.load_reranker())
+        indexes = IndexCache(layout, emb, config.load_reranker(), budget_bytes=config.index_cache_bytes)
         sync = SyncService(store, layout, config, emb, indexes)
         services = Services(config=config, storage=store, layout=layout, embedder=emb, indexes=indexes, sync=sync)
         app.state.llamaeval = real.state.llamaeval = services
@@ -158,9 +131,10 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(ServiceError, on_service_error)
-    app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(Gatekeeper, max_upload_bytes=config.max_upload_bytes,
-                       protected=(_simplified.API_PREFIX, REAL_MOUNT + _simplified.API_PREFIX))
+    app.add_middleware(Gatekeeper, max_upload_bytes=config.max_upload_bytes, max_json_bytes=config.max_json_bytes,
+                       protected=(_simplified.API_PREFIX, REAL_MOUNT + _simplified.API_PREFIX),
+                       real_prefix=REAL_MOUNT, max_query_chars=config.max_query_chars)
+    app.add_middleware(CatchAll)  # outermost: nothing raised below it reaches uvicorn
 
     @app.get("/health", tags=["Health"], response_model=S.HealthOut, summary="Liveness (no auth)", operation_id="health")
     def health() -> Any:
@@ -176,7 +150,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
         _mount_offline_docs(real, static_docs, REAL_MOUNT)
     real.add_exception_handler(ServiceError, on_service_error)
     real.add_exception_handler(StarletteHTTPException, _on_http_error)
-    real.add_exception_handler(Exception, _on_unexpected)
+    real.add_middleware(CatchAll)
     app.mount(REAL_MOUNT, real)
 
     def openapi() -> dict[str, Any]:

@@ -1,16 +1,29 @@
-"""Bearer API keys, checked before a body is read (both dialects), and the body-size guard."""
+"""Bearer API keys, checked before a body is read (both dialects), and the body guards: size
+limits (uploads and JSON separately) and the JSON boundary check of :mod:`._boundary`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from llamaeval.server._boundary import BadRequest, check_json_body, error_body, text_problem
 from llamaeval.server._keys import hash_key
 
-__all__ = ["account_id", "Gatekeeper", "send_json"]
+__all__ = ["account_id", "Gatekeeper", "send_json", "MULTIPART_ENVELOPE", "retrieve_body_bytes"]
+
+#: Room for the multipart envelope around an upload of the maximal size.
+MULTIPART_ENVELOPE = 1024 * 1024
+#: A client that sends no part of its body for this many seconds gets 408 (a half-open
+#: connection does not hold a worker forever).
+BODY_IDLE_TIMEOUT_S = 30.0
+#: Sent with a refusal that leaves the body unread: the server closes the connection instead of
+#: reading (and parsing) the rest of a body it has refused, e.g. a 5 MB query.
+_CLOSE = {"connection": "close"}
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="bearerAuth", bearerFormat="API Key",
                      description="An API key from `llamaeval keys create`, as `Authorization: Bearer <key>`.")
@@ -24,46 +37,178 @@ def account_id(request: Request, _creds: HTTPAuthorizationCredentials | None = S
     return acct
 
 
-class Gatekeeper:
-    """ASGI middleware run before the body is read: 413 for oversized bodies, 401 for bad keys
-    on every path under one of ``protected`` prefixes (each dialect's API root).
+def _mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.2f} MB"
 
-    Doing this before FastAPI parses the body means an unauthenticated client never gets
-    a 400 about its JSON, and a huge upload is refused from its Content-Length.
+
+class Gatekeeper:
+    """ASGI middleware run before FastAPI reads a body, on every path under one of ``protected``
+    prefixes (each dialect's API root; ``real_prefix``: the real dialect's, whose refusals are
+    422 in FastAPI's shape):
+
+    1. 401 for a missing or unknown key (so an unauthenticated client never learns about its JSON);
+    2. a NUL character in the path or a query parameter: 400/422 naming the parameter;
+    3. 413 when the body is over its limit — multipart uploads ``max_upload_bytes`` (+ the
+       envelope), retrieve requests ``retrieve_body_bytes(max_query_chars)`` (a maximal query
+       and room for filters: a 5 MB query is refused from its Content-Length, before any
+       parsing), every other body ``max_json_bytes`` — from ``Content-Length`` or, for a
+       streamed body, as soon as the count passes it;
+    4. a JSON body is read here and checked (:func:`check_json_body`: UTF-8, syntax, NUL,
+       lone surrogates, 64-bit integers, finite numbers, depth) before it is handed on;
+    5. 408 when a body stalls for ``BODY_IDLE_TIMEOUT_S`` seconds (a half-open connection).
     """
 
-    def __init__(self, app: Any, max_upload_bytes: int, protected: tuple[str, ...]) -> None:
+    def __init__(self, app: Any, max_upload_bytes: int, protected: tuple[str, ...], max_json_bytes: int,
+                 real_prefix: str = "", max_query_chars: int = 4096) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
-        self.max_body_bytes = max_upload_bytes + 1024 * 1024  # room for the multipart envelope
+        self.max_multipart_bytes = max_upload_bytes + MULTIPART_ENVELOPE
+        self.max_json_bytes = max_json_bytes
         self.protected = protected
+        self.real_prefix = real_prefix
+        self.max_query_chars = max_query_chars
+        self.max_retrieve_bytes = min(max_json_bytes, retrieve_body_bytes(max_query_chars))
+
+    def _upload_too_large(self, size: str) -> str:
+        return (f"request body of {size} is larger than the server's upload limit of "
+                f"{_mb(self.max_upload_bytes)} (see --max-upload-mb / LLAMAEVAL_MAX_UPLOAD_MB)")
+
+    def _json_too_large(self, size: str) -> str:
+        return (f"request body of {size} is larger than the server's JSON body limit of "
+                f"{_mb(self.max_json_bytes)} (LLAMAEVAL_MAX_JSON_MB; upload files with POST /files instead)")
+
+    def _retrieve_too_large(self, size: str) -> str:
+        return (f"retrieve request body of {size} is larger than the server's limit for retrieve requests of "
+                f"{self.max_retrieve_bytes} bytes (a query of at most {self.max_query_chars} characters, "
+                "LLAMAEVAL_MAX_QUERY_CHARS, and 64 KB for the other parameters)")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         path: str = scope.get("path", "")
-        if any(path == prefix or path.startswith(prefix + "/") for prefix in self.protected):
-            auth = headers.get("authorization", "")
-            scheme, _, key = auth.partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                return await send_json(send, 401, "missing API key: send the header 'Authorization: Bearer <key>'",
-                                       {"www-authenticate": "Bearer"})
-            services = scope["app"].state.llamaeval
-            acct = services.storage.account_for_key_hash(hash_key(key.strip()))
-            if acct is None:
-                return await send_json(send, 401, "invalid API key", {"www-authenticate": "Bearer"})
-            scope.setdefault("state", {})["account_id"] = acct
+        if not any(path == prefix or path.startswith(prefix + "/") for prefix in self.protected):
+            return await self.app(scope, receive, send)
+        real = bool(self.real_prefix) and (path == self.real_prefix or path.startswith(self.real_prefix + "/"))
+        auth = headers.get("authorization", "")
+        scheme, _, key = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return await send_json(send, 401, "missing API key: send the header 'Authorization: Bearer <key>'",
+                                   {"www-authenticate": "Bearer"})
+        services = scope["app"].state.llamaeval
+        acct = services.storage.account_for_key_hash(hash_key(key.strip()))
+        if acct is None:
+            return await send_json(send, 401, "invalid API key", {"www-authenticate": "Bearer"})
+        scope.setdefault("state", {})["account_id"] = acct
+        try:
+            self._check_url(scope)
+        except BadRequest as exc:
+            status, payload = error_body(real, exc)
+            return await send_json(send, status, payload)
+
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        multipart = content_type.startswith("multipart/")
+        if multipart:
+            limit, too_large = self.max_multipart_bytes, self._upload_too_large
+        elif path.endswith("/retrieve"):
+            limit, too_large = self.max_retrieve_bytes, self._retrieve_too_large
+        else:
+            limit, too_large = self.max_json_bytes, self._json_too_large
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            limit_mb = self.max_upload_bytes / 1024 / 1024
-            return await send_json(send, 413, f"request body of {int(length)} bytes is larger than the server's "
-                                   f"upload limit of {limit_mb:.2f} MB (see --max-upload-mb)")
-        return await self.app(scope, receive, send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await send_json(send, 413, too_large(f"{int(length)} bytes"), _CLOSE)
+        if multipart:
+            return await self.app(scope, _counting(receive, limit, too_large), send)
+        if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS") and length in (None, "0") \
+                and "transfer-encoding" not in headers:
+            return await self.app(scope, receive, send)
+        jsonish = (not content_type or content_type == "application/json" or content_type.endswith("+json"))
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                return await send_json(send, 408, _stalled(), _CLOSE)
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await send_json(send, 413, too_large(f"more than {limit} bytes"), _CLOSE)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if jsonish and body:
+            try:
+                check_json_body(body)
+            except BadRequest as exc:
+                status, payload = error_body(real, exc)
+                return await send_json(send, status, payload)
+        return await self.app(scope, _replay(body, receive), send)
+
+    @staticmethod
+    def _check_url(scope: dict) -> None:
+        problem = text_problem(scope.get("path", ""))
+        if problem is not None:
+            raise BadRequest(["path"], f"the URL path {problem}")
+        raw = scope.get("query_string", b"")
+        if raw:
+            for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+                for part in (name, value):
+                    problem = text_problem(part)
+                    if problem is not None:
+                        raise BadRequest(["query", name.replace("\x00", "\\u0000")], problem)
 
 
-async def send_json(send: Any, status: int, detail: str, extra: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
+def retrieve_body_bytes(max_query_chars: int) -> int:
+    """The largest retrieve request body: the query at 6 bytes a character (a JSON ``\\uXXXX``
+    escape) and 64 KB for every other parameter (filters included)."""
+    return 6 * max_query_chars + 64 * 1024
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that hands on ``body`` once, then the client's own messages (disconnect)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _counting(receive: Any, limit: int, too_large: Any) -> Any:
+    """A ``receive`` that refuses (413) a streamed body as soon as it passes ``limit`` bytes."""
+    size = 0
+
+    async def counted() -> dict:
+        nonlocal size
+        try:
+            message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise HTTPException(408, _stalled(), headers=_CLOSE) from None
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise HTTPException(413, too_large(f"more than {limit} bytes"), headers=_CLOSE)
+        return message
+
+    return counted
+
+
+def _stalled() -> str:
+    return f"no part of the request body arrived for {BODY_IDLE_TIMEOUT_S:.0f} s: request timed out"
+
+
+async def send_json(send: Any, status: int, detail: Any, extra: dict[str, str] | None = None) -> None:
+    """Answer with ``{"detail": detail}`` (or ``detail`` itself when it is already a dict)."""
+    payload = detail if isinstance(detail, dict) else {"detail": detail}
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})

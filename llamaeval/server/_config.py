@@ -12,10 +12,18 @@ from typing import Any
 
 from llamaeval._errors import ConfigurationError
 
-__all__ = ["ServerConfig", "DataLayout", "write_atomic", "DEFAULT_MAX_UPLOAD_MB"]
+__all__ = ["ServerConfig", "DataLayout", "write_atomic", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_JSON_MB",
+           "DEFAULT_MAX_QUERY_CHARS", "DEFAULT_INDEX_CACHE_MB"]
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
+#: Largest JSON request body (documents sent inline by LlamaCloudIndex.from_documents included).
+DEFAULT_MAX_JSON_MB = 10.0
+#: Longest retrieve query; the longest query of the shipped collections (cisi) has 2,083.
+DEFAULT_MAX_QUERY_CHARS = 4096
+#: Memory budget of the loaded-index cache (estimated from the index files).
+DEFAULT_INDEX_CACHE_MB = 1024.0
 DEFAULT_DATA_DIR = ".llamaeval"
+_MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,17 @@ class ServerConfig:
     reranker: optional ``"package.module:factory"``; ``factory()`` returns an
         ``llamaeval.engine.Reranker`` (e.g. a local cross-encoder) used by every index.
     onnx_threads: onnxruntime intra-op threads of the embedder (None: onnxruntime's default).
+    max_json_bytes: the largest JSON request body (bigger ones get 413; separate from uploads).
+    max_query_chars: the longest retrieve query in characters (longer ones get 413).
+    index_cache_bytes: memory budget of loaded indexes; the least recently used are unloaded
+        beyond it (the index being used always stays).
+    shared_sources_root: False (default): each account's ``directory`` data sources resolve
+        under ``<sources_root>/<account_id>/``; True: every account shares ``sources_root``
+        (single-tenant servers only: any account can then read any folder under it).
+    heavy_query_chars: queries at least this long run one at a time (their own lane), so a
+        client sending maximal queries cannot take every core from the others.
+    search_slots: searches running at once (None: the number of cores); one fewer while a
+        sync job runs, so ingestion keeps a core under query load.
     """
 
     data_dir: Path
@@ -37,6 +56,12 @@ class ServerConfig:
     scheduler_tick_s: float = 1.0
     reranker: str | None = None
     onnx_threads: int | None = None
+    max_json_bytes: int = int(DEFAULT_MAX_JSON_MB * _MB)
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
+    index_cache_bytes: int = int(DEFAULT_INDEX_CACHE_MB * _MB)
+    shared_sources_root: bool = False
+    heavy_query_chars: int = 512
+    search_slots: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -51,16 +76,29 @@ class ServerConfig:
             raise ConfigurationError(f"reranker must look like 'package.module:factory', got {self.reranker!r}")
         if self.onnx_threads is not None and (not isinstance(self.onnx_threads, int) or self.onnx_threads < 1):
             raise ConfigurationError(f"onnx_threads must be a positive int, got {self.onnx_threads!r}")
+        for name in ("max_json_bytes", "max_query_chars", "index_cache_bytes", "heavy_query_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+        if self.search_slots is not None and (isinstance(self.search_slots, bool)
+                                              or not isinstance(self.search_slots, int) or self.search_slots < 1):
+            raise ConfigurationError(f"search_slots must be a positive int, got {self.search_slots!r}")
+        if not isinstance(self.shared_sources_root, bool):
+            raise ConfigurationError(f"shared_sources_root must be true or false, got {self.shared_sources_root!r}")
         if not self.scheduler_tick_s > 0:
             raise ConfigurationError(f"scheduler_tick_s must be > 0, got {self.scheduler_tick_s!r}")
 
     @classmethod
     def from_env(cls, data_dir: Path | str | None = None, sources_root: Path | str | None = None,
                  max_upload_mb: float | None = None, reranker: str | None = None,
-                 onnx_threads: int | None = None) -> "ServerConfig":
+                 onnx_threads: int | None = None, *, max_json_mb: float | None = None,
+                 max_query_chars: int | None = None, index_cache_mb: float | None = None,
+                 shared_sources_root: bool | None = None) -> "ServerConfig":
         """Arguments first, then ``LLAMAEVAL_DATA_DIR`` / ``LLAMAEVAL_SOURCES_ROOT`` /
-        ``LLAMAEVAL_MAX_UPLOAD_MB`` / ``LLAMAEVAL_RERANKER`` / ``LLAMAEVAL_ONNX_THREADS``, then
-        defaults (``./.llamaeval``, none, 50 MB, none, onnxruntime's default)."""
+        ``LLAMAEVAL_MAX_UPLOAD_MB`` / ``LLAMAEVAL_RERANKER`` / ``LLAMAEVAL_ONNX_THREADS`` /
+        ``LLAMAEVAL_MAX_JSON_MB`` / ``LLAMAEVAL_MAX_QUERY_CHARS`` / ``LLAMAEVAL_INDEX_CACHE_MB`` /
+        ``LLAMAEVAL_SHARED_SOURCES_ROOT`` (1/true), then defaults (``./.llamaeval``, none, 50 MB,
+        none, onnxruntime's default, 10 MB, 4096, 1024 MB, per-account folders)."""
         if onnx_threads is None and os.environ.get("LLAMAEVAL_ONNX_THREADS"):
             raw = os.environ["LLAMAEVAL_ONNX_THREADS"]
             if not raw.isdigit():
@@ -77,9 +115,27 @@ class ServerConfig:
                 raise ConfigurationError(f"LLAMAEVAL_MAX_UPLOAD_MB must be a number, got {raw!r}") from None
         if not max_upload_mb > 0:
             raise ConfigurationError(f"max upload size must be > 0 MB, got {max_upload_mb}")
+        max_json_mb = _env_number("LLAMAEVAL_MAX_JSON_MB", max_json_mb, DEFAULT_MAX_JSON_MB)
+        index_cache_mb = _env_number("LLAMAEVAL_INDEX_CACHE_MB", index_cache_mb, DEFAULT_INDEX_CACHE_MB)
+        max_query = _env_number("LLAMAEVAL_MAX_QUERY_CHARS", max_query_chars, DEFAULT_MAX_QUERY_CHARS)
+        if max_query != int(max_query):
+            raise ConfigurationError(f"the max query length must be a whole number of characters, got {max_query}")
+        if shared_sources_root is None:
+            raw = os.environ.get("LLAMAEVAL_SHARED_SOURCES_ROOT", "").strip().lower()
+            if raw not in ("", "0", "1", "true", "false", "yes", "no"):
+                raise ConfigurationError(f"LLAMAEVAL_SHARED_SOURCES_ROOT must be 1/true or 0/false, got {raw!r}")
+            shared_sources_root = raw in ("1", "true", "yes")
         return cls(data_dir=Path(data_dir), sources_root=Path(sources_root) if sources_root else None,
-                   max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)), reranker=reranker,
-                   onnx_threads=onnx_threads)
+                   max_upload_bytes=max(1, int(max_upload_mb * _MB)), reranker=reranker,
+                   onnx_threads=onnx_threads, max_json_bytes=max(1, int(max_json_mb * _MB)),
+                   max_query_chars=int(max_query), index_cache_bytes=max(1, int(index_cache_mb * _MB)),
+                   shared_sources_root=shared_sources_root)
+
+    def sources_root_of(self, account_id: str) -> Path | None:
+        """The folder ``account_id``'s ``directory`` data sources resolve under (None: disabled)."""
+        if self.sources_root is None or self.shared_sources_root:
+            return self.sources_root
+        return self.sources_root / account_id
 
     def load_reranker(self) -> Any:
         """The configured reranker instance (None when not configured)."""
@@ -96,6 +152,19 @@ class ServerConfig:
         if not callable(getattr(reranker, "score", None)):
             raise ConfigurationError(f"reranker {self.reranker!r} has no score(query, passages) method")
         return reranker
+
+
+def _env_number(var: str, given: float | None, default: float) -> float:
+    """``given``, else the environment variable ``var`` as a number > 0, else ``default``."""
+    if given is None:
+        raw = os.environ.get(var)
+        try:
+            given = float(raw) if raw else default
+        except ValueError:
+            raise ConfigurationError(f"{var} must be a number, got {raw!r}") from None
+    if not given > 0:
+        raise ConfigurationError(f"{var.removeprefix('LLAMAEVAL_').lower()} must be > 0, got {given}")
+    return float(given)
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:

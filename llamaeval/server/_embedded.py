@@ -37,12 +37,19 @@ class EmbeddedServer:
     directory is used and removed on stop. ``api_key``: reuse this key instead of creating
     one (e.g. when restarting on an existing data dir). ``reranker``: ``"module:factory"`` of a
     plug-in second stage (see ``llamaeval serve --reranker``). ``startup_timeout`` in seconds.
+    ``settings``: more server settings as environment variables of the process, e.g.
+    ``{"LLAMAEVAL_MAX_QUERY_CHARS": "2000", "LLAMAEVAL_SHARED_SOURCES_ROOT": "1"}`` (see
+    ``ServerConfig.from_env``). ``shared_sources_root``: an embedded server is single-tenant (one
+    fresh key), so by default its ``sources_root`` is that account's whole folder; False gives each
+    account its own ``sources_root / account_id`` folder, as ``llamaeval serve`` does by default.
+    ``account_id``: the account of ``api_key``.
     """
 
     def __init__(self, data_dir: Path | None = None, host: str = "127.0.0.1", port: int | None = None, *,
                  sources_root: Path | None = None, max_upload_mb: float | None = None,
                  api_key: str | None = None, reranker: str | None = None,
-                 startup_timeout: float = 60.0) -> None:
+                 startup_timeout: float = 60.0, settings: dict[str, str] | None = None,
+                 shared_sources_root: bool = True) -> None:
         if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
             raise ConfigurationError(f"port must be an int in 1..65535, got {port!r}")
         if startup_timeout <= 0:
@@ -56,6 +63,11 @@ class EmbeddedServer:
         self.api_key = api_key
         self.reranker = reranker
         self.startup_timeout = float(startup_timeout)
+        bad = [k for k in (settings or {}) if not k.startswith("LLAMAEVAL_")]
+        if bad:
+            raise ConfigurationError(f"settings are LLAMAEVAL_* environment variables, got {', '.join(bad)}")
+        self.settings = {"LLAMAEVAL_SHARED_SOURCES_ROOT": "1" if shared_sources_root else "0",
+                         **{k: str(v) for k, v in (settings or {}).items()}}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._log_fh = None
@@ -71,6 +83,20 @@ class EmbeddedServer:
     def api_url(self) -> str:
         """``base_url`` + ``/api/v1``."""
         return self.base_url + "/api/v1"
+
+    @property
+    def account_id(self) -> str | None:
+        """The account of ``api_key`` (None before a key exists)."""
+        if self.api_key is None or self.data_dir is None:
+            return None
+        from llamaeval.server._keys import DB_NAME, hash_key
+        from llamaeval.server._sqlite import SQLiteStorage
+
+        storage = SQLiteStorage(Path(self.data_dir) / DB_NAME)
+        try:
+            return storage.account_for_key_hash(hash_key(self.api_key))
+        finally:
+            storage.close()
 
     @property
     def running(self) -> bool:
@@ -119,7 +145,7 @@ class EmbeddedServer:
             cmd += ["--max-upload-mb", str(self.max_upload_mb)]
         if self.reranker is not None:
             cmd += ["--reranker", self.reranker]
-        env = dict(os.environ)
+        env = {**os.environ, **self.settings}
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")
         self.log_path = Path(str(self.data_dir)) / "server.log"

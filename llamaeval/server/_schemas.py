@@ -1,7 +1,8 @@
 """Request and response bodies of the API (the spec's schemas, plus the fields we add).
 
 Request models use strict types, so a wrong JSON type is a 400 rather than a silent
-conversion. Unknown request fields are ignored (real LlamaCloud clients send more).
+conversion. Unknown request fields are accepted (real LlamaCloud clients send more) but never
+silently: the response names them in a ``Warning: 299 - "unknown field(s) ignored: ..."`` header.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ Mode = Literal["fast", "accurate", "advanced"]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # kept to be named in the Warning header, never used
 
 
 class ErrorOut(BaseModel):

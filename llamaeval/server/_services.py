@@ -6,13 +6,18 @@ each router turns into its dialect's status code and body."""
 from __future__ import annotations
 
 import hashlib
+import math
 import mimetypes
+import os
+import tempfile
+import threading
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import PurePath
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable
 
+from llamaeval.server._boundary import INT64_MAX, INT64_MIN, text_problem
 from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
 from llamaeval.server._storage import (
     DataSink,
@@ -25,11 +30,11 @@ from llamaeval.server._storage import (
     StoredFile,
     utc_now,
 )
-from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES, IndexCache, SyncService, resolve_source_dir
+from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES, IndexCache, SearchGate, SyncService, resolve_source_dir
 
 __all__ = [
     "ServiceError", "InvalidInput", "NotFound", "TooLarge", "Services", "SearchOutcome",
-    "RESERVED_METADATA", "DEFAULT_PROJECT", "DOCUMENT_PURPOSE",
+    "RESERVED_METADATA", "DEFAULT_PROJECT", "DOCUMENT_PURPOSE", "MAX_SYNC_INTERVAL", "check_text",
 ]
 
 #: Metadata keys the server sets on every search result; a file's custom metadata may not use them.
@@ -41,6 +46,10 @@ DEFAULT_PROJECT = "Default"
 DOCUMENT_PURPOSE = "document"
 _DOCUMENTS = uuid.UUID("6d1f7c0e-3b7a-4f7e-9a43-2f1f0b2f9d51")  # namespace of document file ids
 MAX_NAME = 200
+#: Longest schedule (seconds, about 31 years): larger values are refused, not overflowed.
+MAX_SYNC_INTERVAL = 10 ** 9
+#: Uploads are copied to disk in pieces of this size (never held whole in memory).
+UPLOAD_CHUNK = 1024 * 1024
 
 
 class ServiceError(Exception):
@@ -63,7 +72,7 @@ class NotFound(ServiceError):
 
 
 class TooLarge(ServiceError):
-    """The upload is over the server's limit (413)."""
+    """The upload (or a query) is over the server's limit (413)."""
 
 
 @dataclass
@@ -86,6 +95,16 @@ class Services:
     embedder: Any
     indexes: IndexCache
     sync: SyncService
+    #: the lane of heavy queries (at least ``config.heavy_query_chars`` long): one at a time, paced
+    heavy_lane: threading.Lock = field(default_factory=threading.Lock)
+    _heavy_free_at: float = field(default=0.0, init=False, repr=False)
+    #: searches running at once: the cores, one fewer while a sync runs (set in __post_init__)
+    gate: SearchGate | None = None
+
+    def __post_init__(self) -> None:
+        if self.gate is None:
+            slots = self.config.search_slots or os.cpu_count() or 1
+            self.gate = SearchGate(slots, reserve=lambda: self.sync.busy)
 
     # -- projects ---------------------------------------------------------------------------
     def list_projects(self, acct: str) -> list[Project]:
@@ -116,25 +135,62 @@ class Services:
         """Store an uploaded file (bytes on disk, record in storage)."""
         self.project(acct, project_id)
         name = check_file_name(file_name)
+        for key, value in extra.items():
+            if value is not None:
+                check_text(value, key)
         limit = self.config.max_upload_bytes
-        data = stream.read(limit + 1)
-        if len(data) > limit:
-            raise TooLarge(f"file {name!r} is larger than the server's upload limit of "
-                           f"{limit / 1024 / 1024:.2f} MB ({limit} bytes; see --max-upload-mb)")
-        return self.store_bytes(acct, project_id, name, data, content_type, **extra)
+        self.layout.files_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.layout.files_dir, prefix=".upload-")
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:  # piece by piece: an upload is never whole in memory
+                while True:
+                    piece = stream.read(UPLOAD_CHUNK)
+                    if not piece:
+                        break
+                    size += len(piece)
+                    if size > limit:
+                        raise TooLarge(f"file {name!r} is larger than the server's upload limit of "
+                                       f"{limit / 1024 / 1024:.2f} MB ({limit} bytes; see --max-upload-mb)")
+                    digest.update(piece)
+                    out.write(piece)
+                out.flush()
+                os.fsync(out.fileno())
+            if size == 0:
+                raise InvalidInput(f"file {name!r} is empty")
+            record = self._file_record(acct, project_id, name, size, digest.hexdigest(), content_type, None,
+                                       **extra)
+            path = self.layout.file_path(record.id)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            self.storage.create_file(record)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return record
+
+    def _file_record(self, acct: str, project_id: str, name: str, size: int, sha256: str,
+                     content_type: str | None, file_id: str | None, **extra: str | None) -> StoredFile:
+        content_type = content_type or ""
+        if not content_type or content_type == "application/octet-stream":
+            content_type = mimetypes.guess_type(name)[0] or content_type or "application/octet-stream"
+        now = utc_now()
+        return StoredFile(id=file_id or str(uuid.uuid4()), account_id=acct, project_id=project_id, name=name,
+                          file_size=size, content_type=content_type, sha256=sha256, created_at=now,
+                          updated_at=now, **extra)
 
     def store_bytes(self, acct: str, project_id: str, name: str, data: bytes, content_type: str | None,
                     file_id: str | None = None, **extra: str | None) -> StoredFile:
         """Store ``data`` as a file (``extra``: ``external_file_id``, ``purpose``)."""
         if not data:
             raise InvalidInput(f"file {name!r} is empty")
-        content_type = content_type or ""
-        if not content_type or content_type == "application/octet-stream":
-            content_type = mimetypes.guess_type(name)[0] or content_type or "application/octet-stream"
-        now = utc_now()
-        record = StoredFile(id=file_id or str(uuid.uuid4()), account_id=acct, project_id=project_id, name=name,
-                            file_size=len(data), content_type=content_type,
-                            sha256=hashlib.sha256(data).hexdigest(), created_at=now, updated_at=now, **extra)
+        record = self._file_record(acct, project_id, name, len(data), hashlib.sha256(data).hexdigest(),
+                                   content_type, file_id, **extra)
         path = self.layout.file_path(record.id)
         write_atomic(path, data)
         try:
@@ -179,6 +235,7 @@ class Services:
         name = check_name(name, "pipeline name")
         self.project(acct, project_id)
         retrieval, chunking = check_configs(retrieval_config, chunking_config)
+        check_value(attributes or {}, "pipeline settings")
         now = utc_now()
         pipeline = Pipeline(id=str(uuid.uuid4()), account_id=acct, project_id=project_id, name=name,
                             status="idle", sync_interval=check_sync_interval(sync_interval),
@@ -204,6 +261,7 @@ class Services:
         if chunking != pipeline.chunking_config:
             changes["chunking_config"] = chunking
         if attributes is not None:
+            check_value(attributes, "pipeline settings")
             changes["attributes"] = {**pipeline.attributes, **attributes}
         if changes:
             self.storage.update_pipeline(pipeline.id, updated_at=utc_now(), **changes)
@@ -308,7 +366,8 @@ class Services:
             raise InvalidInput("no documents given: send a list of {\"text\": ..., \"metadata\": {...}}")
         prepared = []
         for i, (doc_id, text, metadata) in enumerate(docs):
-            doc_id = doc_id or str(uuid.uuid4())
+            doc_id = check_text(doc_id, f"document {i} id") if doc_id else str(uuid.uuid4())
+            check_text(text, f"document {i} ({doc_id!r}) text")
             if not text.strip():
                 raise InvalidInput(f"document {i} ({doc_id!r}) has empty text")
             prepared.append((doc_id, text.encode("utf-8"), check_metadata(doc_id, metadata, reserved)))
@@ -356,18 +415,19 @@ class Services:
             raise InvalidInput("a data source needs name and source_type (or give data_source_id to attach an "
                                "existing one)")
         name = check_name(name, "data source name")
-        config = self.check_source_config(source_type, config)
+        config = self.check_source_config(acct, source_type, config)
         project = self.project_or_default(acct, project_id)
         now = utc_now()
         return self.storage.create_data_source(DataSource(
             id=str(uuid.uuid4()), account_id=acct, project_id=project.id, name=name, source_type=source_type,
             config=config, created_at=now, updated_at=now))
 
-    def check_source_config(self, source_type: str, config: dict[str, Any] | None) -> dict[str, Any]:
+    def check_source_config(self, acct: str, source_type: str, config: dict[str, Any] | None) -> dict[str, Any]:
         if source_type not in SUPPORTED_SOURCE_TYPES:
             raise InvalidInput(f"unsupported source_type {source_type!r}; supported: "
                                f"{', '.join(SUPPORTED_SOURCE_TYPES)}")
         config = dict(config or {})
+        check_value(config, "config")
         unknown = sorted(set(config) - {"path", "recursive"})
         if unknown:
             raise InvalidInput(f"unknown config key(s) for a directory data source: {', '.join(unknown)}; "
@@ -375,7 +435,7 @@ class Services:
         if "recursive" in config and not isinstance(config["recursive"], bool):
             raise InvalidInput("config.recursive must be true or false")
         try:
-            resolve_source_dir(self.config.sources_root, config.get("path"))
+            resolve_source_dir(self.config.sources_root_of(acct), config.get("path"), self.config.sources_root)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         return config
@@ -408,6 +468,7 @@ class Services:
     def new_data_sink(self, acct: str, project_id: str | None, name: str, sink_type: str,
                       component: dict[str, Any] | None) -> DataSink:
         project = self.project_or_default(acct, project_id)
+        check_value(component or {}, "data sink component")
         now = utc_now()
         return self.storage.create_data_sink(DataSink(
             id=str(uuid.uuid4()), account_id=acct, project_id=project.id, name=check_name(name, "data sink name"),
@@ -423,17 +484,63 @@ class Services:
         """Where and how the pipeline's index lives on this server."""
         location = (self.layout.index_dir(pipeline.id, pipeline.index_version)
                     if pipeline.index_version else self.layout.indexes_dir(pipeline.id))
-        return {"location": str(location), "index_version": pipeline.index_version,
+        # relative to the server's data dir: a client never learns the server's filesystem paths
+        return {"location": location.relative_to(self.layout.root).as_posix(),
+                "index_version": pipeline.index_version,
                 "num_chunks": pipeline.num_chunks, "embedding_model": pipeline.embedding_model,
                 "dimensions": int(self.embedder.dimensions), "sparse": "bm25s",
                 "last_synced_at": pipeline.last_synced_at.isoformat() if pipeline.last_synced_at else None}
 
     # -- search -------------------------------------------------------------------------------
-    def search(self, acct: str, pipeline_id: str, build: Callable[[Any], Any],
+    def _load_index(self, acct: str, pipeline_id: str, version: str) -> Any:
+        """The loaded index ``version``; a pipeline deleted (or re-indexed) while its index was
+        being loaded is a 404 (or the newer index), never a missing-file 500."""
+        for _ in range(3):
+            try:
+                return self.indexes.get(pipeline_id, version)
+            except OSError:
+                head = self.storage.get_pipeline_index(acct, pipeline_id)
+                if head is None:
+                    raise NotFound("pipeline", pipeline_id) from None
+                if head[1] is None or head[1] == version:
+                    raise
+                version = head[1]
+        return self.indexes.get(pipeline_id, version)
+
+    #: after a heavy query the lane stays shut this many times its duration (at most HEAVY_PAUSE_MAX s)
+    HEAVY_PACE = 1.0
+    HEAVY_PAUSE_MAX = 2.0
+
+    def _heavy(self, run: Callable[[], Any]) -> Any:
+        """Run a heavy query in the heavy lane: one at a time, and paced — the next one starts only
+        after a pause as long as this one took — so clients sending maximal queries back to back
+        get at most half of one core, and everybody else keeps the rest."""
+        with self.heavy_lane:
+            pause = self._heavy_free_at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            t = time.monotonic()
+            try:
+                return run()
+            finally:
+                spent = time.monotonic() - t
+                self._heavy_free_at = time.monotonic() + min(spent * self.HEAVY_PACE, self.HEAVY_PAUSE_MAX)
+
+    def check_query(self, query: str) -> str:
+        """A retrieve query within the server's length limit (413 naming it) and storable text."""
+        limit = self.config.max_query_chars
+        if len(query) > limit:
+            raise TooLarge(f"query of {len(query)} characters is longer than the server's limit of {limit} "
+                           "characters (LLAMAEVAL_MAX_QUERY_CHARS)")
+        return check_text(query, "query")
+
+    def search(self, acct: str, pipeline_id: str, query: str, build: Callable[[Any], Any],
                execute: Callable[[Any, Any], Any] | None = None) -> SearchOutcome:
-        """Search the pipeline's last completed index: ``build(config)`` makes the engine
-        request (the pipeline's retrieval config fills what a dialect leaves to it) and
-        ``execute(index, request)`` runs it (default ``index.search(request)``)."""
+        """Search the pipeline's last completed index for ``query``: ``build(config)`` makes the
+        engine request (the pipeline's retrieval config fills what a dialect leaves to it) and
+        ``execute(index, request)`` runs it (default ``index.search(request)``). Queries of at
+        least ``config.heavy_query_chars`` characters run one at a time (the heavy lane)."""
+        self.check_query(query)
         t0 = time.perf_counter()
         head = self.storage.get_pipeline_index(acct, pipeline_id)  # no config decoding on the hot path
         if head is None:
@@ -447,9 +554,13 @@ class Services:
                 hint = ("its first sync is still running; wait for it to complete"
                         if status == "syncing" else "add files and sync it first")
                 raise InvalidInput(f"pipeline {pipeline_id!r} has no completed index yet: {hint}")
-            index = self.indexes.get(pipeline_id, index_version)
+            index = self._load_index(acct, pipeline_id, index_version)
             request = build(index.config)
-            response = execute(index, request) if execute is not None else index.search(request)
+            def run() -> Any:
+                with self.gate:
+                    return execute(index, request) if execute is not None else index.search(request)
+
+            response = self._heavy(run) if len(query) >= self.config.heavy_query_chars else run()
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         return SearchOutcome(response=response, config_summary=index.config_summary,
@@ -457,7 +568,44 @@ class Services:
 
 
 # -- rules on single values ------------------------------------------------------------------
+def check_text(value: str, what: str) -> str:
+    """``value`` when it can be stored and searched: no NUL, no lone UTF-16 surrogate."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"{what} {problem}")
+    return value
+
+
+def check_value(value: Any, what: str, depth: int = 0) -> None:
+    """A JSON value a client stores (metadata, configs): strings by :func:`check_text`, 64-bit
+    integers, finite numbers, keys that are strings, at most 32 levels deep."""
+    if isinstance(value, str):
+        check_text(value, what)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInput(f"{what}: integer out of range (integers must be within -2**63..2**63-1)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"{what}: number is not finite")
+    elif depth >= 32:
+        raise InvalidInput(f"{what}: nested too deeply (at most 32 levels)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput(f"{what}: keys must be strings")
+            check_text(key, f"{what}: key")
+            check_value(item, f"{what}.{key}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_value(item, f"{what}[{i}]", depth + 1)
+    else:
+        raise InvalidInput(f"{what}: {type(value).__name__} is not a JSON value")
+
+
 def check_name(value: str, what: str) -> str:
+    check_text(value, what)
     name = value.strip()
     if not name:
         raise InvalidInput(f"{what} must not be empty")
@@ -485,6 +633,7 @@ def check_file_name(name: str | None) -> str:
 def check_metadata(file_id: str, metadata: dict[str, Any] | None,
                    reserved: tuple[str, ...] = RESERVED_METADATA) -> dict[str, Any]:
     metadata = dict(metadata or {})
+    check_value(metadata, f"metadata of file {file_id!r}")
     used = sorted(set(metadata) & set(reserved))
     if used:
         raise InvalidInput(f"metadata of file {file_id!r} uses reserved key(s) {', '.join(used)}; "
@@ -493,8 +642,10 @@ def check_metadata(file_id: str, metadata: dict[str, Any] | None,
 
 
 def check_sync_interval(seconds: int | None) -> int | None:
-    if seconds is not None and seconds < 0:
-        raise InvalidInput(f"sync_interval must be a number of seconds >= 1 (or 0/null for none), got {seconds}")
+    if seconds is not None and not 0 <= seconds <= MAX_SYNC_INTERVAL:
+        shown = seconds if abs(seconds) < 10 ** 30 else f"a number with {len(str(abs(seconds)))} digits"
+        raise InvalidInput(f"sync_interval must be a number of seconds in 1..{MAX_SYNC_INTERVAL} (or 0/null for "
+                           f"none), got {shown}")
     return seconds or None
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from llamaeval.server import _schemas as S
 from llamaeval.server._auth import account_id
+from llamaeval.server._boundary import unknown_fields_warning
 from llamaeval.server._services import Services
 from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Project, StoredFile
 
@@ -24,6 +25,11 @@ _E413 = {"model": S.ErrorOut, "description": "File larger than the server's uplo
 
 def _svc(request: Request) -> Services:
     return request.app.state.llamaeval
+
+
+def _warn(response: Response, *bodies: Any) -> None:
+    """Name the request's unknown fields in a ``Warning`` header (accepted, never applied)."""
+    response.headers.update(unknown_fields_warning(*bodies))
 
 
 def server_timing(timings: dict[str, float], total_s: float) -> str:
@@ -93,7 +99,9 @@ def router() -> APIRouter:
 
     @r.post("/projects", operation_id="createProject", summary="Create a project", tags=["Projects"],
             status_code=201, response_model=S.ProjectOut, responses={400: _E400})
-    def create_project(body: S.CreateProjectRequest, request: Request, acct: str = Depends(account_id)) -> Any:
+    def create_project(body: S.CreateProjectRequest, request: Request, response: Response,
+                       acct: str = Depends(account_id)) -> Any:
+        _warn(response, body)
         return _project_out(_svc(request).create_project(acct, body.name))
 
     @r.get("/projects/{projectId}", operation_id="getProject", summary="Get a project", tags=["Projects"],
@@ -123,7 +131,9 @@ def router() -> APIRouter:
 
     @r.post("/pipelines", operation_id="createPipeline", summary="Create a pipeline", tags=["Pipelines"],
             status_code=201, response_model=S.PipelineOut, responses={400: _E400, 404: _E404})
-    def create_pipeline(body: S.CreatePipelineRequest, request: Request, acct: str = Depends(account_id)) -> Any:
+    def create_pipeline(body: S.CreatePipelineRequest, request: Request, response: Response,
+                        acct: str = Depends(account_id)) -> Any:
+        _warn(response, body)
         return _pipeline_out(_svc(request).create_pipeline(
             acct, body.project_id, body.name, retrieval_config=body.retrieval_config,
             chunking_config=body.chunking_config, sync_interval=body.sync_interval))
@@ -150,11 +160,13 @@ def router() -> APIRouter:
         from llamaeval.engine import SearchRequest
 
         outcome = _svc(request).search(
-            acct, pipelineId, lambda config: SearchRequest.preset(body.mode, body.query, body.top_k, config))
+            acct, pipelineId, body.query,
+            lambda config: SearchRequest.preset(body.mode, body.query, body.top_k, config))
         payload = {"results": [_result_out(h, pipelineId) for h in outcome.response.hits], "mode": body.mode,
                    "top_k": body.top_k, "retrieval_config": outcome.config_summary}
         return JSONResponse(payload, headers={"Server-Timing": server_timing(outcome.response.timings,
-                                                                             outcome.total_s)})
+                                                                             outcome.total_s),
+                                              **unknown_fields_warning(body)})
 
     # Pipeline files
     @r.get("/pipelines/{pipelineId}/files", operation_id="listPipelineFiles", summary="List pipeline files",
@@ -164,8 +176,9 @@ def router() -> APIRouter:
 
     @r.put("/pipelines/{pipelineId}/files", operation_id="addFilesToPipeline", summary="Add files to a pipeline",
            tags=["Pipeline Files"], response_model=list[S.PipelineFileOut], responses={400: _E400, 404: _E404})
-    def add_files(pipelineId: str, body: list[S.PipelineFileInput], request: Request,
+    def add_files(pipelineId: str, body: list[S.PipelineFileInput], request: Request, response: Response,
                   acct: str = Depends(account_id)) -> Any:
+        _warn(response, body)
         added = _svc(request).add_files(acct, pipelineId, [(item.file_id, item.metadata) for item in body])
         return [_pipeline_file_out(pf) for pf in added]
 
@@ -182,7 +195,8 @@ def router() -> APIRouter:
            summary="Add data sources to a pipeline", tags=["Pipeline Data Sources"],
            response_model=list[S.DataSourceOut], responses={400: _E400, 404: _E404})
     def add_data_sources(pipelineId: str, body: list[S.PipelineDataSourceInput], request: Request,
-                         acct: str = Depends(account_id)) -> Any:
+                         response: Response, acct: str = Depends(account_id)) -> Any:
+        _warn(response, body)
         svc = _svc(request)
 
         def maker(item: S.PipelineDataSourceInput) -> Any:
@@ -227,7 +241,9 @@ def router() -> APIRouter:
     @r.post("/data-sources", operation_id="createDataSource", summary="Create a data source",
             tags=["Data Sources"], status_code=201, response_model=S.DataSourceOut,
             responses={400: _E400, 404: _E404})
-    def create_data_source(body: S.DataSourceInput, request: Request, acct: str = Depends(account_id)) -> Any:
+    def create_data_source(body: S.DataSourceInput, request: Request, response: Response,
+                           acct: str = Depends(account_id)) -> Any:
+        _warn(response, body)
         ds = _svc(request).new_data_source(acct, body.name, body.source_type, body.project_id, body.config)
         return _data_source_out(ds)
 

@@ -2,18 +2,22 @@
 
 One connection in WAL mode, serialised by a lock (each call is one short
 transaction), so the API threads, the sync worker and the scheduler can share it.
+A state change that touches a job and its pipeline is one call and one transaction
+(``create_job(..., pipeline_changes)``, ``update_job_and_pipeline``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from llamaeval.server._storage import (
     Account,
@@ -32,7 +36,7 @@ __all__ = ["SQLiteStorage"]
 
 T = TypeVar("T")
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -86,6 +90,42 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE files ADD COLUMN external_file_id TEXT",
         "ALTER TABLE files ADD COLUMN purpose TEXT"),
 }
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: JSON columns a client's values are stored in (metadata, configs, settings).
+_CLIENT_JSON = {"pipelines": ("retrieval_config", "chunking_config", "attributes"), "pipeline_files": ("metadata",),
+                "data_sources": ("config",), "data_sinks": ("component",)}
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate (keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def _repair_surrogates(db: sqlite3.Connection) -> None:
+    """Version 3: values stored before the request boundary refused lone surrogates (e.g. metadata
+    ``{"doc_id": "d\\udfff"}``) made every listing of their pipeline a 500 and every sync fail;
+    they are stored again with U+FFFD in place of each lone surrogate."""
+    for table, columns in _CLIENT_JSON.items():
+        for column in columns:
+            rows = db.execute(f"SELECT rowid, {column} FROM {table} WHERE {column} LIKE '%\\ud%'").fetchall()
+            for rowid, raw in rows:
+                try:
+                    value = json.loads(raw)
+                except ValueError:
+                    continue
+                fixed = _without_lone_surrogates(value)
+                if fixed != value:
+                    db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (json.dumps(fixed), rowid))
+
+
+#: migrations that need code: version -> function run on the connection after the statements
+_CODE_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _repair_surrogates}
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -138,6 +178,8 @@ class SQLiteStorage:
             for target in range(version + 1, _SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS.get(target, ()):
                     self._db.execute(statement)
+                if target in _CODE_MIGRATIONS:
+                    _CODE_MIGRATIONS[target](self._db)
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
@@ -158,6 +200,18 @@ class SQLiteStorage:
         marks = ", ".join("?" for _ in data)
         with self._lock:
             self._db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(data.values()))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction over several statements (the lock is held throughout)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _update(self, table: str, where: str, args: tuple, changes: dict[str, Any], allowed: set[str]) -> None:
         if not changes:
@@ -269,11 +323,12 @@ class SQLiteStorage:
     def list_all_pipelines(self) -> list[Pipeline]:
         return self._all(Pipeline, f"{self._PIPELINE_SELECT} ORDER BY p.created_at, p.id")
 
+    _PIPELINE_FIELDS = {"status", "updated_at", "num_chunks", "last_synced_at", "index_version", "error",
+                        "last_sync_started_at", "name", "sync_interval", "attributes", "retrieval_config",
+                        "chunking_config"}
+
     def update_pipeline(self, pipeline_id: str, **changes: Any) -> None:
-        self._update("pipelines", "id = ?", (pipeline_id,), changes,
-                     {"status", "updated_at", "num_chunks", "last_synced_at", "index_version", "error",
-                      "last_sync_started_at", "name", "sync_interval", "attributes", "retrieval_config",
-                      "chunking_config"})
+        self._update("pipelines", "id = ?", (pipeline_id,), changes, self._PIPELINE_FIELDS)
 
     def delete_pipeline(self, pipeline_id: str) -> None:
         with self._lock:
@@ -383,8 +438,11 @@ class SQLiteStorage:
             self._db.execute("DELETE FROM data_sinks WHERE id = ?", (data_sink_id,))
 
     # -- jobs -------------------------------------------------------------------------------
-    def create_job(self, record: Job) -> Job:
-        self._insert("jobs", record)
+    def create_job(self, record: Job, pipeline_changes: dict[str, Any] | None = None) -> Job:
+        with self._transaction():
+            self._insert("jobs", record)
+            if pipeline_changes:
+                self._update("pipelines", "id = ?", (record.pipeline_id,), pipeline_changes, self._PIPELINE_FIELDS)
         return record
 
     def get_job(self, job_id: str) -> Job | None:
@@ -396,10 +454,17 @@ class SQLiteStorage:
     def list_unfinished_jobs(self) -> list[Job]:
         return self._all(Job, "SELECT * FROM jobs WHERE status IN ('pending', 'running') ORDER BY created_at, rowid")
 
+    _JOB_FIELDS = {"status", "started_at", "completed_at", "error", "num_files", "num_processed", "num_failed",
+                   "num_chunks"}
+
     def update_job(self, job_id: str, **changes: Any) -> None:
-        self._update("jobs", "id = ?", (job_id,), changes,
-                     {"status", "started_at", "completed_at", "error", "num_files", "num_processed",
-                      "num_failed", "num_chunks"})
+        self._update("jobs", "id = ?", (job_id,), changes, self._JOB_FIELDS)
+
+    def update_job_and_pipeline(self, job_id: str, job_changes: dict[str, Any], pipeline_id: str,
+                                pipeline_changes: dict[str, Any]) -> None:
+        with self._transaction():
+            self._update("jobs", "id = ?", (job_id,), job_changes, self._JOB_FIELDS)
+            self._update("pipelines", "id = ?", (pipeline_id,), pipeline_changes, self._PIPELINE_FIELDS)
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ import numpy as np
 from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
 from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Storage, StoredFile, utc_now
 
-__all__ = ["SyncService", "IndexCache", "resolve_source_dir", "SUPPORTED_SOURCE_TYPES", "CANCELLED"]
+__all__ = ["SyncService", "SearchGate", "IndexCache", "resolve_source_dir", "SUPPORTED_SOURCE_TYPES", "CANCELLED",
+           "INTERRUPTED", "stopped"]
 
 log = logging.getLogger("llamaeval.server")
 
@@ -38,27 +40,57 @@ class _Stop(Exception):
     """The server is shutting down (or the pipeline was deleted) during a job."""
 
 
-def resolve_source_dir(sources_root: Path | None, path: Any) -> Path:
+class _NothingToIndex(ValueError):
+    """An expected end of a sync: the pipeline's content gives no index (logged in one line)."""
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a file could not be processed, for the client: an OSError's message without the
+    server's file paths."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
+def resolve_source_dir(root: Path | None, path: Any, sources_root: Path | None = None) -> Path:
     """The real folder a ``directory`` data source points to; ValueError when it is not allowed.
 
-    ``path`` is relative to ``sources_root`` (or absolute inside it); symlinks are resolved
-    before the check, so nothing outside the root is reachable.
+    ``root`` is the folder the caller's data sources live under (``ServerConfig.sources_root_of``:
+    ``<sources_root>/<account_id>`` by default, the whole ``sources_root`` when shared);
+    ``path`` is relative to it (or absolute inside it); symlinks are resolved before the check,
+    so nothing outside ``root`` is reachable. Messages never show the server's own paths.
     """
-    if sources_root is None:
+    if root is None:
         raise ValueError("directory data sources are disabled: start the server with --sources-root DIR "
                          "(or LLAMAEVAL_SOURCES_ROOT) to allow folders under DIR")
+    if sources_root is None or root == sources_root:
+        where = "the server's sources root"
+    else:
+        where = f"your account's folder '{root.name}/' of the server's sources root"
     if not isinstance(path, str) or not path.strip() or "\x00" in path:
-        raise ValueError("config.path must be a non-empty string (a folder under the server's sources root)")
-    target = (sources_root / path).resolve()
-    if not target.is_relative_to(sources_root):
-        raise ValueError(f"config.path {path!r} is outside the server's sources root")
-    if not target.is_dir():
-        raise ValueError(f"config.path {path!r} is not a folder under the server's sources root")
+        raise ValueError(f"config.path must be a non-empty string (a folder under {where})")
+    try:
+        base = root.resolve()
+        target = (root / path).resolve()
+        if not target.is_relative_to(base):
+            raise ValueError(f"config.path {path!r} is outside {where}")
+        if not target.is_dir():
+            raise ValueError(f"config.path {path!r} is not a folder under {where}")
+    except OSError as exc:  # e.g. a name too long for the filesystem
+        raise ValueError(f"config.path {path!r} cannot be read ({exc.strerror or type(exc).__name__})") from None
     return target
 
 
 #: The error of a job stopped by ``SyncService.cancel`` (the real dialect shows it as CANCELLED).
 CANCELLED = "cancelled by the user"
+#: The error of a job the server's stop (or a crash: found at the next start) cut short.
+INTERRUPTED = "interrupted: the server stopped during this sync"
+
+
+def stopped(error: str | None) -> bool:
+    """Whether a failed job's ``error`` says it was stopped (cancelled or interrupted) rather
+    than failed on its content: its pipeline keeps its status and index."""
+    return error is not None and (error == CANCELLED or error.startswith("interrupted"))
 
 
 def _sha256(data: bytes) -> str:
@@ -66,26 +98,40 @@ def _sha256(data: bytes) -> str:
 
 
 class IndexCache:
-    """Loaded indexes by pipeline, keyed by index version; loads on first use (thread-safe)."""
+    """Loaded indexes, one version per pipeline, within a memory budget (thread-safe).
 
-    def __init__(self, layout: DataLayout, embedder: Any, reranker: Any = None) -> None:
+    An index loads on first use; each is charged its estimated size in memory (its files on
+    disk, the entries file three times over for its Python objects). When the total passes
+    ``budget_bytes`` the least recently used indexes are unloaded (the next query of theirs
+    loads them again); the index just used always stays, however large.
+    """
+
+    #: entries.jsonl costs about this many times its size once loaded as Python objects
+    ENTRIES_FACTOR = 3
+
+    def __init__(self, layout: DataLayout, embedder: Any, reranker: Any = None,
+                 budget_bytes: int = 1024 * 1024 * 1024) -> None:
         self._layout = layout
         self._embedder = embedder
         self._reranker = reranker
+        self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
-        self._loaded: dict[str, tuple[str, Any]] = {}
+        self._loaded: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()  # least recent first
         self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self.evictions = 0
 
     def get(self, pipeline_id: str, version: str) -> Any:
         with self._lock:
             hit = self._loaded.get(pipeline_id)
             if hit and hit[0] == version:
+                self._loaded.move_to_end(pipeline_id)
                 return hit[1]
             lock = self._loading.setdefault((pipeline_id, version), threading.Lock())
         with lock:
             with self._lock:
                 hit = self._loaded.get(pipeline_id)
                 if hit and hit[0] == version:
+                    self._loaded.move_to_end(pipeline_id)
                     return hit[1]
             from llamaeval import engine
 
@@ -98,14 +144,86 @@ class IndexCache:
     def reranker(self) -> Any:
         return self._reranker
 
+    def estimate(self, pipeline_id: str, version: str) -> int:
+        """Estimated bytes in memory of a loaded index (from its files on disk)."""
+        total = 0
+        for path in self._layout.index_dir(pipeline_id, version).rglob("*"):
+            try:
+                size = path.stat().st_size if path.is_file() else 0
+            except OSError:
+                continue
+            total += size * (self.ENTRIES_FACTOR if path.name == "entries.jsonl" else 1)
+        return total
+
     def put(self, pipeline_id: str, version: str, index: Any) -> None:
+        size = self.estimate(pipeline_id, version)
         with self._lock:
-            self._loaded[pipeline_id] = (version, index)
+            self._loaded[pipeline_id] = (version, index, size)
+            self._loaded.move_to_end(pipeline_id)
             self._loading.pop((pipeline_id, version), None)
+            total = sum(entry[2] for entry in self._loaded.values())
+            while total > self.budget_bytes and len(self._loaded) > 1:
+                victim, (_, _, victim_size) = next(iter(self._loaded.items()))
+                if victim == pipeline_id:
+                    break
+                del self._loaded[victim]
+                total -= victim_size
+                self.evictions += 1
+                log.info("index of pipeline %s unloaded (index cache over its %.0f MB budget)", victim,
+                         self.budget_bytes / 1024 / 1024)
 
     def drop(self, pipeline_id: str) -> None:
         with self._lock:
             self._loaded.pop(pipeline_id, None)
+
+    def stats(self) -> dict[str, int]:
+        """Loaded indexes, their estimated bytes, the budget and evictions so far."""
+        with self._lock:
+            return {"loaded": len(self._loaded), "bytes": sum(e[2] for e in self._loaded.values()),
+                    "budget_bytes": self.budget_bytes, "evictions": self.evictions}
+
+
+class SearchGate:
+    """At most ``slots`` searches run at once and the others wait their turn, first come first
+    served; one slot fewer while ``reserve()`` is true — a sync job runs —, so ingestion keeps a
+    core under any query load (without it 16 querying clients left the single sync worker a
+    few percent of the CPU). Bounding the searches to the cores also keeps onnxruntime's
+    threads from spinning against each other."""
+
+    def __init__(self, slots: int, reserve: Any = None) -> None:
+        if slots < 1:
+            raise ValueError(f"search slots must be >= 1, got {slots}")
+        self.slots = slots
+        self._reserve = reserve or (lambda: False)
+        self._lock = threading.Lock()
+        self._active = 0
+        self._waiting: deque[threading.Event] = deque()
+
+    def capacity(self) -> int:
+        return max(1, self.slots - 1) if self._reserve() else self.slots
+
+    def __enter__(self) -> "SearchGate":
+        with self._lock:
+            if not self._waiting and self._active < self.capacity():
+                self._active += 1
+                return self
+            turn = threading.Event()
+            self._waiting.append(turn)
+        while not turn.wait(0.05):  # a sync may have ended meanwhile: a slot may be free
+            self._admit()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            self._active -= 1
+        self._admit()
+
+    def _admit(self) -> None:
+        """Hand free slots to the longest waiting searches (their slot is taken for them)."""
+        with self._lock:
+            while self._waiting and self._active < self.capacity():
+                self._active += 1
+                self._waiting.popleft().set()
 
 
 class SyncService:
@@ -123,6 +241,7 @@ class SyncService:
         self._lock = threading.Lock()  # serialises job creation
         self._threads: list[threading.Thread] = []
         self._cancelled: set[str] = set()  # pipelines whose running job should stop
+        self._running = 0  # jobs running now (0 or 1): while one runs, searches leave it a core
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -149,7 +268,7 @@ class SyncService:
             if pipeline is None:
                 continue
             if job.status == "running":
-                self._fail(job, pipeline, "interrupted: the server stopped during this sync", now)
+                self._fail(job, pipeline, INTERRUPTED, now)
             else:
                 self._queue.put(job.id)
         for pipeline in self.storage.list_all_pipelines():
@@ -169,8 +288,9 @@ class SyncService:
             now = utc_now()
             job = self.storage.create_job(Job(id=str(uuid.uuid4()), pipeline_id=pipeline.id,
                                               account_id=pipeline.account_id, status="pending",
-                                              created_at=now, trigger=trigger))
-            self.storage.update_pipeline(pipeline.id, status="syncing", last_sync_started_at=now, updated_at=now)
+                                              created_at=now, trigger=trigger),
+                                          pipeline_changes={"status": "syncing", "last_sync_started_at": now,
+                                                            "updated_at": now})
         self._queue.put(job.id)
         return job
 
@@ -178,25 +298,41 @@ class SyncService:
         """Cancel the pipeline's queued jobs and ask its running one to stop at the next file;
         returns how many jobs were affected. A cancelled job ends ``failed`` with
         ``CANCELLED`` as its error; the last completed index stays in service."""
-        n = 0
         with self._lock:
-            for job in self.storage.list_jobs(pipeline.id):
+            jobs = self.storage.list_jobs(pipeline.id)
+            running = any(job.status == "running" for job in jobs)
+            if running:
+                self._cancelled.add(pipeline.id)
+            n = int(running)
+            for job in jobs:
                 if job.status == "pending":
-                    self.storage.update_job(job.id, status="failed", error=CANCELLED, completed_at=utc_now())
+                    now = utc_now()  # the job and (when nothing runs) the pipeline's status, together
+                    self.storage.update_job_and_pipeline(
+                        job.id, {"status": "failed", "error": CANCELLED, "completed_at": now}, pipeline.id,
+                        {} if running else self._settled(pipeline.id, now))
                     n += 1
-                elif job.status == "running":
-                    self._cancelled.add(pipeline.id)
-                    n += 1
-            if n and not self._cancelled & {pipeline.id}:
-                self._settle(pipeline.id)
         return n
 
-    def _settle(self, pipeline_id: str) -> None:
-        """After a cancel: the pipeline is active again if it has an index, else idle."""
+    def _settled(self, pipeline_id: str, now: Any, error: str | None = None, exclude: str = ""
+                 ) -> dict[str, Any]:
+        """The pipeline's changes when a job of it stops without a new index: ``syncing`` while
+        another of its jobs waits, else ``active`` if it serves an index, else ``idle``."""
         current = self.storage.get_pipeline_any(pipeline_id)
-        if current is not None:
-            self.storage.update_pipeline(pipeline_id, status="active" if current.index_version else "idle",
-                                         updated_at=utc_now())
+        if current is None:
+            return {}
+        if any(j.status in ("pending", "running") and j.id != exclude for j in self.storage.list_jobs(pipeline_id)):
+            status = "syncing"
+        else:
+            status = "active" if current.index_version else "idle"
+        changes: dict[str, Any] = {"status": status, "updated_at": now}
+        if error is not None:
+            changes["error"] = error
+        return changes
+
+    @property
+    def busy(self) -> bool:
+        """Whether a sync job is running now."""
+        return self._running > 0
 
     # -- threads --------------------------------------------------------------------------
     def _work(self) -> None:
@@ -254,10 +390,27 @@ class SyncService:
             raise _Stop(CANCELLED)
 
     def _fail(self, job: Job, pipeline: Pipeline, reason: str, now: Any = None) -> None:
+        """The job ends ``failed`` and its pipeline's status follows, in one storage call.
+
+        A job that was stopped (cancelled, or interrupted by the server's stop or a crash) says
+        nothing about the pipeline's content: it keeps serving its index, so its status is
+        ``active`` (``idle`` without an index) and ``error`` says what happened. A job that
+        failed on the content makes the pipeline ``error``."""
         now = now or utc_now()
-        self.storage.update_job(job.id, status="failed", error=reason, completed_at=now)
-        if self.storage.get_pipeline_any(pipeline.id) is not None:
-            self.storage.update_pipeline(pipeline.id, status="error", error=reason, updated_at=now)
+        if stopped(reason):
+            current = self.storage.get_pipeline_any(pipeline.id)
+            note = reason
+            if reason != CANCELLED and current is not None:
+                served = (f"the previous index ({current.num_chunks} chunks) is still served"
+                          if current.index_version else "nothing is searchable yet")
+                note = f"{reason}; {served}: sync again to finish"
+            changes = self._settled(pipeline.id, now, error=note, exclude=job.id)
+        elif self.storage.get_pipeline_any(pipeline.id) is not None:
+            changes = {"status": "error", "error": reason, "updated_at": now}
+        else:
+            changes = {}
+        self.storage.update_job_and_pipeline(job.id, {"status": "failed", "error": reason, "completed_at": now},
+                                             pipeline.id, changes)
 
     def _run(self, job: Job) -> None:
         pipeline = self.storage.get_pipeline_any(job.pipeline_id)
@@ -265,8 +418,10 @@ class SyncService:
             return
         with self._lock:  # a cancel flag left by a job that ended before it was seen is stale
             self._cancelled.discard(pipeline.id)
-            self.storage.update_job(job.id, status="running", started_at=utc_now())
-        self.storage.update_pipeline(pipeline.id, status="syncing", updated_at=utc_now())
+            now = utc_now()
+            self.storage.update_job_and_pipeline(job.id, {"status": "running", "started_at": now}, pipeline.id,
+                                                 {"status": "syncing", "updated_at": now})
+        self._running += 1
         try:
             self._sync(job, pipeline)
         except _Stop as stop:
@@ -274,13 +429,16 @@ class SyncService:
             self._fail(job, pipeline, str(stop))
             if self.storage.get_pipeline_any(pipeline.id) is None:
                 self.layout.remove_pipeline(pipeline.id)
-            elif str(stop) == CANCELLED:
-                self._settle(pipeline.id)
+        except _NothingToIndex as exc:  # the files' fault, each named in its own error: one line
+            log.warning("sync of pipeline %s failed: %s", pipeline.id, exc)
+            self._reset_processing(pipeline.id)
+            self._fail(job, pipeline, str(exc))
         except Exception as exc:
             log.exception("sync of pipeline %s failed", pipeline.id)
             self._reset_processing(pipeline.id)
             self._fail(job, pipeline, f"{type(exc).__name__}: {exc}")
         finally:
+            self._running -= 1
             self._cancelled.discard(pipeline.id)
 
     def _reset_processing(self, pipeline_id: str) -> None:
@@ -302,14 +460,15 @@ class SyncService:
         files = self.storage.list_pipeline_files(pipeline.id)
         if not files and not self.storage.list_pipeline_data_sources(pipeline.id):
             now = utc_now()  # every file was taken out: nothing to search any more
-            self.storage.update_pipeline(pipeline.id, index_version=None, num_chunks=0, status="idle", error=None,
-                                         last_synced_at=now, updated_at=now)
+            self.storage.update_job_and_pipeline(
+                job.id, {"status": "completed", "completed_at": now, "num_chunks": 0}, pipeline.id,
+                {"index_version": None, "num_chunks": 0, "status": "idle", "error": None, "last_synced_at": now,
+                 "updated_at": now})
             self.indexes.drop(pipeline.id)
-            self.storage.update_job(job.id, status="completed", completed_at=now, num_chunks=0)
             return
         if not files:
-            raise ValueError("nothing to index: the pipeline has no files and its data sources hold no "
-                             "supported files")
+            raise _NothingToIndex("nothing to index: the pipeline has no files and its data sources hold no "
+                                  "supported files")
         targets: list[tuple[PipelineFile, StoredFile | None, str]] = []
         for pf in files:
             stored = self.storage.get_file(pipeline.account_id, pf.file_id)
@@ -320,9 +479,9 @@ class SyncService:
         if (not targets and not removed and pipeline.index_version is not None
                 and self._stored_fingerprint(pipeline) == self._fingerprint(pipeline)):
             now = utc_now()  # nothing changed: the current index stays
-            self.storage.update_job(job.id, status="completed", completed_at=now, num_chunks=pipeline.num_chunks)
-            self.storage.update_pipeline(pipeline.id, status="active", error=None, last_synced_at=now,
-                                         updated_at=now)
+            self.storage.update_job_and_pipeline(
+                job.id, {"status": "completed", "completed_at": now, "num_chunks": pipeline.num_chunks}, pipeline.id,
+                {"status": "active", "error": None, "last_synced_at": now, "updated_at": now})
             return
 
         progress = {"processed": 0, "failed": 0}
@@ -342,7 +501,7 @@ class SyncService:
                 if not chunks:
                     raise engine.ParseError("document has no text to index")
             except (engine.ParseError, ValueError, UnicodeError, OSError) as exc:
-                self._file_done(job, pipeline.id, pf, key, progress, error=str(exc) or type(exc).__name__)
+                self._file_done(job, pipeline.id, pf, key, progress, error=_reason(exc))
                 continue
             batch.append((pf, key, doc, chunks))
             if len(batch) >= self.BATCH_FILES or sum(len(b[3]) for b in batch) >= self.BATCH_CHUNKS:
@@ -459,7 +618,7 @@ class SyncService:
             if not chunks:
                 raise engine.ParseError("document has no text to index")
         except (engine.ParseError, ValueError, UnicodeError, OSError) as exc:
-            self._file_done(job, pipeline_id, pf, key, progress, error=str(exc) or type(exc).__name__)
+            self._file_done(job, pipeline_id, pf, key, progress, error=_reason(exc))
             return None
         self._embed_batch(job, pipeline_id, [(pf, key, doc, chunks)], progress)
         return self.storage.get_pipeline_file(pipeline_id, pf.file_id)
@@ -495,7 +654,7 @@ class SyncService:
         if not entries:
             errors = [f"{pf.name}: {pf.error}" for pf in files if pf.status == "error"]
             detail = f"; first: {errors[0]}" if errors else ""
-            raise ValueError(f"no file could be indexed ({len(errors)} of {len(files)} failed{detail})")
+            raise _NothingToIndex(f"no file could be indexed ({len(errors)} of {len(files)} failed{detail})")
         config = engine.RetrievalConfig.from_dict(pipeline.retrieval_config)
         build_dir = self.layout.new_build_dir(pipeline.id)
         engine.build_index(entries, np.vstack(vectors), config, build_dir)
@@ -507,11 +666,12 @@ class SyncService:
         index = engine.Index.load(final, self.embedder, reranker=self.indexes.reranker)  # warm: first query after the swap is fast
         now = utc_now()
         previous = pipeline.index_version
-        # the swap: one metadata update makes the new index the current one
-        self.storage.update_pipeline(pipeline.id, index_version=version, num_chunks=len(entries),
-                                     last_synced_at=now, status="active", error=None, updated_at=now)
+        # the swap: one transaction makes the new index the current one and completes the job
+        self.storage.update_job_and_pipeline(
+            job.id, {"status": "completed", "completed_at": now, "num_chunks": len(entries)}, pipeline.id,
+            {"index_version": version, "num_chunks": len(entries), "last_synced_at": now, "status": "active",
+             "error": None, "updated_at": now})
         self.indexes.put(pipeline.id, version, index)
-        self.storage.update_job(job.id, status="completed", completed_at=now, num_chunks=len(entries))
         if self._fingerprint(pipeline) != self._fingerprint(pipeline, used):
             self.request_sync(pipeline, trigger=job.trigger)  # files changed during the build: catch up
         current = self.storage.get_pipeline_any(pipeline.id)
@@ -526,7 +686,8 @@ class SyncService:
 
         if source.source_type != "directory":
             raise ValueError(f"unsupported source_type {source.source_type!r}")
-        root = resolve_source_dir(self.config.sources_root, source.config.get("path"))
+        root = resolve_source_dir(self.config.sources_root_of(source.account_id), source.config.get("path"),
+                                  self.config.sources_root)
         recursive = bool(source.config.get("recursive", True))
         candidates = sorted(root.rglob("*") if recursive else root.iterdir())
         seen: set[str] = set()

@@ -20,8 +20,16 @@ def sources_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, sources_root: Path):
     """The server most tests share (state persists across tests: use fresh projects)."""
     with EmbeddedServer(data_dir=tmp_path_factory.mktemp("srv"), sources_root=sources_root,
-                        max_upload_mb=MAX_UPLOAD_MB) as srv:
+                        max_upload_mb=MAX_UPLOAD_MB, shared_sources_root=False) as srv:  # as `serve` by default
         yield srv
+
+
+@pytest.fixture(scope="session")
+def account_sources(server: EmbeddedServer, sources_root: Path) -> Path:
+    """The folder the default key's ``directory`` data sources resolve under (per account)."""
+    folder = sources_root / server.account_id
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture()

@@ -109,8 +109,8 @@ def test_bad_retrieve_requests(server, adi_synced, body, words):
         _detail(c.post(f"/pipelines/{adi_synced['pipeline_id']}/retrieve", json=body), 400, *words)
 
 
-def test_bad_data_sources(c, project, pipeline, sources_root):
-    (sources_root / "ok").mkdir(exist_ok=True)
+def test_bad_data_sources(c, project, pipeline, account_sources):
+    (account_sources / "ok").mkdir(exist_ok=True)
     base = {"name": "d", "project_id": project}
     _detail(c.post("/data-sources", json={**base, "source_type": "s3"}), 400, "unsupported", "directory")
     _detail(c.post("/data-sources", json={**base, "source_type": "directory", "config": {"path": "../"}}),

@@ -91,9 +91,9 @@ class Walker:
         return body
 
 
-def test_every_operation_of_the_spec(server, spec, sources_root):
-    (sources_root / "contract").mkdir()
-    (sources_root / "contract" / "note.md").write_text("# Gliders\n\nGliders fly without engines.\n")
+def test_every_operation_of_the_spec(server, spec, account_sources):
+    (account_sources / "contract").mkdir()
+    (account_sources / "contract" / "note.md").write_text("# Gliders\n\nGliders fly without engines.\n")
     with api(server) as c:
         w = Walker(spec, c)
         w.call("listProjects", 200)

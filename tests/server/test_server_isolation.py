@@ -7,8 +7,9 @@ from server_helpers import api, upload
 from llamaeval.server import create_api_key_in
 
 
-def test_accounts_are_isolated(server, sources_root):
-    (sources_root / "iso").mkdir(exist_ok=True)
+def test_accounts_are_isolated(server, account_sources):
+    (account_sources / "iso").mkdir(exist_ok=True)
+    (account_sources / "iso" / "plans.txt").write_text("the secret plans in a folder")
     other_key, record = create_api_key_in(server.data_dir, name="mallory")
     with api(server) as a, api(server, other_key) as b:
         project = a.post("/projects", json={"name": "secret"}).json()["id"]
@@ -37,6 +38,15 @@ def test_accounts_are_isolated(server, sources_root):
         assert r.status_code == 400 and "unknown file" in r.json()["detail"]
         r = b.put(f"/pipelines/{own_pipeline}/data-sources", json=[{"data_source_id": ds}])
         assert r.status_code == 400
+        # nor A's folder of the sources root: B's directory sources resolve under B's own folder
+        own_root = account_sources.parent / record.account_id
+        own_root.mkdir(exist_ok=True)
+        for path in ("iso", f"../{account_sources.name}/iso", str(account_sources / "iso"), ".."):
+            r = b.post("/data-sources", json={"name": "peek", "source_type": "directory", "project_id": own,
+                                              "config": {"path": path}})
+            assert r.status_code == 400, (path, r.text)
+            if not path.startswith("/"):  # the message echoes the client's path, never the server's own
+                assert str(account_sources.parent) not in r.text
         # and A still has everything
         assert a.get(f"/pipelines/{pipeline}").json()["num_files"] == 1
         assert [p["id"] for p in a.get("/projects").json()].count(project) == 1

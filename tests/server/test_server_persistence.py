@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from server_helpers import api, upload, wait_job
 
@@ -35,7 +36,7 @@ def _setup(c) -> tuple[str, str]:
 
 @pytest.fixture()
 def own_server(tmp_path, sources_root):
-    srv = EmbeddedServer(data_dir=tmp_path / "data", sources_root=sources_root)
+    srv = EmbeddedServer(data_dir=tmp_path / "data", sources_root=sources_root, shared_sources_root=False)
     srv.start()
     yield srv
     srv.stop()
@@ -90,7 +91,12 @@ def test_killed_sync_keeps_the_last_completed_index(own_server, adi_corpus):
         killed = c.get(f"/pipelines/{pipeline}/jobs/{job['id']}").json()
         assert killed["status"] == "failed" and "interrupted" in killed["error"]
         p = c.get(f"/pipelines/{pipeline}").json()
-        assert p["status"] == "error" and p["num_chunks"] == len(DOCS)
+        # it still serves its previous index: active, with what happened in error (not status error)
+        assert p["status"] == "active" and p["num_chunks"] == len(DOCS)
+        assert p["error"].startswith("interrupted") and "previous index" in p["error"], p
+        real = httpx.get(f"{own_server.base_url}/cloud/api/v1/pipelines/{pipeline}/status", timeout=30,
+                         headers={"Authorization": f"Bearer {own_server.api_key}"}).json()
+        assert real["status"] == "CANCELLED" and "interrupted" in real["error"][-1]["message"], real
         assert _retrieve(c, pipeline, "turbofan engines bypass air", 3) == baseline
         statuses = {f["status"] for f in c.get(f"/pipelines/{pipeline}/files").json()}
         assert "processing" not in statuses
@@ -105,8 +111,8 @@ def test_killed_sync_keeps_the_last_completed_index(own_server, adi_corpus):
 
 
 def test_failed_sync_keeps_the_last_completed_index(own_server, sources_root):
-    folder = sources_root / "failing"
-    folder.mkdir()
+    folder = sources_root / own_server.account_id / "failing"
+    folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("Oleo struts absorb the energy of touchdown.")
     with api(own_server) as c:
         project = c.post("/projects", json={"name": "f"}).json()["id"]

@@ -95,8 +95,8 @@ def test_second_sync_processes_only_new_and_changed_files(c, project):
     assert [j["status"] for j in jobs] == ["completed"] * 4
 
 
-def test_directory_data_source_sync_add_change_remove(c, project, sources_root):
-    folder = sources_root / "manuals"
+def test_directory_data_source_sync_add_change_remove(c, project, account_sources):
+    folder = account_sources / "manuals"
     (folder / "sub").mkdir(parents=True)
     (folder / "engines.md").write_text("# Engines\n\nJet engines compress air before combustion.")
     (folder / "sub" / "wings.txt").write_text("Wings generate lift from pressure differences.")

@@ -10,7 +10,7 @@ import pytest
 from llamaeval._errors import ConfigurationError
 from llamaeval.cli import main
 from llamaeval.server import ServerConfig, SQLiteStorage, Storage, create_api_key, create_api_key_in
-from llamaeval.server._app import _validation_message
+from llamaeval.server._boundary import validation_message as _validation_message
 from llamaeval.server._keys import hash_key
 from llamaeval.server._storage import Pipeline, PipelineFile, utc_now
 from llamaeval.server._sync import resolve_source_dir

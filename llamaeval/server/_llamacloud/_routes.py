@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from llamaeval.server._auth import account_id
+from llamaeval.server._boundary import unknown_fields_warning
 from llamaeval.server._llamacloud import _retrieve as R
 from llamaeval.server._llamacloud import _schemas as S
 from llamaeval.server._llamacloud import _shapes as W
@@ -255,6 +256,7 @@ def router() -> APIRouter:
         params = R.effective_params(body.model_dump(exclude_none=True), preset.get("preset_retrieval_parameters"))
         if not body.query.strip():
             raise _unprocessable(["body", "query"], "query must not be blank")
+        svc.check_query(body.query)
         try:
             R.parsed_filters(params)
         except ValueError as exc:
@@ -291,8 +293,8 @@ def router() -> APIRouter:
                           for f, share in ranked[:n]]
             return response, chosen
 
-        outcome = svc.search(acct, pipeline_id, lambda config: R.search_request(body.query, params, config, files),
-                             execute)
+        outcome = svc.search(acct, pipeline_id, body.query,
+                             lambda config: R.search_request(body.query, params, config, files), execute)
         response, chosen = outcome.response
         if chosen is None:
             nodes = [W.node_out(h.entry, float(h.score), pipeline_id, h.entry.file_id,
@@ -302,7 +304,8 @@ def router() -> APIRouter:
             nodes = [W.node_out(entry, score, pipeline_id, entry.file_id, text=_file_text(svc, acct, entry.file_id))
                      for entry, score in chosen]
         payload = _retrieve_payload(pipeline_id, nodes, route, {**response.timings, "total": outcome.total_s})
-        return JSONResponse(payload, headers={"Server-Timing": server_timing(response.timings, outcome.total_s)})
+        return JSONResponse(payload, headers={"Server-Timing": server_timing(response.timings, outcome.total_s),
+                                              **unknown_fields_warning(body)})
 
     # -- pipeline files --------------------------------------------------------------------------
     @r.put("/pipelines/{pipeline_id}/files", tags=["Pipeline Files"],
@@ -477,7 +480,7 @@ def router() -> APIRouter:
         if body.name is not None:
             changes["name"] = body.name.strip() or ds.name
         if body.component is not None:
-            changes["config"] = svc.check_source_config(ds.source_type, body.component)
+            changes["config"] = svc.check_source_config(acct, ds.source_type, body.component)
         if changes:
             svc.storage.update_data_source(ds.id, updated_at=utc_now(), **changes)
         return W.data_source_out(svc.data_source(acct, data_source_id))

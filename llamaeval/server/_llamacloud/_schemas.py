@@ -40,6 +40,9 @@ class RetrievalParams(_In):
 
 
 class RetrieveRequest(RetrievalParams):
+    # unknown fields are kept only to be named in the response's Warning header
+    model_config = ConfigDict(extra="allow")
+
     query: str = Field(min_length=1, description="The search query.")
 
 

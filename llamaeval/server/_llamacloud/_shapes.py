@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from llamaeval.server._storage import DataSink, DataSource, Job, Pipeline, PipelineFile, Project, StoredFile
-from llamaeval.server._sync import CANCELLED
+from llamaeval.server._sync import CANCELLED, stopped
 
 #: What the local server embeds with, whatever ``embedding_config`` a client sends.
 LOCAL_EMBEDDING = {"type": "HUGGINGFACE_API_EMBEDDING",
@@ -100,8 +100,8 @@ def ingestion_status(files: list[PipelineFile], jobs: list[Job]) -> dict[str, An
         status = "IN_PROGRESS"
     elif last is None or (files and all(pf.status == "pending" for pf in files)):
         status = "NOT_STARTED"
-    elif last.status == "failed":
-        status = "CANCELLED" if last.error == CANCELLED else "ERROR"
+    elif last.status == "failed":  # stopped (cancelled or interrupted by a server stop): CANCELLED
+        status = "CANCELLED" if stopped(last.error) else "ERROR"
         if last.error and last.error != CANCELLED:
             errors.append({"job_id": last.id, "message": last.error, "step": "MANAGED_INGESTION"})
     elif errors and len(errors) < len(files):
@@ -159,7 +159,7 @@ def job_out(j: Job, project_id: str) -> dict[str, Any]:
     """A job record of ``GET /api/v1/jobs``."""
     status = {"pending": "PENDING", "running": "PENDING", "completed": "SUCCESS"}.get(j.status)
     if status is None:
-        status = "CANCELLED" if j.error == CANCELLED else "ERROR"
+        status = "CANCELLED" if stopped(j.error) else "ERROR"
     if status == "SUCCESS" and j.num_failed:
         status = "PARTIAL_SUCCESS"
     return {"job_record": {"id": j.id, "job_name": "pipeline_sync", "partitions": {"pipeline_id": j.pipeline_id},
