@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install-server install-dev peers clean
+.PHONY: demo test test-ui install-server install-dev install-ui browser peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,25 @@ $(PEER_LI_STAMP):
 ## The whole test suite, notebooks included (nbval).
 test: install-dev peers
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider -q
+	$(MAKE) --no-print-directory test-ui
+
+## The UI in a real browser: JupyterLab runs each notebook in headless Chromium, the widgets are
+## driven, output heights bounded, the HTML report opened. Screenshots + heights.json: test-artifacts/ui/.
+## About 3 minutes; `make test` runs it after the rest of the suite.
+install-ui: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[server,dev,ui]'
+
+## Debian's chromium + chromium-driver, installed when missing (needs root, as on CI); without
+## root and without them, test-ui says so and is skipped.
+browser:
+	@if command -v chromium >/dev/null && test -x /usr/bin/chromedriver; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "test-ui: chromium/chromium-driver missing and not root: install them (apt-get install chromium chromium-driver) to run the browser tests"; fi
+
+test-ui: install-ui browser
+	@if command -v chromium >/dev/null && test -x /usr/bin/chromedriver; then \
+	  LLAMAEVAL_UI_TESTS=1 $(BIN)/python -m pytest tests/ui -p no:cacheprovider -q; \
+	else echo "test-ui: SKIPPED (no chromium)"; fi
 
 clean:
-	rm -rf $(VENV) $(PEERS) reports .pytest_cache
+	rm -rf $(VENV) $(PEERS) reports .pytest_cache test-artifacts

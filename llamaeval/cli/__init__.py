@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules that contribute subcommands, in the order they appear in --help.
-_COMMAND_MODULES = ("llamaeval.cli._serve", "llamaeval.cli._bench")
+_COMMAND_MODULES = ("llamaeval.cli._serve", "llamaeval.cli._bench", "llamaeval.cli._judge")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -214,6 +214,10 @@ def _finish(args: argparse.Namespace, run: Any, report_path: Path | None) -> int
     from llamaeval.report import check_thresholds, markdown_summary, summary_table, write_report
 
     metrics, gate = _metric_list(args), _gate_dict(args)
+    message = run.check_failures(warn=False)  # every request failed: EvaluationError, exit 1
+    if message:
+        print(f"llamaeval {args.command}: warning: {message}", file=sys.stderr, flush=True)
+    _check_baseline(args.baseline, run)
     if report_path is not None:
         write_report(run, report_path, metrics=metrics, baseline=args.baseline, gate=gate or None)
         summary = report_path.with_suffix(".md").read_text(encoding="utf-8")
@@ -230,12 +234,91 @@ def _finish(args: argparse.Namespace, run: Any, report_path: Path | None) -> int
     return 0
 
 
+def _check_baseline(baseline: dict[str, Any] | None, run: Any) -> None:
+    """A --baseline must name a configuration of the run (before any score is computed)."""
+    if not baseline:
+        return
+    configs = run.requests[list(CONFIG_KEY)].drop_duplicates()
+    mask = None
+    for key, value in baseline.items():
+        match = configs[key].astype(str) == str(value)
+        mask = match if mask is None else mask & match
+    if mask is None or not mask.any():
+        from llamaeval._keys import natural_order
+
+        names = natural_order(configs["mode"])
+        ks = sorted({int(k) for k in configs["top_k"]})
+        raise ConfigurationError(
+            f"--baseline {','.join(f'{k}={v}' for k, v in baseline.items())} names no configuration of this run; "
+            f"mode is one of {', '.join(names)} and top_k one of {', '.join(map(str, ks))}")
+
+
+def _saved_grid(out: Path) -> dict[str, Any] | None:
+    """The grid of the run saved in ``out`` (configurations, top_k, pipelines), if any."""
+    path = out / "manifest.json"
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    params = manifest.get("parameters") or {}
+    configs = params.get("configurations") or [{"name": m, "mode": m, "params": {}} for m in params.get("modes", [])]
+    return {"names": [c["name"] for c in configs], "modes": [c.get("mode") for c in configs],
+            "with_params": any(c.get("params") for c in configs),
+            "top_k": [int(k) for k in params.get("top_k", [])],
+            "pipelines": [p.get("id") if isinstance(p, dict) else p for p in manifest.get("pipelines", [])]}
+
+
+def _plan_grid(args: argparse.Namespace, pipelines: list[str]) -> Any:
+    """The asked grid's configuration names (as the runner names them)."""
+    from llamaeval.runner._configs import build_configurations
+
+    modes = args.modes if args.modes is not None or not _param_grid(args) else None
+    if modes is None and not _param_grid(args):
+        modes = list(MODES)
+    return [c.name for c in build_configurations(modes, _param_grid(args))]
+
+
+def _resolve_resume(args: argparse.Namespace, out: Path, pipelines: list[str]) -> None:
+    """--resume into a folder whose saved grid differs from the one asked: refuse unless
+    --extend (benchmark the union: the saved configurations and top_k plus the new ones)
+    or --replace (discard the saved run)."""
+    saved = _saved_grid(out) if args.resume else None
+    if saved is None:
+        return
+    names = _plan_grid(args, pipelines)
+    same = (saved["names"] == names and saved["top_k"] == args.top_k
+            and (not pipelines or saved["pipelines"] == pipelines))
+    if same:
+        return
+    plural_c = "configuration" if len(saved["names"]) == 1 else "configurations"
+    what = (f"{out} holds a run of {len(saved['names'])} {plural_c} ({', '.join(saved['names'])}) x top_k "
+            f"{','.join(map(str, saved['top_k']))}; this command asks for {', '.join(names)} x top_k "
+            f"{','.join(map(str, args.top_k))}")
+    if getattr(args, "replace", False):
+        _say(args, f"{what}: --replace, starting afresh")
+        for name in _RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        return
+    if getattr(args, "extend", False):
+        if saved["with_params"] or _param_grid(args):
+            raise ConfigurationError(f"{what}: --extend adds modes and top_k to a run of modes only; "
+                                     "use another --out for a parameter grid")
+        args.modes = list(dict.fromkeys([*saved["modes"], *(args.modes or [])]))
+        args.top_k = sorted(set(saved["top_k"]) | set(args.top_k))
+        if pipelines:
+            pipelines[:] = list(dict.fromkeys([*saved["pipelines"], *pipelines]))
+        _say(args, f"{what}: --extend, benchmarking {', '.join(args.modes)} x top_k "
+                   f"{','.join(map(str, args.top_k))}")
+        return
+    raise ConfigurationError(f"{what}. Resuming would replace it: pass --extend to add the new "
+                             f"configurations to it, --replace to discard it, or choose another --out")
+
+
 def _check_out(out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {out} exists and is not a folder")
     if not resume and out.is_dir() and any((out / name).exists() for name in ("journal.jsonl", "manifest.json")):
         raise ConfigurationError(f"{out} already holds a benchmark run: pass --resume to continue it, "
-                                 f"or choose another --out")
+                                 f"--replace to discard it, or choose another --out")
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -263,18 +346,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from llamaeval.runner import benchmark
 
     out = Path(args.out)
+    args.resume = args.resume or args.extend or args.replace
     _check_out(out, args.resume)
+    pipelines = list(args.pipeline)
+    _resolve_resume(args, out, pipelines)
     qs = load_queryset(args.queryset, split=args.split)
     with _client(args) as lc:
-        pipelines = args.pipeline
         if not pipelines:
             _say(args, f"no --pipeline: ingesting {qs.name} into project {args.project!r} (idempotent)")
-            pipelines = [ingest(lc, qs, project=args.project, progress=_progress(args))]
+            with _heartbeat(args, f"ingesting {qs.name}"):
+                pipelines = [ingest(lc, qs, project=args.project, progress=_progress(args))]
         started = time.monotonic()
-        run = benchmark(lc, pipelines if len(pipelines) > 1 else pipelines[0], qs, modes=args.modes,
-                        top_k=args.top_k, params=_param_grid(args), concurrency=args.concurrency, out=out,
-                        config=_config(args))
-    _say(args, f"{len(run.requests)} requests in {time.monotonic() - started:.1f} s; run saved in {out}")
+        total = _plan_size(args, pipelines, qs)
+        with _heartbeat(args, "benchmark", journal=out / "journal.jsonl", total=total):
+            run = benchmark(lc, pipelines if len(pipelines) > 1 else pipelines[0], qs, modes=args.modes,
+                            top_k=args.top_k, params=_param_grid(args), concurrency=args.concurrency, out=out,
+                            config=_config(args))
+    _say(args, f"{_sent_text(run)} in {time.monotonic() - started:.1f} s; run saved in {out}")
     return _finish(args, run, None if args.no_report else out / "report.html")
 
 
@@ -334,19 +422,101 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         info = qs.summary()
         _say(args, f"ingesting {qs.name}: {info.get('n_docs')} documents, {info.get('n_judged_queries')} "
                    f"judged queries ...")
-        pid = ingest(lc, qs, project="llamaeval-demo", progress=_progress(args))
-        _say(args, f"pipeline {pid} synced [{time.monotonic() - t0:.1f} s]")
+        t1 = time.monotonic()
+        with _heartbeat(args, f"ingesting {qs.name}"):
+            pid = ingest(lc, qs, project="llamaeval-demo", progress=_progress(args))
+        _say(args, f"pipeline {pid} synced in {time.monotonic() - t1:.1f} s")
         if not args.resume:
             _clear_demo_run(run_dir)
         n_conf = len(args.modes) * len(args.top_k)
-        _say(args, f"benchmarking {n_conf} configurations ({','.join(args.modes)} x top_k "
-                   f"{','.join(map(str, args.top_k))}) ...")
-        run = benchmark(lc, pid, qs, modes=args.modes, top_k=args.top_k, concurrency=args.concurrency,
-                        out=run_dir, config=_config(args))
-        _say(args, f"{len(run.requests)} requests done [{time.monotonic() - t0:.1f} s]")
+        _say(args, f"benchmarking {n_conf} configuration{'s' if n_conf != 1 else ''} ({','.join(args.modes)} x "
+                   f"top_k {','.join(map(str, args.top_k))}) ...")
+        t1 = time.monotonic()
+        with _heartbeat(args, "benchmark", journal=run_dir / "journal.jsonl",
+                        total=_plan_size(args, [pid], qs)):
+            run = benchmark(lc, pid, qs, modes=args.modes, top_k=args.top_k, concurrency=args.concurrency,
+                            out=run_dir, config=_config(args))
+        _say(args, f"{_sent_text(run)} in {time.monotonic() - t1:.1f} s")
     code = _finish(args, run, out / "report.html")
     _say(args, f"demo finished in {time.monotonic() - t0:.1f} s")
     return code
+
+
+def _sent_text(run: Any) -> str:
+    """``"675 requests sent (4,050 configuration x query rows)"``: requests, not derived rows."""
+    from llamaeval.runner._run import _sent
+
+    sent, rows = len(_sent(run.requests)), len(run.requests)
+    text = f"{sent:,} request{'s' if sent != 1 else ''} sent"
+    return text + (f" ({rows:,} configuration x query rows, smaller top_k cut from larger requests)"
+                   if rows != sent else "")
+
+
+def _plan_size(args: argparse.Namespace, pipelines: list[str], qs: Any) -> int | None:
+    """How many requests the benchmark sends in all (for the heartbeat's done/total)."""
+    try:
+        n_q = len(qs.judged_queries())
+        n_conf = len(_plan_grid(args, pipelines))
+    except Exception:  # noqa: BLE001 - only a progress estimate
+        return None
+    per = 1 if args.share_k else len(args.top_k)
+    return len(pipelines) * n_conf * per * n_q
+
+
+HEARTBEAT_S = 10.0
+
+
+class _heartbeat:  # noqa: N801 - used as a context manager, like a function
+    """Outside a terminal (CI logs, pipes, ``!llamaeval`` in a notebook) print one line every
+    ``HEARTBEAT_S`` seconds while a long step runs: elapsed time, and with a journal the requests
+    done/total, the rate and an ETA. In a terminal the progress bars do this; ``-q`` silences it."""
+
+    def __init__(self, args: argparse.Namespace, what: str, *, journal: Path | None = None,
+                 total: int | None = None, every: float | None = None) -> None:
+        import threading
+
+        self.active = not getattr(args, "quiet", False) and not sys.stderr.isatty()
+        self.what, self.journal, self.total = what, journal, total
+        self.every = HEARTBEAT_S if every is None else every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="llamaeval-heartbeat", daemon=True)
+
+    def __enter__(self) -> "_heartbeat":
+        self.t0 = time.monotonic()
+        self.base = self._done()
+        if self.active:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def _done(self) -> int:
+        if self.journal is None or not self.journal.is_file():
+            return 0
+        with self.journal.open("rb") as fh:
+            return max(0, sum(1 for line in fh if line.strip()) - 1)  # minus the header
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.t0
+        text = f"{self.what}: {elapsed:.0f} s elapsed"
+        if self.journal is not None:
+            done = self._done()
+            rate = (done - self.base) / elapsed if elapsed > 0 else 0.0
+            text = f"{self.what}: {done:,}" + (f"/{self.total:,}" if self.total else "") + " requests"
+            if self.total:
+                text += f" ({100 * done / self.total:.0f}%)"
+            text += f", {rate:.1f} req/s"
+            if self.total and rate > 0:
+                text += f", ETA {max(0.0, (self.total - done) / rate):.0f} s"
+            text += f", {elapsed:.0f} s elapsed"
+        return text
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            print(self.line(), file=sys.stderr, flush=True)
 
 
 def _plain_warnings(func: Any) -> Any:
@@ -360,7 +530,17 @@ def _plain_warnings(func: Any) -> Any:
 
         with warnings.catch_warnings():
             warnings.showwarning = show
-            return func(args)
+            try:
+                return func(args)
+            except KeyboardInterrupt:
+                out = getattr(args, "out", None)
+                if args.command in ("bench", "demo") and out:
+                    folder = Path(out) / ("run" if args.command == "demo" else "")
+                    print(f"llamaeval {args.command}: interrupted; the finished requests are saved in {folder}: "
+                          f"rerun the same command with --resume to continue", file=sys.stderr, flush=True)
+                else:
+                    print(f"llamaeval {args.command}: interrupted", file=sys.stderr, flush=True)
+                return 130
 
     return wrapper
 
@@ -390,6 +570,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--project", default="llamaeval", help="project used when ingesting (default: llamaeval)")
     p.add_argument("--out", required=True, help="folder for the run, report.html and report.md")
     p.add_argument("--resume", action="store_true", help="continue the run already in --out (sends only missing requests)")
+    whole = p.add_mutually_exclusive_group()
+    whole.add_argument("--extend", action="store_true",
+                       help="with --resume, when --out holds a run of other modes/top_k: benchmark the union "
+                            "(the saved configurations plus the new ones)")
+    whole.add_argument("--replace", action="store_true",
+                       help="with --resume, when --out holds a run of another grid: discard it and start afresh")
     p.add_argument("--no-report", action="store_true", help="save the run and print the summary, no HTML")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_grid(p, top_k_default="10", params=True)

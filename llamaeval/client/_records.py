@@ -98,8 +98,46 @@ class Record:
         """A one-row DataFrame with the same columns and dtypes as the list endpoints."""
         return records_frame(type(self), [self])
 
+    def __repr__(self) -> str:
+        """One line: the fields that are set, nested configs summarised (``{…19 keys}``)."""
+        from llamaeval._display import compact
 
-@dataclass
+        parts = []
+        for name in self._KINDS:
+            value = getattr(self, name)
+            if value is None or value == {}:
+                continue
+            if isinstance(value, dict):
+                text = compact(value, width=60)
+            elif isinstance(value, datetime):
+                text = repr(value.isoformat())
+            else:
+                text = repr(value)
+            parts.append(f"{name}={text}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def _repr_html_(self) -> str:
+        """A compact card: name and short id, then the fields that are set (full ids on hover;
+        configs of more than a few keys folded, one click away)."""
+        from llamaeval._display import card, dict_html, esc, id_html, plural, value_html
+
+        ident = getattr(self, "id", None) or getattr(self, "file_id", None)
+        name = getattr(self, "name", None)
+        title = f"{type(self).__name__} <b>{esc(name)}</b>" if name else type(self).__name__
+        rows = []
+        for key, value in [*((k, getattr(self, k)) for k in self._KINDS), *self.extra.items()]:
+            if key in ("id", "name") or value is None or value == {} or value == "":
+                continue
+            if isinstance(value, dict) and len(value) > 4:
+                shown = (f"<details><summary>{plural(len(value), 'setting')}</summary>"
+                         f"{dict_html(value)}</details>")
+            else:
+                shown = value_html(value, key=key)
+            rows.append((key, shown))
+        return card(title, rows, subtitle=id_html(ident) if ident else "")
+
+
+@dataclass(repr=False)
 class Project(Record):
     """A project (container of pipelines, files, data sources)."""
 
@@ -113,7 +151,7 @@ class Project(Record):
         "id": "str", "name": "str", "created_at": "datetime", "updated_at": "datetime"}
 
 
-@dataclass
+@dataclass(repr=False)
 class File(Record):
     """An uploaded file; ``file_size`` in bytes."""
 
@@ -130,7 +168,7 @@ class File(Record):
         "content_type": "str", "created_at": "datetime"}
 
 
-@dataclass
+@dataclass(repr=False)
 class Pipeline(Record):
     """A pipeline; ``sync_interval`` in seconds. Fields after ``updated_at`` are the local
     server's additions (None when a server does not send them); ``error`` says why the
@@ -161,7 +199,7 @@ class Pipeline(Record):
     _STATUSES: ClassVar[tuple[str, ...]] = ("idle", "syncing", "active", "error")
 
 
-@dataclass
+@dataclass(repr=False)
 class PipelineFile(Record):
     """A file inside a pipeline, with its processing status and custom metadata."""
 
@@ -177,7 +215,7 @@ class PipelineFile(Record):
     _FLATTEN: ClassVar[tuple[str, ...]] = ("metadata",)
 
 
-@dataclass
+@dataclass(repr=False)
 class PipelineJob(Record):
     """An ingestion (sync) job. ``error`` is the server's failure message, if any."""
 
@@ -202,7 +240,7 @@ class PipelineJob(Record):
         return (self.completed_at - self.created_at).total_seconds()
 
 
-@dataclass
+@dataclass(repr=False)
 class DataSource(Record):
     """A data source (project level or connected to a pipeline)."""
 
@@ -219,7 +257,7 @@ class DataSource(Record):
         "config": "dict", "created_at": "datetime"}
 
 
-@dataclass
+@dataclass(repr=False)
 class DataSink(Record):
     """A data sink of a pipeline (where its index lives)."""
 

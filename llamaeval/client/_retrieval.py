@@ -180,3 +180,36 @@ class RetrievalResult:
                 ", ".join(f"{k}={v!r}" for k, v in self.request.items() if k not in ("query", "pipeline_id")))
         return (f"RetrievalResult(n={len(self)}, {what}, latency_s={self.latency_s:.4f}, "
                 f"status_code={self.status_code})")
+
+    def _repr_html_(self) -> str:
+        """The ranking as a compact table (rank, score, doc id, a text snippet, file name; chunk
+        and file ids short, full on hover) under one line of what was asked and how long it took."""
+        from llamaeval._display import STYLE, esc, id_html, ms, plural, snippet
+
+        asked = {k: v for k, v in self.request.items() if k not in ("query", "pipeline_id")}
+        what = ", ".join(f"{k}={v}" for k, v in asked.items() if not isinstance(v, (dict, list)))
+        server = self.server_total_s
+        timing = ms(self.latency_s) + (f" (server {ms(server)})" if server is not None else "")
+        retried = f" · {plural(self.attempts, 'attempt')}" if self.attempts > 1 else ""
+        head = (f"<h4>{plural(len(self), 'result')} <span class='le-sub'>for "
+                f"<i>{esc(snippet(self.request.get('query'), 90))}</i></span></h4>"
+                f"<div class='le-muted'>{esc(what)} · {esc(timing)} · HTTP {self.status_code}{retried} · "
+                f"pipeline {id_html(self.request.get('pipeline_id'))} · {esc(self.dialect)} API</div>")
+        rows = []
+        for rank, item in enumerate(self.results[:20], start=1):
+            meta = item.get("metadata") if isinstance(item, dict) else None
+            meta = meta if isinstance(meta, dict) else {}
+            score = item.get("score") if isinstance(item, dict) else None
+            rows.append(
+                f"<tr><td class='le-num'>{rank}</td>"
+                f"<td class='le-num'>{'' if score is None else f'{float(score):.4f}'}</td>"
+                f"<td>{esc(meta.get('doc_id', ''))}</td>"
+                f"<td class='le-snip'>{esc(snippet(item.get('text') if isinstance(item, dict) else '', 200))}</td>"
+                f"<td>{esc(meta.get('file_name', ''))}</td>"
+                f"<td>{id_html(meta.get('chunk_id'))}</td></tr>")
+        more = (f"<p class='le-muted'>{plural(len(self) - 20, 'more result')}: see <code>.frame</code></p>"
+                if len(self) > 20 else "")
+        table = ("<table class='le-t'><thead><tr><th>rank</th><th>score</th><th>doc_id</th><th>text</th>"
+                 "<th>file</th><th>chunk</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+                 if rows else "<p class='le-muted'>no results</p>")
+        return f"{STYLE}<div class='le-card'>{head}{table}{more}</div>"

@@ -6,6 +6,7 @@ Pure functions over DataFrames; nothing here talks to a server. Typical use::
     table = metrics.evaluate(run.results, run.qrels, ["ndcg@10", "recall@20", "mrr", "map"])
     lat = metrics.latency_stats(run.requests)
     sig = metrics.compare(run.results, run.qrels, baseline={"mode": "fast", "top_k": 10})
+    cover = metrics.judged(run.results, pooled_qrels, k=10)   # Judged@10: share of the top 10 judged
     best = metrics.cheapest_within(metrics.summarize(run.results, run.qrels, run.requests),
                                    "ndcg@10", "p50_s", tolerance=0.01)
 
@@ -17,6 +18,7 @@ latency in seconds over successful requests. Bad input raises EvaluationError.
 from __future__ import annotations
 
 from llamaeval.metrics._frames import CONFIG_COLUMNS
+from llamaeval.metrics._judged import judged, judged_per_query
 from llamaeval.metrics._latency import latency_stats
 from llamaeval.metrics._measures import MEASURES, Measure, parse_measure
 from llamaeval.metrics._per_query import hardest_queries, no_relevant, wins_losses
@@ -31,4 +33,5 @@ __all__ = [
     "compare", "paired_t_test", "permutation_test", "cohens_d", "adjust_pvalues",
     "pareto_frontier", "cheapest_within",
     "wins_losses", "hardest_queries", "no_relevant",
+    "judged", "judged_per_query",
 ]

@@ -14,7 +14,7 @@ from llamaeval._keys import DEFAULT_METRICS
 from llamaeval.metrics._frames import config_columns, normalise_qrels, require_frame, sort_configs
 from llamaeval.metrics._measures import Measure, parse_measure
 
-__all__ = ["DEFAULT_METRICS", "evaluate"]
+__all__ = ["DEFAULT_METRICS", "evaluate", "recall_at_top_k", "bootstrap_mean_ci"]
 
 
 def _labelled(metrics: str | Measure | Iterable[str | Measure]) -> list[tuple[str, Measure]]:
@@ -145,9 +145,44 @@ def _ranx_scores(qrels_list: list[np.ndarray], run_list: list[np.ndarray], keys:
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
+def bootstrap_mean_ci(scores: np.ndarray, confidence: float = 0.95, n_boot: int = 1000,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap CI of the mean over queries, per row of ``scores``
+    (configurations x queries); the same resampled query sets for every row (paired), seeded."""
+    if not 0 < confidence < 1:
+        raise EvaluationError(f"confidence must be in (0, 1), got {confidence}")
+    if n_boot < 1:
+        raise EvaluationError(f"n_boot must be >= 1, got {n_boot}")
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    n_rows, n_q = scores.shape
+    if n_q == 0:
+        nan = np.full(n_rows, np.nan)
+        return nan, nan.copy()
+    idx = np.random.default_rng(seed).integers(0, n_q, size=(n_boot, n_q))
+    lo_q, hi_q = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
+    low, high = np.empty(n_rows), np.empty(n_rows)
+    for i, row in enumerate(scores):
+        means = row[idx].mean(axis=1)
+        low[i], high[i] = np.percentile(means, [lo_q, hi_q])
+    return low, high
+
+
+def recall_at_top_k(results: pd.DataFrame, qrels: pd.DataFrame) -> pd.DataFrame:
+    """``recall@k`` at k = each configuration's own ``top_k`` (the share of each judged query's
+    relevant documents a top_k request can return at all), one row per configuration
+    in display order, column ``recall@top_k``."""
+    require_frame(results, "results", ("top_k", "query_id", "doc_id"))
+    parts = []
+    for k in sorted({int(k) for k in results["top_k"].dropna()}):
+        table = evaluate(results[results["top_k"] == k], qrels, [f"recall@{k}"])
+        parts.append(table.rename(columns={f"recall@{k}": "recall@top_k"}).drop(columns="n_queries"))
+    return sort_configs(pd.concat(parts, ignore_index=True))
+
+
 def evaluate(results: pd.DataFrame, qrels: pd.DataFrame,
              metrics: Sequence[str | Measure] | str | Measure = DEFAULT_METRICS,
-             per_query: bool = False) -> pd.DataFrame:
+             per_query: bool = False, *, ci: float | None = None, n_boot: int = 1000,
+             seed: int = 0) -> pd.DataFrame:
     """Relevance of each configuration of a run, computed with ranx.
 
     ``results`` is a runner results frame (``pipeline_id, mode, top_k, query_id, rank,
@@ -164,7 +199,9 @@ def evaluate(results: pd.DataFrame, qrels: pd.DataFrame,
     Returns one row per configuration with one column per metric (named as given) and
     ``n_queries``, configurations in display order (pipeline; modes fast, accurate, advanced,
     then other configurations as first seen in ``results``; top_k); with ``per_query=True`` a long frame
-    ``pipeline_id, mode, top_k, query_id, metric, value``.
+    ``pipeline_id, mode, top_k, query_id, metric, value``. ``ci=0.95`` adds ``<metric>_low`` and
+    ``<metric>_high``: a percentile-bootstrap interval of each mean over the judged queries
+    (``n_boot`` resamples of the queries, seeded with ``seed``).
     Raises EvaluationError for an empty run, unknown metrics or ids that do not overlap.
     """
     configs, judged, pairs, matrices = per_query_matrix(results, qrels, metrics)
@@ -183,4 +220,7 @@ def evaluate(results: pd.DataFrame, qrels: pd.DataFrame,
     for label, _ in pairs:
         table[label] = matrices[label].mean(axis=1)
     table["n_queries"] = len(judged)
+    if ci is not None:
+        for label, _ in pairs:
+            table[f"{label}_low"], table[f"{label}_high"] = bootstrap_mean_ci(matrices[label], ci, n_boot, seed)
     return table

@@ -67,6 +67,19 @@ def _series_label(pipeline: str, mode: str, n_pipelines: int) -> str:
     return mode if n_pipelines <= 1 else f"{pipeline} · {mode}"
 
 
+def _pipeline_names(run_or_table: Any, table: Any) -> dict[str, str]:
+    """``{pipeline_id: name}``: the table's ``pipeline`` column, else the run's manifest, else short ids."""
+    from llamaeval._display import pipeline_names, short_id
+
+    if "pipeline" in getattr(table, "columns", ()) and "pipeline_id" in table.columns:
+        return {str(i): str(n) for i, n in zip(table["pipeline_id"], table["pipeline"])}
+    names = pipeline_names(getattr(run_or_table, "manifest", None))
+    if "pipeline_id" in getattr(table, "columns", ()):
+        for pid in table["pipeline_id"]:
+            names.setdefault(str(pid), short_id(pid))
+    return names
+
+
 def _is_frame(obj: Any) -> bool:
     import pandas as pd
 
@@ -85,13 +98,19 @@ def metric_vs_top_k(run_or_table: Any, metric: str = "ndcg@10", *, modes: Sequen
     table = sort_configs(table)
     ax = _new_axes(ax)
     pipelines = list(dict.fromkeys(table["pipeline_id"])) if "pipeline_id" in table else [None]
+    names = _pipeline_names(run_or_table, table)
+    bands = f"{metric}_low" in table.columns and f"{metric}_high" in table.columns
     for p_i, pipeline in enumerate(pipelines):
         sub_p = table if pipeline is None else table[table["pipeline_id"] == pipeline]
         for m_i, mode in enumerate(_mode_list(sub_p["mode"], modes)):
             sub = sub_p[sub_p["mode"] == mode].sort_values("top_k")
+            color = _color(mode, m_i)
             ax.plot(sub["top_k"], sub[metric], marker=_MARKERS[p_i % len(_MARKERS)],
-                    color=_color(mode, m_i), linestyle="-" if p_i == 0 else "--",
-                    label=_series_label(str(pipeline), mode, len(pipelines)))
+                    color=color, linestyle="-" if p_i == 0 else "--",
+                    label=_series_label(names.get(str(pipeline), str(pipeline)), mode, len(pipelines)))
+            if bands:
+                ax.fill_between(sub["top_k"].to_numpy(float), sub[f"{metric}_low"].to_numpy(float),
+                                sub[f"{metric}_high"].to_numpy(float), color=color, alpha=0.12, linewidth=0)
     ks = sorted(set(int(k) for k in table["top_k"]))
     if len(ks) > 1 and ks[-1] / max(ks[0], 1) >= 8:
         ax.set_xscale("log")
@@ -100,7 +119,8 @@ def metric_vs_top_k(run_or_table: Any, metric: str = "ndcg@10", *, modes: Sequen
     ax.set_xlabel("top_k (results requested per query)")
     ax.set_ylabel(metric)
     title = _legend_title(list(table["mode"]))
-    ax.set_title(f"{metric} by top_k and {title}")
+    ax.set_title(f"{metric} by top_k and {title}" + ("\n(bands: 95% bootstrap CI over queries)" if bands else ""),
+                 fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(title=title)
     return ax
@@ -207,6 +227,9 @@ def quality_vs_latency(run_or_table: Any, quality: str = "ndcg@10", cost: str = 
             for (x, y), ks in spots.items():
                 ax.annotate("k=" + ",".join(map(str, sorted(ks))), (x, y), textcoords="offset points",
                             xytext=(4, 3), fontsize=7)
+    if "latency_top_k" in table.columns and (table["latency_top_k"] != table["top_k"]).any():
+        ax.text(0.99, 0.01, "latency of smaller top_k shared with the largest (share_k)",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="#666")
     front = pareto_frontier(table, quality=quality, cost=cost).sort_values(cost)
     ax.plot(front[cost] * 1000.0, front[quality], color="black", linestyle="--", linewidth=1.2,
             marker="x", label="Pareto frontier", zorder=4)
@@ -261,6 +284,10 @@ def per_query_difference(run: Any, a: dict, b: dict, metric: str = "ndcg@10", *,
     wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
     if "pipeline_id" in per_query.columns and per_query["pipeline_id"].nunique() == 1:
         a, b = ({k: v for k, v in cfg.items() if k != "pipeline_id"} for cfg in (a, b))  # shorter titles
+    else:
+        names = _pipeline_names(run, per_query)
+        a, b = ({("pipeline" if k == "pipeline_id" else k): (names.get(str(v), v) if k == "pipeline_id" else v)
+                 for k, v in cfg.items()} for cfg in (a, b))
     ax.set_xlabel(f"query (sorted by difference; {len(diff)} queries)")
     ax.set_ylabel(f"Δ {metric} (B − A)")
     ax.set_title(f"B: {_config_label(b)}  vs  A: {_config_label(a)}\n"

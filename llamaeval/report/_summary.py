@@ -16,12 +16,13 @@ def _keys(frame: "pd.DataFrame") -> list[str]:
     return [k for k in CONFIG_KEY if k in frame.columns]
 
 
-def quality_table(run: Any, metrics: Sequence[str] = DEFAULT_METRICS) -> "pd.DataFrame":
-    """``run.evaluate(metrics)`` sorted by configuration (one row per pipeline, mode, top_k)."""
+def quality_table(run: Any, metrics: Sequence[str] = DEFAULT_METRICS, *, ci: float | None = 0.95) -> "pd.DataFrame":
+    """``run.evaluate(metrics, ci=ci)`` sorted by configuration (one row per pipeline, mode, top_k):
+    each metric with its bootstrap interval (``<metric>_low``/``_high``; none when ``ci`` is None)."""
     metrics = list(metrics)
     if not metrics:
         raise ConfigurationError("give at least one metric, e.g. 'ndcg@10'")
-    return sort_configs(run.evaluate(metrics))
+    return sort_configs(run.evaluate(metrics) if ci is None else run.evaluate(metrics, ci=ci))
 
 
 def latency_table(run: Any) -> "pd.DataFrame":
@@ -37,13 +38,57 @@ def latency_column(table: "pd.DataFrame", preferred: str = "p50_s") -> str:
     raise ConfigurationError(f"no latency column like {preferred!r} in {list(table.columns)}")
 
 
-def summary_table(run: Any, metrics: Sequence[str] = DEFAULT_METRICS) -> "pd.DataFrame":
-    """Quality metrics joined with latency statistics (seconds) per configuration."""
-    quality = quality_table(run, metrics)
+def summary_table(run: Any, metrics: Sequence[str] = DEFAULT_METRICS, *, ci: float | None = 0.95) -> "pd.DataFrame":
+    """Quality metrics (with ``<metric>_low``/``_high`` bootstrap intervals) joined with latency
+    statistics (seconds) per configuration, plus:
+
+    - ``pipeline``: the pipeline's name (from the run's manifest; its short id when unknown);
+    - ``recall@top_k``: recall at k = the configuration's own top_k (what a top_k can find);
+    - ``latency_top_k``: the top_k of the request whose latency the row carries (with
+      ``share_k`` smaller top_k are cut from the largest request and carry its latency).
+    """
+    import pandas as pd
+
+    from llamaeval._display import pipeline_label, pipeline_names
+    from llamaeval.metrics._relevance import recall_at_top_k
+
+    quality = quality_table(run, metrics, ci=ci)
     latency = latency_table(run)
     keys = [k for k in _keys(quality) if k in latency.columns]
     extra = [c for c in latency.columns if c not in quality.columns or c in keys]
-    return sort_configs(quality.merge(latency[extra], on=keys, how="left"))
+    table = quality.merge(latency[extra], on=keys, how="left")
+    results, qrels = getattr(run, "results", None), getattr(run, "qrels", None)
+    if "recall@top_k" not in table.columns and isinstance(results, pd.DataFrame) and "top_k" in results:
+        recall = recall_at_top_k(results, qrels)
+        on = [k for k in keys if k in recall.columns]
+        table = table.merge(recall, on=on, how="left")
+    if "pipeline_id" in table.columns:
+        names = pipeline_names(getattr(run, "manifest", None))
+        table.insert(list(table.columns).index("pipeline_id") + 1, "pipeline",
+                     [pipeline_label(p, names) for p in table["pipeline_id"]])
+    if "top_k" in table.columns and "n_shared" in table.columns:
+        table["latency_top_k"] = _latency_top_k(table, getattr(run, "requests", None))
+    return sort_configs(table)
+
+
+def _latency_top_k(table: "pd.DataFrame", requests: Any) -> list[int]:
+    """Per row: its own top_k, or (all its latency shared) the largest top_k sent for its mode."""
+    import pandas as pd
+
+    sent: dict[tuple[str, str], int] = {}
+    if isinstance(requests, pd.DataFrame) and {"mode", "top_k", "shared"} <= set(requests.columns):
+        real = requests[~requests["shared"].fillna(False).astype(bool)]
+        group = [c for c in ("pipeline_id", "mode") if c in real.columns]
+        for key, ks in real.groupby(group, sort=False)["top_k"]:
+            key = key if isinstance(key, tuple) else (key,)
+            sent[tuple(map(str, key))] = int(ks.max())
+    out = []
+    for row in table.to_dict("records"):
+        own = int(row["top_k"])
+        shared = row.get("n", 0) and row.get("n_shared", 0) >= row.get("n", 0)
+        key = tuple(str(row[c]) for c in ("pipeline_id", "mode") if c in row)
+        out.append(sent.get(key, own) if shared else own)
+    return out
 
 
 def parse_thresholds(specs: Sequence[str]) -> dict[str, float]:

@@ -67,28 +67,68 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def display_table(table: "pd.DataFrame", metrics: Sequence[str]) -> "pd.DataFrame":
-    """Summary for humans: configuration, metrics, n_queries, latency in milliseconds."""
+def display_table(table: "pd.DataFrame", metrics: Sequence[str], *, primary: str | None = None) -> "pd.DataFrame":
+    """Summary for humans, one row per configuration in natural order: the pipeline by name
+    (when there are several), mode, top_k, the metrics (the ``primary`` one with its CI),
+    ``recall@top_k``, queries, latency in milliseconds (``†`` where the value was measured by a
+    larger top_k request, with ``share_k``), failed requests."""
     import pandas as pd
 
     cols = [c for c in CONFIG_KEY if c in table.columns]
-    if "pipeline_id" in cols and table["pipeline_id"].nunique() == 1:
+    if "pipeline_id" in cols:
         cols.remove("pipeline_id")
-    out = pd.DataFrame(table[cols + [m for m in metrics if m in table.columns]]).copy()
+        if table["pipeline_id"].nunique() > 1:
+            cols.insert(0, "pipeline" if "pipeline" in table.columns else "pipeline_id")
+    out = pd.DataFrame(table[cols]).copy()
+    primary = primary or (metrics[0] if metrics else None)
+    for m in metrics:
+        if m not in table.columns:
+            continue
+        out[m] = table[m]
+        if m == primary and f"{m}_low" in table.columns:
+            out[f"{m} 95% CI"] = [f"{lo:.3f}–{hi:.3f}" if lo == lo else ""
+                                  for lo, hi in zip(table[f"{m}_low"], table[f"{m}_high"])]
+    if "recall@top_k" in table.columns and "recall@top_k" not in out.columns:
+        out["recall@top_k"] = table["recall@top_k"]
     if "n_queries" in table.columns:
         out["queries"] = table["n_queries"]
+    shared = _shared_rows(table)
     for name in _LATENCY_SHOWN:
         if name in table.columns:
-            out[f"{name.removesuffix('_s')} ms"] = table[name] * 1000.0
+            label = f"{name.removesuffix('_s')} ms"
+            if shared.any():
+                out[label] = [("" if v != v else f"{v * 1000:.1f}{'†' if sh else ''}")
+                              for v, sh in zip(table[name], shared)]
+            else:
+                out[label] = table[name] * 1000.0
     if "n_failed" in table.columns:
         out["failed"] = table["n_failed"]
+    out.attrs["shared_note"] = _shared_note(table, shared)
     return out
+
+
+def _shared_rows(table: "pd.DataFrame") -> "Any":
+    """Rows whose latency was measured by a larger top_k request (share_k)."""
+    import numpy as np
+
+    if "latency_top_k" in table.columns and "top_k" in table.columns:
+        return (table["latency_top_k"].to_numpy() != table["top_k"].to_numpy())
+    return np.zeros(len(table), dtype=bool)
+
+
+def _shared_note(table: "pd.DataFrame", shared: Any) -> str:
+    if not shared.any():
+        return ""
+    ks = sorted({int(k) for k in table.loc[shared, "latency_top_k"]})
+    return ("† latency of the top_k=" + "/".join(map(str, ks)) + " request these results were cut from "
+            "(share_k: one request per query at the largest top_k), not of a request at this top_k.")
 
 
 def markdown_table(frame: "pd.DataFrame", digits: int = 4) -> str:
     """A GitHub-flavoured pipe table (floats with ``digits`` decimals)."""
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    sep = "|" + "|".join("---:" if frame[c].dtype.kind in "if" else "---" for c in frame.columns) + "|"
+    sep = "|" + "|".join("---:" if frame[c].dtype.kind in "if" or str(c).endswith((" ms", "CI")) else "---"
+                         for c in frame.columns) + "|"
     rows = []
     for rec in frame.itertuples(index=False):
         cells = []
@@ -193,13 +233,56 @@ def _best_config(table: "pd.DataFrame", metric: str) -> dict[str, Any]:
 _SIG_COLUMNS = ("mean_diff", "cohens_d", "wins", "losses", "ties", "p_ttest_adj", "p_permutation_adj", "mark")
 
 
-def _significance_view(sig: "pd.DataFrame", primary: str, *, with_effect: bool = True) -> "pd.DataFrame":
-    """The readable columns of a ``metrics.compare`` table (config, metric, difference, p-values, mark)."""
+def _significance_view(sig: "pd.DataFrame", primary: str, *, with_effect: bool = True,
+                       names: dict[str, str] | None = None) -> "pd.DataFrame":
+    """The readable columns of a ``metrics.compare`` table (config, metric, difference, p-values,
+    mark); several pipelines are shown by name (``names``: id -> name)."""
+    from llamaeval._display import pipeline_label
+
     cols = [c for c in CONFIG_KEY if c in sig.columns]
     if "pipeline_id" in cols and sig["pipeline_id"].nunique() == 1:
         cols.remove("pipeline_id")
     wanted = [c for c in _SIG_COLUMNS if with_effect or c not in ("cohens_d", "ties")]
-    return sig[cols + [c for c in [primary, *wanted] if c in sig.columns]]
+    view = sig[cols + [c for c in [primary, *wanted] if c in sig.columns]]
+    if "pipeline_id" in cols:
+        view = view.assign(pipeline_id=[pipeline_label(p, names) for p in view["pipeline_id"]])
+        view = view.rename(columns={"pipeline_id": "pipeline"})
+    return view
+
+
+def _manifest_for_display(value: Any, depth: int = 0) -> Any:
+    """The manifest with long number lists (learned model weights) summarised, so the report
+    stays readable; the full manifest is the run folder's manifest.json."""
+    if isinstance(value, dict):
+        return {k: _manifest_for_display(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if len(value) > 8 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return f"[{len(value)} numbers]"
+        return [_manifest_for_display(v, depth + 1) for v in value]
+    return value
+
+
+def _failure_note(run: Any) -> str:
+    """The run's failed-request summary ("" when none failed), said before any score."""
+    from llamaeval.runner._run import failure_summary
+
+    requests = getattr(run, "requests", None)
+    return (failure_summary(requests) or "") if requests is not None else ""
+
+
+def _recommendation(run: Any, primary: str) -> tuple[Any, str]:
+    """(Recommendation or None, note) for the report's first section."""
+    recommend = getattr(run, "recommend", None)
+    if recommend is None:
+        return None, "not computed: the run has no recommend()"
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # failures are reported in their own section
+            return recommend(primary), ""
+    except LlamaEvalError as exc:
+        return None, f"not computed: {exc}"
 
 
 def _significance(run: Any, primary: str, baseline: dict) -> tuple["pd.DataFrame | None", str]:
@@ -218,13 +301,18 @@ def build_context(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary
     """Everything the templates show, computed once (tables as DataFrames; figures are drawn by render_html)."""
     from llamaeval.metrics import pareto_frontier
 
+    from llamaeval._display import pipeline_names
+
     metrics = list(dict.fromkeys(metrics))
     if not metrics:
         raise ConfigurationError("give at least one metric, e.g. 'ndcg@10'")
     primary = primary or metrics[0]
     if primary not in metrics:
         metrics.insert(0, primary)
+    failure_note = _failure_note(run)
     table = summary_table(run, metrics)
+    rec, rec_note = _recommendation(run, primary)
+    display = display_table(table, metrics, primary=primary)
     baseline = baseline or default_baseline(run, primary)
     best = _best_config(table, primary)
     cost = latency_column(table)
@@ -255,8 +343,13 @@ def build_context(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary
         "best": best,
         "best_value": float(table[primary].max()),
         "table": table,
-        "display": display_table(table, metrics),
-        "frontier": display_table(sort_configs(front), [primary]),
+        "display": display,
+        "frontier": display_table(sort_configs(front), [primary], primary=primary),
+        "shared_note": display.attrs.get("shared_note", ""),
+        "recommendation": rec,
+        "recommendation_note": rec_note,
+        "failure_note": failure_note,
+        "names": pipeline_names(getattr(run, "manifest", None)),
         "significance": sig,
         "significance_note": sig_note,
         "failures": failures,
@@ -267,36 +360,56 @@ def build_context(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary
     }
 
 
-def _labeller(table: "pd.DataFrame") -> Any:
-    """``config_label(cfg)`` for templates; leaves out pipeline_id when the run has one pipeline."""
+def _labeller(table: "pd.DataFrame", names: dict[str, str] | None = None) -> Any:
+    """``config_label(cfg)`` for templates: ``mode · top_k=10``, the pipeline by name first when
+    the run has several (``names``: id -> name)."""
+    from llamaeval._display import config_label, pipeline_label
+
     single = "pipeline_id" not in table.columns or table["pipeline_id"].nunique() <= 1
 
     def label(cfg: dict[str, Any]) -> str:
-        return ", ".join(f"{k}={v}" for k, v in cfg.items() if not (single and k == "pipeline_id"))
+        pipeline = None if single or "pipeline_id" not in cfg else pipeline_label(cfg["pipeline_id"], names)
+        return config_label(cfg.get("mode"), cfg.get("top_k"), pipeline)
 
     return label
 
 
 def render_html(context: dict[str, Any]) -> str:
     """The HTML report for a context from :func:`build_context` (figures drawn here)."""
+    from llamaeval._display import pipeline_label
+
     ctx = dict(context)
     run = ctx.pop("_run")
+    names = ctx["names"]
     figures = _figures(run, ctx["table"], ctx["primary"], ctx["baseline"], ctx["best"])
     failures = ctx["failures"]
     fail_cols = [c for c in (*REQUEST_KEY, "status", "error") if failures is not None
                  and c in failures.columns]
+    failures_view = None
+    if ctx["n_failed"]:
+        failures_view = failures[fail_cols].head(50)
+        if "pipeline_id" in failures_view:
+            failures_view = failures_view.assign(
+                pipeline_id=[pipeline_label(p, names) for p in failures_view["pipeline_id"]]
+            ).rename(columns={"pipeline_id": "pipeline"})
+    rec = ctx["recommendation"]
     return _env().get_template("report.html.j2").render(
-        **{k: v for k, v in ctx.items() if k not in ("table", "display", "frontier", "significance", "failures", "stages")},
+        **{k: v for k, v in ctx.items() if k not in _FRAMES_IN_CONTEXT},
         figures=figures,
+        recommendation_html=rec.html(max_rows=60) if rec is not None else "",
         summary_html=_html_table(ctx["display"]),
         frontier_html=_html_table(ctx["frontier"]),
-        significance_html=_html_table(_significance_view(ctx["significance"], ctx["primary"])) if ctx["significance"] is not None else "",
-        failures_html=_html_table(failures[fail_cols].head(50)) if ctx["n_failed"] else "",
+        significance_html=_html_table(_significance_view(ctx["significance"], ctx["primary"], names=names))
+        if ctx["significance"] is not None else "",
+        failures_html=_html_table(failures_view) if failures_view is not None else "",
         stages_html=_html_table(ctx["stages"], digits=2) if len(ctx["stages"]) else "",
-        manifest_rows=_manifest_rows(ctx["manifest"]),
-        manifest_json=json.dumps(ctx["manifest"], indent=2, sort_keys=True, default=str),
-        config_label=_labeller(ctx["table"]),
+        manifest_rows=_manifest_rows(_manifest_for_display(ctx["manifest"])),
+        manifest_json=json.dumps(_manifest_for_display(ctx["manifest"]), indent=2, sort_keys=True, default=str),
+        config_label=_labeller(ctx["table"], names),
     )
+
+
+_FRAMES_IN_CONTEXT = ("table", "display", "frontier", "significance", "failures", "stages", "recommendation")
 
 
 def render_markdown(context: dict[str, Any]) -> str:
@@ -305,13 +418,14 @@ def render_markdown(context: dict[str, Any]) -> str:
     sig = ctx["significance"]
     sig_md = ""
     if sig is not None and len(sig):
-        sig_md = markdown_table(_significance_view(sig, ctx["primary"], with_effect=False))
+        sig_md = markdown_table(_significance_view(sig, ctx["primary"], with_effect=False, names=ctx["names"]))
+    rec = ctx["recommendation"]
     return _env().get_template("summary.md.j2").render(
-        **{k: v for k, v in ctx.items()
-           if k not in ("table", "display", "frontier", "significance", "failures", "stages")},
+        **{k: v for k, v in ctx.items() if k not in _FRAMES_IN_CONTEXT},
+        recommendation_text=str(rec) if rec is not None else "",
         summary_md=markdown_table(ctx["display"]),
         significance_md=sig_md,
-        config_label=_labeller(ctx["table"]),
+        config_label=_labeller(ctx["table"], ctx["names"]),
     )
 
 
@@ -329,9 +443,10 @@ def write_report(run: Any, path: str | os.PathLike[str], *, metrics: Sequence[st
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ConfigurationError(f"report path must end in .html, got {path.name!r}")
-    context = build_context(run, metrics=metrics, primary=primary, baseline=baseline, title=title, gate=gate)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    html = render_html(context)
+    with _failures_said_once():
+        context = build_context(run, metrics=metrics, primary=primary, baseline=baseline, title=title, gate=gate)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        html = render_html(context)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, path)
@@ -343,4 +458,18 @@ def write_report(run: Any, path: str | os.PathLike[str], *, metrics: Sequence[st
 def markdown_summary(run: Any, *, metrics: Sequence[str] = DEFAULT_METRICS, primary: str | None = None,
                      baseline: dict | None = None, gate: dict[str, float] | None = None) -> str:
     """A short Markdown summary of ``run``: the configuration table, best setting, significance, gate."""
-    return render_markdown(build_context(run, metrics=metrics, primary=primary, baseline=baseline, gate=gate))
+    with _failures_said_once():
+        return render_markdown(build_context(run, metrics=metrics, primary=primary, baseline=baseline, gate=gate))
+
+
+def _failures_said_once() -> Any:
+    """Silence the per-evaluation FailedRequestsWarning: the report states the failures first."""
+    import contextlib
+    import warnings
+
+    from llamaeval.runner._run import FailedRequestsWarning
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore", FailedRequestsWarning)
+    return stack

@@ -70,10 +70,23 @@ def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config))
+        return _said(asyncio.run(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config)))
     # An AsyncLlamaCloud made in the running loop may hold connections bound to it: the
     # worker loop uses a twin with the same settings instead.
-    return _run_in_thread(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config, twin=True))
+    return _said(_run_in_thread(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config, twin=True)))
+
+
+def _said(run: BenchmarkRun) -> BenchmarkRun:
+    """Warn (FailedRequestsWarning, at the caller's line) when requests of the run failed:
+    how many, the server's message, the likely cause."""
+    import warnings
+
+    from llamaeval.runner._run import FailedRequestsWarning, failure_summary
+
+    message = failure_summary(run.requests)
+    if message:
+        warnings.warn(message, FailedRequestsWarning, stacklevel=3)
+    return run
 
 
 def _run_in_thread(coro: Any) -> Any:
@@ -119,7 +132,8 @@ async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
                      params: Any = None, concurrency: int = 8, out: str | os.PathLike[str] | None = None,
                      config: BenchmarkConfig | None = None) -> BenchmarkRun:
     """The async form of :func:`benchmark` (same arguments, same result)."""
-    return await _benchmark(client, pipeline_id, queryset, _Grid(modes, top_k, params), concurrency, out, config)
+    return _said(await _benchmark(client, pipeline_id, queryset, _Grid(modes, top_k, params), concurrency, out,
+                                  config))
 
 
 class _Grid:
@@ -163,6 +177,8 @@ async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
         fingerprint["configurations"] = [c.to_dict() for c in grid.configs]
     folder = Path(out) if out is not None else None
     records, previous_manifest = _load_previous(folder, fingerprint)
+    if previous_manifest is not None:
+        _refuse_narrower(folder, previous_manifest, pipelines, names, ks)
 
     cells = grid_cells(pipelines, names, ks, query_ids)
     plan = build_plan(pipelines, names, ks, query_ids, share_k=cfg.share_k, seed=cfg.seed)
@@ -439,6 +455,26 @@ def _load_previous(folder: Path | None,
     for rec in journaled:
         records[record_key(rec)] = rec
     return records, previous
+
+
+def _refuse_narrower(folder: Path | None, previous: dict[str, Any], pipelines: list[str], names: list[str],
+                     ks: list[int]) -> None:
+    """Resuming may extend the saved grid (only the new requests are sent) but not drop part of it:
+    the saved run would be replaced by a smaller one without a word."""
+    params = previous.get("parameters") or {}
+    saved_names = [c.get("name") for c in params.get("configurations") or []] or list(params.get("modes") or [])
+    saved_ks = [int(k) for k in params.get("top_k") or []]
+    saved_pipes = [p.get("id") if isinstance(p, dict) else p for p in previous.get("pipelines") or []]
+    dropped = ([f"configuration {n!r}" for n in saved_names if n not in names]
+               + [f"top_k={k}" for k in saved_ks if k not in ks]
+               + [f"pipeline {p}" for p in saved_pipes if p not in pipelines])
+    if dropped:
+        raise ConfigurationError(
+            f"{folder} holds a run of {', '.join(saved_names)} x top_k {','.join(map(str, saved_ks))}; "
+            f"this call asks for {', '.join(names)} x top_k {','.join(map(str, ks))} and would replace it, "
+            f"dropping {', '.join(dropped[:6])}{' …' if len(dropped) > 6 else ''}. Ask for a grid that "
+            f"includes the saved one (only the new requests are sent), or use another `out` folder "
+            f"(delete this one to start afresh)")
 
 
 # --- manifest ----------------------------------------------------------------------------

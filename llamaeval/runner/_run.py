@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,9 @@ class BenchmarkRun:
                  **kwargs: Any) -> pd.DataFrame:
         """Relevance metrics per configuration via :func:`llamaeval.metrics.evaluate`.
 
-        First checks that the run's ids line up with the judgements
+        First accounts for failed requests (:meth:`check_failures`: every request failed
+        raises EvaluationError with the server's message and the likely cause, some failed
+        warns), then checks that the run's ids line up with the judgements
         (:func:`llamaeval.datasets.check_alignment`): ``alignment="raise"`` (default)
         raises AlignmentError with the numbers, ``"warn"`` warns, ``"off"`` skips.
         """
@@ -65,6 +68,7 @@ class BenchmarkRun:
 
         if alignment not in ("raise", "warn", "off"):
             raise ConfigurationError(f"alignment must be 'raise', 'warn' or 'off', got {alignment!r}")
+        self.check_failures()
         if alignment != "off":
             self.check_alignment(on_mismatch=alignment)
         if metrics is None:
@@ -80,6 +84,68 @@ class BenchmarkRun:
         judged = QuerySet(info.get("name") or "run", self.queries, self.qrels,
                           split=info.get("split") or "test", on_error="warn")
         return check_alignment(self.results["query_id"], self.results["doc_id"], judged, **kwargs)
+
+    def check_failures(self, *, warn: bool = True) -> str | None:
+        """Say first when requests failed: how many, the server's message, the likely cause.
+
+        Returns the message (None when every request succeeded). When every request
+        failed, raises EvaluationError with it, since no score would mean anything;
+        otherwise warns (``warn=True``) and returns it.
+        """
+        message = failure_summary(self.requests)
+        if message is None:
+            return None
+        sent = _sent(self.requests)
+        if len(sent) and not sent["status"].between(200, 299).any():
+            from llamaeval._errors import EvaluationError
+
+            raise EvaluationError(message)
+        if warn:
+            warnings.warn(message, FailedRequestsWarning, stacklevel=3)
+        return message
+
+    def recommend(self, metric: str = "ndcg@10", within: float = 0.01, latency: str = "p50",
+                  **kwargs: Any) -> Any:
+        """Which configuration to ship: the cheapest (client ``latency``: "p50", "p95", "mean")
+        whose ``metric`` is within ``within`` of the best, with the evidence
+        (:func:`llamaeval.metrics._recommend.recommend`). ``str()`` of the answer is one
+        sentence; in a notebook it shows the evidence table too."""
+        from llamaeval._display import pipeline_names
+        from llamaeval.metrics._recommend import recommend
+
+        self.check_failures()
+        return recommend(self.results, self.qrels, self.requests, metric, within, latency,
+                         names=pipeline_names(self.manifest), **kwargs)
+
+    def summary(self, metrics: Sequence[str] | None = None, *, primary: str | None = None) -> pd.DataFrame:
+        """The table to read, one row per configuration in natural order: the pipeline by name
+        (when there are several), mode, top_k, the metrics (the first, or ``primary``, with its
+        95% CI), ``recall@top_k``, queries, latency in milliseconds (``†``: measured by the
+        larger top_k request under share_k), failed requests. For computing, use
+        :meth:`evaluate` and :meth:`latency` (seconds)."""
+        import warnings as _warnings
+
+        from llamaeval._keys import DEFAULT_METRICS
+        from llamaeval.report._summary import summary_table
+        from llamaeval.report._write import display_table
+
+        self.check_failures()
+        metrics = list(metrics) if metrics is not None else list(DEFAULT_METRICS)
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore", FailedRequestsWarning)  # said once, above
+            table = summary_table(self, metrics)
+        out = display_table(table, metrics, primary=primary)
+        for m in [*metrics, "recall@top_k"]:
+            if m in out.columns and out[m].dtype.kind == "f":
+                out[m] = out[m].round(4)
+        return out
+
+    @property
+    def pipeline_names(self) -> dict[str, str]:
+        """``{pipeline_id: name}`` of the run's pipelines (names made unique; short id if unnamed)."""
+        from llamaeval._display import pipeline_names
+
+        return pipeline_names(self.manifest)
 
     def latency(self, **kwargs: Any) -> pd.DataFrame:
         """Latency statistics per configuration via :func:`llamaeval.metrics.latency_stats`."""
@@ -129,6 +195,53 @@ class BenchmarkRun:
         return (f"BenchmarkRun(queryset={qs.get('name')!r}, split={qs.get('split')!r}, "
                 f"configurations={len(self.configurations)}, requests={len(self.requests)}, "
                 f"failed={len(self.failures)})")
+
+    def _repr_html_(self) -> str:
+        """A card: query set, pipelines by name, configurations in their natural order, top_k,
+        requests sent and failed (the server's message first), time taken, what to call next."""
+        from llamaeval._display import card, duration, esc, id_html, plural, when
+        from llamaeval._keys import MODES, natural_order
+
+        m = self.manifest or {}
+        qs = m.get("queryset") or {}
+        params = m.get("parameters") or {}
+        names = natural_order(self.requests["mode"]) if len(self.requests) else []
+        noun = ("mode", "modes") if names and all(n in MODES for n in names) else ("configuration", "configurations")
+        shown = ", ".join(esc(n) for n in names[:8]) + (f", … {len(names) - 8} more" if len(names) > 8 else "")
+        ks = sorted({int(k) for k in self.requests["top_k"]}) if len(self.requests) else []
+        share = (f" <span class='le-muted'>(share_k: one request per query at top_k={ks[-1]}, smaller top_k "
+                 f"cut from it)</span>" if params.get("share_k") and len(ks) > 1 else "")
+        pipes = self.pipeline_names
+        pipe_html = ", ".join(f"<b>{esc(pipes.get(str(p), ''))}</b> {id_html(p)}"
+                              for p in dict.fromkeys(self.requests["pipeline_id"]))
+        sent = _sent(self.requests)
+        failed = int((~sent["status"].between(200, 299)).sum()) if len(sent) else 0
+        req = f"{plural(len(sent), 'request')} sent"
+        if failed:
+            req += f", <span class='le-err'><b>{failed:,} failed</b></span>"
+        else:
+            req += ", none failed"
+        message = failure_summary(self.requests)
+        n_q = int(qs.get("n_queries") or self.queries["query_id"].nunique())
+        rows = [("queries", f"{plural(n_q, 'judged query', 'judged queries')}"
+                            + (f" · {plural(int(qs['n_qrels']), 'judgement')}" if qs.get("n_qrels") else "")),
+                (plural(len(pipes) or 1, "pipeline").split(" ", 1)[1], pipe_html),
+                (noun[1], f"{len(names)}: {shown}"),
+                ("top_k", ", ".join(map(str, ks)) + share),
+                ("requests", req)]
+        took = _session_seconds(m)
+        stamps = m.get("timestamps") or {}
+        if took is not None:
+            rows.append(("time", f"{duration(took)} <span class='le-muted'>(finished "
+                                 f"{esc(when(stamps.get('finished_at')))})</span>"))
+        dialect = (m.get("client") or {}).get("dialect")
+        if dialect:
+            rows.append(("API", f"{esc(dialect)} · {esc((m.get('server') or {}).get('base_url') or '')}"))
+        warn = f"<div class='le-warn'>{esc(message)}</div>" if message else ""
+        foot = (warn + "<div class='le-muted'>next: <code>run.evaluate()</code> · <code>run.recommend()</code> · "
+                "<code>le.widgets.dashboard(run)</code> · <code>run.report(\"report.html\")</code></div>")
+        title = f"BenchmarkRun <b>{esc(qs.get('name') or '')}</b>"
+        return card(title, rows, subtitle=esc(f"{qs.get('split')} split") if qs.get("split") else "", foot=foot)
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -196,6 +309,82 @@ class BenchmarkRun:
                     fh.write(f"{r.query_id} Q0 {r.doc_id} {int(r.rank)} {value} {tag}\n")
             written.append(target)
         return written
+
+
+class FailedRequestsWarning(UserWarning):
+    """Some requests of a benchmark run failed: its scores count those queries as misses."""
+
+
+def _sent(requests: pd.DataFrame) -> pd.DataFrame:
+    """The requests actually sent (share_k copies of a larger-k request counted once)."""
+    if "shared" in requests.columns and len(requests):
+        return requests[~requests["shared"].fillna(False).astype(bool)]
+    return requests
+
+
+def _likely_cause(status: int, error: str) -> str:
+    text = error.lower()
+    if status in (400, 422):
+        if "top_k" in text or "top-k" in text:
+            return "a top_k above what the server accepts (its message names the limit): request fewer results"
+        return "the server refused the request's parameters: check the modes, top_k and params of the grid"
+    if status in (401, 403):
+        return "the API key is not accepted: check LLAMA_CLOUD_API_KEY / api_key"
+    if status == 404:
+        return "the pipeline does not exist for this key: check the pipeline id and the account"
+    if status == 429:
+        return "the server rate-limited the run: lower concurrency or set BenchmarkConfig(rate_limit=...)"
+    if status >= 500:
+        return "the server failed while answering: see its log"
+    if status == 0:
+        return "no answer: the server is unreachable, or requests timed out"
+    return "see the requests' status and error columns"
+
+
+def failure_summary(requests: pd.DataFrame) -> str | None:
+    """One paragraph on the failed requests of a run (None when none failed): how many of the
+    requests sent, in which configurations, the server's most common message, the likely cause."""
+    sent = _sent(requests)
+    if not len(sent) or "status" not in sent.columns:
+        return None
+    bad = sent[~sent["status"].between(200, 299)]
+    if bad.empty:
+        return None
+    from llamaeval._display import plural
+
+    errors = bad["error"].astype("string").fillna("") if "error" in bad.columns else pd.Series("", index=bad.index)
+    counts = pd.DataFrame({"status": bad["status"].astype(int), "error": errors}).value_counts(sort=True)
+    (status, error), n_top = counts.index[0], int(counts.iloc[0])
+    per_config = bad.groupby(["mode", "top_k"], sort=False).size()
+    total = sent.groupby(["mode", "top_k"], sort=False).size()
+    whole = [f"{m} top_k={k}" for (m, k), n in per_config.items() if n == total.get((m, k), -1)]
+    where = ""
+    if whole and len(whole) < len(total):
+        where = f"; every request of {', '.join(whole[:6])}{' …' if len(whole) > 6 else ''} failed"
+    all_failed = len(bad) == len(sent)
+    head = (f"All {plural(len(sent), 'request')} failed" if all_failed
+            else f"{len(bad):,} of {plural(len(sent), 'request')} failed")
+    said = (f"answered HTTP {status}" if status else "gave no answer") + (
+        f": \"{error.strip()[:300]}\"" if error.strip() else "")
+    times = f" ({n_top:,} times)" if n_top > 1 else ""
+    more = f"; {plural(len(counts) - 1, 'other error')}" if len(counts) > 1 else ""
+    return (f"{head}{where}. The server {said}{times}{more}. "
+            f"Likely cause: {_likely_cause(int(status), error)}."
+            + ("" if all_failed else " Failed requests count as misses in every score."))
+
+
+def _session_seconds(manifest: dict[str, Any]) -> float | None:
+    """Seconds spent sending, summed over the run's sessions (resumed runs have several)."""
+    from datetime import datetime
+
+    total, seen = 0.0, False
+    for s in manifest.get("sessions") or []:
+        try:
+            total += (datetime.fromisoformat(s["finished_at"]) - datetime.fromisoformat(s["started_at"])).total_seconds()
+            seen = True
+        except (KeyError, TypeError, ValueError):
+            continue
+    return total if seen else None
 
 
 def load_records(folder: Path) -> list[dict[str, Any]]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from llamaeval._errors import LlamaEvalError
-from llamaeval.widgets._html import error_html, esc, frame_html
+from llamaeval._display import STYLE, frame_html
+from llamaeval.widgets._html import error_html, esc
 
 TABS: tuple[str, ...] = ("files", "jobs", "data sources", "data sinks")
+_TABLE_ROWS = 50  # rows per tab (the rest are counted); the tab scrolls inside this height
+_TABLE_HEIGHT_PX = 320
 
 
 def _options(frame: Any) -> list[tuple[str, str]]:
@@ -21,8 +24,9 @@ def _options(frame: Any) -> list[tuple[str, str]]:
 class PipelineExplorer:
     """Browse an account through a ``LlamaCloud`` client.
 
-    ``project`` and ``pipeline`` are dropdowns; ``details`` shows the pipeline record
-    (status, counts, retrieval config); ``tables[name]`` for each of TABS; ``refresh``
+    ``project`` and ``pipeline`` are dropdowns; ``details`` shows the pipeline record as a
+    compact card (status, counts, retrieval config folded); ``tables[name]`` for each of TABS
+    (ids shortened, at most 50 rows, scrolling inside 320 px); ``refresh``
     (a Button) reloads everything. API errors show in ``status`` instead of raising.
     """
 
@@ -101,9 +105,8 @@ class PipelineExplorer:
         }
         try:
             record = api.get(pid)
-            frame = record.to_frame()
-            self.details.value = f"<h4 style='margin:4px 0'>{esc(getattr(record, 'name', pid))}</h4>" + frame_html(
-                frame.T.reset_index().set_axis(["field", "value"], axis=1) if len(frame) == 1 else frame)
+            # a compact card: configs folded (the learned ranker's weights are one click away)
+            self.details.value = record._repr_html_()
         except LlamaEvalError as exc:
             self._fail(exc)
             self.details.value = ""
@@ -114,7 +117,10 @@ class PipelineExplorer:
                     import pandas as pd
 
                     frame = pd.concat([r.to_frame() for r in frame], ignore_index=True) if frame else pd.DataFrame()
-                self.tables[name].value = f"<p>{len(frame)} {esc(name)}</p>" + frame_html(frame)
+                self.tables[name].value = (
+                    f"<p>{len(frame)} {esc(name)}</p>" + STYLE
+                    + f"<div class='le-card' style='max-height:{_TABLE_HEIGHT_PX}px;overflow:auto'>"
+                    + frame_html(frame, max_rows=_TABLE_ROWS) + "</div>")
             except LlamaEvalError as exc:
                 self.tables[name].value = error_html(exc)
 

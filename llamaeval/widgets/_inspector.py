@@ -6,6 +6,7 @@ from typing import Any
 
 from llamaeval._errors import ConfigurationError
 from llamaeval._keys import natural_order
+from llamaeval._display import STYLE
 from llamaeval.widgets._html import TABLE_STYLE, esc
 
 
@@ -45,8 +46,12 @@ class QueryInspector:
         self.modes = natural_order(requests["mode"])
         self.query = w.Dropdown(options=options, value=query_id or qids[0], description="query",
                                 layout=w.Layout(width="60%"))
-        self.top_k = w.Dropdown(options=ks, value=ks[-1], description="top_k")
-        self.pipeline = w.Dropdown(options=pipelines, value=pipelines[0], description="pipeline")
+        self.top_k = w.Dropdown(options=ks, value=10 if 10 in ks else ks[-1], description="top_k")
+        from llamaeval._display import pipeline_label, pipeline_names
+
+        names = pipeline_names(getattr(run, "manifest", None))
+        self.pipeline = w.Dropdown(options=[(pipeline_label(p, names), p) for p in pipelines], value=pipelines[0],
+                                   description="pipeline")
         self.view = w.HTML()
         for control in (self.query, self.top_k, self.pipeline):
             control.observe(lambda _c: self.update(), names="value")
@@ -96,8 +101,9 @@ class QueryInspector:
         qrels = self._qrels[self._qrels["query_id"].astype(str) == qid]
         grades = {str(d): int(g) for d, g in zip(qrels["doc_id"], qrels["relevance"])}
         cols = "".join(self._column(m, qid, k, pipeline, grades) for m in self.modes)
-        self.view.value = (TABLE_STYLE + f"<p><b>{esc(qid)}</b>: {esc(self._texts.get(qid, ''))}</p>"
-                           + f"<div style='display:flex;gap:12px;flex-wrap:wrap'>{cols}</div>")
+        self.view.value = (STYLE + TABLE_STYLE + "<div class='le-card' style='max-width:none'>"
+                           + f"<p><b>{esc(qid)}</b>: {esc(self._texts.get(qid, ''))}</p>"
+                           + f"<div style='display:flex;gap:12px;flex-wrap:wrap'>{cols}</div></div>")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

@@ -11,6 +11,7 @@ EXPECTED = {
     "compare", "paired_t_test", "permutation_test", "cohens_d", "adjust_pvalues",
     "pareto_frontier", "cheapest_within",
     "wins_losses", "hardest_queries", "no_relevant",
+    "judged", "judged_per_query",
 }
 
 

@@ -424,3 +424,20 @@ def test_evaluate_guards_alignment(fake, tiny_queryset):
         result.evaluate(["mrr"], alignment="warn")
     with pytest.raises(ConfigurationError, match="alignment"):
         result.evaluate(["mrr"], alignment="sometimes")
+
+
+def test_resume_refuses_to_drop_part_of_the_saved_grid(fake, tiny_queryset, tmp_path):
+    run(fake, tiny_queryset, modes=("fast", "advanced"), top_k=(2, 3), out=tmp_path)
+    with pytest.raises(ConfigurationError, match="would replace it, dropping configuration 'advanced', top_k=3"):
+        run(fake, tiny_queryset, modes="fast", top_k=(2,), out=tmp_path)
+    again = run(fake, tiny_queryset, modes=("fast", "advanced"), top_k=(2, 3), out=tmp_path)
+    assert len(again.configurations) == 4  # the same grid still resumes
+
+
+def test_failed_requests_warn_at_the_callers_line(fake, tiny_queryset):
+    from llamaeval.runner._run import FailedRequestsWarning
+
+    broken = failing(fake, lambda b: "400" if b["query"] == "wing flutter" else None)
+    with pytest.warns(FailedRequestsWarning, match="1 of 5 requests failed") as caught:
+        run(fake, tiny_queryset, handler=broken, modes="fast", top_k=(2,))
+    assert caught[0].filename.endswith("test_runner_benchmark.py") or "runner" not in caught[0].filename
