@@ -211,10 +211,11 @@ def target_rows(name: str, results: pd.DataFrame, sim_qrels: pd.DataFrame, detai
     rank = details.set_index("query_id")["method"].to_frame().join(best)
     rows = []
     for method, group in [("all", rank), *rank.groupby("method", sort=False)]:
+        ranks = pd.to_numeric(group["rank"], errors="coerce").astype(float)   # NaN: not in the top 100
         rows.append({"collection": name, "method": method, "queries": len(group),
-                     "in_top100": float(group["rank"].notna().mean()),
-                     "in_top10": float((group["rank"] <= 10).mean()),
-                     "mrr": float((1.0 / group["rank"]).fillna(0).mean())})
+                     "in_top100": float(ranks.notna().mean()),
+                     "in_top10": float((ranks.fillna(np.inf) <= 10).mean()),
+                     "mrr": float((1.0 / ranks).fillna(0.0).mean())})
     return rows
 
 
