@@ -269,7 +269,10 @@ def list_pipeline_files(core: Core, pipeline_id: str) -> Op[pd.DataFrame]:
 # ---------------------------------------------------------------------- pipelines
 
 
-def list_pipelines(core: Core, project_id: str) -> Op[pd.DataFrame]:
+def list_pipelines(core: Core, project_id: str | None = None) -> Op[pd.DataFrame]:
+    """Pipelines of a project; without one, of every project of the account (one frame)."""
+    if project_id is None:
+        return _all_pipelines(core)
     call = Call("GET", "/pipelines", params={"project_id": as_id(project_id, "project_id")})
 
     def llamacloud() -> Op[pd.DataFrame]:
@@ -277,6 +280,18 @@ def list_pipelines(core: Core, project_id: str) -> Op[pd.DataFrame]:
         return _records(Pipeline, [real.pipeline_json(p) for p in _array(reply) if isinstance(p, dict)])
 
     return _dialectal(core, lambda: _single(core, call, _frame_of(Pipeline)), llamacloud)
+
+
+def _all_pipelines(core: Core) -> Op[pd.DataFrame]:
+    import pandas as pd
+
+    projects = yield from list_projects(core)
+    frames = []
+    for pid in projects["id"]:
+        frame = yield from list_pipelines(core, str(pid))
+        if len(frame):
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else frame_from_json(Pipeline, [])
 
 
 def create_pipeline(core: Core, name: str, project_id: str, sync_interval: int | None = None,

@@ -184,8 +184,8 @@ class Pipelines(_Namespace):
         self.data_sinks = PipelineDataSinks(client)
         self.jobs = PipelineJobs(client)
 
-    def list(self, project_id: str | Project) -> pd.DataFrame:
-        """Pipelines of a project."""
+    def list(self, project_id: str | Project | None = None) -> pd.DataFrame:
+        """Pipelines of a project; without ``project_id``, of every project of the account."""
         return self._run(ops.list_pipelines(self._core, project_id))
 
     def create(self, name: str, project_id: str | Project, sync_interval: int | None = None,

@@ -185,6 +185,12 @@ class QuerySet:
         judged = set(self.qrels["query_id"])
         return self.queries[self.queries["query_id"].isin(judged)].reset_index(drop=True)
 
+    def _repr_html_(self) -> str:
+        """A compact card in notebooks: name, split, counts, three example queries."""
+        from llamaeval._display import queryset_html
+
+        return queryset_html(self)
+
     def summary(self) -> dict[str, Any]:
         """Counts as a JSON-safe dict: queries, judged queries, qrel rows, docs, grade histogram."""
         relevant = self.qrels[self.qrels["relevance"] > 0]

@@ -223,3 +223,15 @@ def test_every_operation_in_the_real_dialect_against_the_local_mount(live_server
         assert lc.pipelines.check_ready(pipe.id)["completed"] == 1
         lc.pipelines.delete(pipe.id)
         assert lc.pipelines.list(project.id).empty
+
+
+def test_pipelines_list_without_a_project_lists_every_project(live_server):
+    """It used to raise a TypeError; both dialects give one frame over all projects."""
+    for base in (live_server.base_url, live_server.base_url + "/cloud"):
+        with le.LlamaCloud(api_key=live_server.api_key, base_url=base) as lc:
+            a = lc.projects.create("list-a")
+            b = lc.projects.create("list-b")
+            pa = lc.pipelines.create("pa", a.id)
+            pb = lc.pipelines.create("pb", b.id)
+            listed = set(lc.pipelines.list()["id"])
+            assert {pa.id, pb.id} <= listed
