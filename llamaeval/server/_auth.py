@@ -24,6 +24,10 @@ BODY_IDLE_TIMEOUT_S = 30.0
 #: Sent with a refusal that leaves the body unread: the server closes the connection instead of
 #: reading (and parsing) the rest of a body it has refused, e.g. a 5 MB query.
 _CLOSE = {"connection": "close"}
+#: A body over its limit is still read (and dropped) up to this many times the limit, so the
+#: client, which sends its whole body before it reads the answer, gets the 413 and keeps its
+#: connection; beyond that the 413 goes with ``Connection: close`` and nothing more is read.
+DRAIN_FACTOR = 2
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="bearerAuth", bearerFormat="API Key",
                      description="An API key from `llamaeval keys create`, as `Authorization: Bearer <key>`.")
@@ -52,7 +56,8 @@ class Gatekeeper:
        envelope), retrieve requests ``retrieve_body_bytes(max_query_chars)`` (a maximal query
        and room for filters: a 5 MB query is refused from its Content-Length, before any
        parsing), every other body ``max_json_bytes`` — from ``Content-Length`` or, for a
-       streamed body, as soon as the count passes it;
+       streamed body, as soon as the count passes it; a body more than ``DRAIN_FACTOR`` times
+       its limit is not read at all (the connection is closed after the 413);
     4. a JSON body is read here and checked (:func:`check_json_body`: UTF-8, syntax, NUL,
        lone surrogates, 64-bit integers, finite numbers, depth) before it is handed on;
     5. 408 when a body stalls for ``BODY_IDLE_TIMEOUT_S`` seconds (a half-open connection).
@@ -116,7 +121,10 @@ class Gatekeeper:
             limit, too_large = self.max_json_bytes, self._json_too_large
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await send_json(send, 413, too_large(f"{int(length)} bytes"), _CLOSE)
+            if int(length) > DRAIN_FACTOR * limit:
+                return await send_json(send, 413, too_large(f"{int(length)} bytes"), _CLOSE)
+            drained = await _drain(receive, DRAIN_FACTOR * limit)
+            return await send_json(send, 413, too_large(f"{int(length)} bytes"), None if drained else _CLOSE)
         if multipart:
             return await self.app(scope, _counting(receive, limit, too_large), send)
         if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS") and length in (None, "0") \
@@ -135,7 +143,8 @@ class Gatekeeper:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await send_json(send, 413, too_large(f"more than {limit} bytes"), _CLOSE)
+                drained = not message.get("more_body", False) or await _drain(receive, DRAIN_FACTOR * limit - size)
+                return await send_json(send, 413, too_large(f"more than {limit} bytes"), None if drained else _CLOSE)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -166,6 +175,21 @@ def retrieve_body_bytes(max_query_chars: int) -> int:
     """The largest retrieve request body: the query at 6 bytes a character (a JSON ``\\uXXXX``
     escape) and 64 KB for every other parameter (filters included)."""
     return 6 * max_query_chars + 64 * 1024
+
+
+async def _drain(receive: Any, budget: int) -> bool:
+    """Read and drop the rest of a refused body, at most ``budget`` bytes; whether it all came."""
+    while budget >= 0:
+        try:
+            message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return False
+        if message["type"] != "http.request":
+            return False
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return budget >= 0
+    return False
 
 
 def _replay(body: bytes, receive: Any) -> Any:

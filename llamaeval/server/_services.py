@@ -508,13 +508,14 @@ class Services:
         return self.indexes.get(pipeline_id, version)
 
     #: after a heavy query the lane stays shut this many times its duration (at most HEAVY_PAUSE_MAX s)
-    HEAVY_PACE = 1.0
-    HEAVY_PAUSE_MAX = 2.0
+    HEAVY_PACE = 3.0
+    HEAVY_PAUSE_MAX = 3.0
 
     def _heavy(self, run: Callable[[], Any]) -> Any:
         """Run a heavy query in the heavy lane: one at a time, and paced — the next one starts only
-        after a pause as long as this one took — so clients sending maximal queries back to back
-        get at most half of one core, and everybody else keeps the rest."""
+        after a pause three times as long as this one took — so clients sending maximal queries
+        back to back run during at most a quarter of the time, and everybody else keeps the rest.
+        A heavy query after a quiet spell is not delayed."""
         with self.heavy_lane:
             pause = self._heavy_free_at - time.monotonic()
             if pause > 0:

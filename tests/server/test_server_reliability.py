@@ -282,3 +282,25 @@ def test_a_stalled_body_gets_408_instead_of_holding_a_worker(faulty_server, monk
             data += chunk
         assert data.startswith(b"HTTP/1.1 408"), data
         assert b"request timed out" in data and time.monotonic() - t < 10
+
+
+def test_a_body_far_over_its_limit_is_refused_unread_and_one_just_over_keeps_the_connection(faulty_server):
+    port, key = faulty_server
+    head = (f"POST /api/v1/pipelines/p/retrieve HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: {n}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        # 5 MB announced, 11 bytes sent: the 413 comes at once, and the server closes the connection
+        sock.sendall(head.replace("{n}", str(5 * 2 ** 20)).encode() + b'{"query": "')
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 413") and b"connection: close" in data.lower(), data
+        assert b"llamaeval_max_query_chars" in data.lower()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        body = b'{"query": "' + b"w" * 100_000 + b'"}'  # just over: read, refused, the connection kept
+        status, answer = _exchange(sock, "POST", "/api/v1/pipelines/p/retrieve", key, body)
+        assert status == 413 and b"retrieve requests" in answer
+        assert _exchange(sock, "GET", "/api/v1/projects", key)[0] == 200
