@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, TypeVar
 
 from llamaeval.server._boundary import INT64_MAX, INT64_MIN, text_problem
 from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
@@ -31,6 +31,8 @@ from llamaeval.server._storage import (
     utc_now,
 )
 from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES, IndexCache, SearchGate, SyncService, resolve_source_dir
+
+T = TypeVar("T")
 
 __all__ = [
     "ServiceError", "InvalidInput", "NotFound", "TooLarge", "Services", "SearchOutcome",
@@ -114,10 +116,7 @@ class Services:
         return self.storage.create_project(acct, check_name(name, "project name"))
 
     def project(self, acct: str, project_id: str) -> Project:
-        project = self.storage.get_project(acct, project_id)
-        if project is None:
-            raise NotFound("project", project_id)
-        return project
+        return found(self.storage.get_project(acct, project_id), "project", project_id)
 
     def default_project(self, acct: str) -> Project:
         """The account's ``Default`` project, created on first need (real accounts always have one)."""
@@ -201,10 +200,7 @@ class Services:
         return record
 
     def file(self, acct: str, file_id: str) -> StoredFile:
-        f = self.storage.get_file(acct, file_id)
-        if f is None:
-            raise NotFound("file", file_id)
-        return f
+        return found(self.storage.get_file(acct, file_id), "file", file_id)
 
     def read_file(self, acct: str, file_id: str) -> bytes:
         return self.layout.file_path(self.file(acct, file_id).id).read_bytes()
@@ -220,10 +216,7 @@ class Services:
 
     # -- pipelines --------------------------------------------------------------------------
     def pipeline(self, acct: str, pipeline_id: str) -> Pipeline:
-        pipeline = self.storage.get_pipeline(acct, pipeline_id)
-        if pipeline is None:
-            raise NotFound("pipeline", pipeline_id)
-        return pipeline
+        return found(self.storage.get_pipeline(acct, pipeline_id), "pipeline", pipeline_id)
 
     def list_pipelines(self, acct: str, project_id: str) -> list[Pipeline]:
         self.project(acct, project_id)
@@ -441,10 +434,7 @@ class Services:
         return config
 
     def data_source(self, acct: str, data_source_id: str) -> DataSource:
-        ds = self.storage.get_data_source(acct, data_source_id)
-        if ds is None:
-            raise NotFound("data source", data_source_id)
-        return ds
+        return found(self.storage.get_data_source(acct, data_source_id), "data source", data_source_id)
 
     def attach_data_sources(self, acct: str, pipeline_id: str, existing: list[str],
                             new: list[Callable[[str], DataSource]]) -> list[DataSource]:
@@ -475,10 +465,7 @@ class Services:
             sink_type=sink_type, component=dict(component or {}), created_at=now, updated_at=now))
 
     def data_sink(self, acct: str, data_sink_id: str) -> DataSink:
-        sink = self.storage.get_data_sink(acct, data_sink_id)
-        if sink is None:
-            raise NotFound("data sink", data_sink_id)
-        return sink
+        return found(self.storage.get_data_sink(acct, data_sink_id), "data sink", data_sink_id)
 
     def index_location(self, pipeline: Pipeline) -> dict[str, Any]:
         """Where and how the pipeline's index lives on this server."""
@@ -566,6 +553,13 @@ class Services:
             raise InvalidInput(str(exc)) from None
         return SearchOutcome(response=response, config_summary=index.config_summary,
                              total_s=time.perf_counter() - t0)
+
+
+def found(record: T | None, kind: str, ident: str) -> T:
+    """``record``, or NotFound naming ``kind`` and ``ident`` (another account's object is not found too)."""
+    if record is None:
+        raise NotFound(kind, ident)
+    return record
 
 
 # -- rules on single values ------------------------------------------------------------------
