@@ -436,6 +436,17 @@ class Services:
     def data_source(self, acct: str, data_source_id: str) -> DataSource:
         return found(self.storage.get_data_source(acct, data_source_id), "data source", data_source_id)
 
+    def update_data_source(self, acct: str, data_source_id: str, name: str | None,
+                           component: dict[str, Any] | None) -> DataSource:
+        """Rename and/or re-point a data source (``None`` leaves a field; a blank name keeps the old one)."""
+        ds = self.data_source(acct, data_source_id)
+        changes = _renamed(name, "data source name")
+        if component is not None:
+            changes["config"] = self.check_source_config(acct, ds.source_type, component)
+        if changes:
+            self.storage.update_data_source(ds.id, updated_at=utc_now(), **changes)
+        return self.data_source(acct, data_source_id)
+
     def attach_data_sources(self, acct: str, pipeline_id: str, existing: list[str],
                             new: list[Callable[[str], DataSource]]) -> list[DataSource]:
         """Attach existing data sources (ids) and ones created by ``new`` (given the pipeline's
@@ -466,6 +477,19 @@ class Services:
 
     def data_sink(self, acct: str, data_sink_id: str) -> DataSink:
         return found(self.storage.get_data_sink(acct, data_sink_id), "data sink", data_sink_id)
+
+    def update_data_sink(self, acct: str, data_sink_id: str, name: str | None,
+                         component: dict[str, Any] | None) -> DataSink:
+        """Rename a data sink and/or replace its component (``None`` leaves a field; a blank name keeps
+        the old one)."""
+        sink = self.data_sink(acct, data_sink_id)
+        changes = _renamed(name, "data sink name")
+        if component is not None:
+            check_value(component, "data sink component")
+            changes["component"] = dict(component)
+        if changes:
+            self.storage.update_data_sink(sink.id, updated_at=utc_now(), **changes)
+        return self.data_sink(acct, data_sink_id)
 
     def index_location(self, pipeline: Pipeline) -> dict[str, Any]:
         """Where and how the pipeline's index lives on this server."""
@@ -607,6 +631,13 @@ def check_name(value: str, what: str) -> str:
     if len(name) > MAX_NAME:
         raise InvalidInput(f"{what} is longer than {MAX_NAME} characters")
     return name
+
+
+def _renamed(name: str | None, what: str) -> dict[str, Any]:
+    """The ``name`` change of an update: none when omitted or blank (blank keeps the old name)."""
+    if name is None or not name.strip():
+        return {}
+    return {"name": check_name(name, what)}
 
 
 def check_file_name(name: str | None) -> str:

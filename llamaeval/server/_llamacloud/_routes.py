@@ -474,16 +474,8 @@ def router() -> APIRouter:
     @r.put("/data-sources/{data_source_id}", tags=["Data Sources"], summary="Update a data source")
     def update_data_source(data_source_id: str, body: S.DataSourceUpdate, request: Request,
                            acct: str = acct_dep) -> Any:
-        svc = _svc(request)
-        ds = svc.data_source(acct, data_source_id)
-        changes: dict[str, Any] = {}
-        if body.name is not None:
-            changes["name"] = body.name.strip() or ds.name
-        if body.component is not None:
-            changes["config"] = svc.check_source_config(acct, ds.source_type, body.component)
-        if changes:
-            svc.storage.update_data_source(ds.id, updated_at=utc_now(), **changes)
-        return W.data_source_out(svc.data_source(acct, data_source_id))
+        return W.data_source_out(_svc(request).update_data_source(acct, data_source_id, body.name,
+                                                                  body.component))
 
     @r.delete("/data-sources/{data_source_id}", tags=["Data Sources"], status_code=204,
               summary="Delete a data source")
@@ -535,16 +527,7 @@ def router() -> APIRouter:
 
     @r.put("/data-sinks/{data_sink_id}", tags=["Data Sinks"], summary="Update a data sink")
     def update_data_sink(data_sink_id: str, body: S.DataSinkUpdate, request: Request, acct: str = acct_dep) -> Any:
-        svc = _svc(request)
-        sink = svc.data_sink(acct, data_sink_id)
-        changes: dict[str, Any] = {}
-        if body.name is not None:
-            changes["name"] = body.name.strip() or sink.name
-        if body.component is not None:
-            changes["component"] = body.component
-        if changes:
-            svc.storage.update_data_sink(sink.id, updated_at=utc_now(), **changes)
-        return W.data_sink_out(svc.data_sink(acct, data_sink_id))
+        return W.data_sink_out(_svc(request).update_data_sink(acct, data_sink_id, body.name, body.component))
 
     @r.delete("/data-sinks/{data_sink_id}", tags=["Data Sinks"], status_code=204, summary="Delete a data sink")
     def delete_data_sink(data_sink_id: str, request: Request, acct: str = acct_dep) -> Response:
