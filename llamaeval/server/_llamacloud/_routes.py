@@ -17,7 +17,7 @@ from llamaeval.server._llamacloud import _schemas as S
 from llamaeval.server._llamacloud import _shapes as W
 from llamaeval.server._services import NotFound, Services
 from llamaeval.server._simplified import API_PREFIX, server_timing
-from llamaeval.server._storage import Pipeline, utc_now
+from llamaeval.server._storage import Pipeline
 from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES
 
 __all__ = ["router"]
