@@ -52,6 +52,18 @@ def check(cond: bool, msg: str) -> None:
         raise AssertionError(msg)
 
 
+def poll(get: Callable[[], Any], deadline: float, status_of: Callable[[Any], str] = lambda st: st.status) -> Any:
+    """Call ``get()`` every 0.5 s until ``status_of`` its answer is terminal; TimeoutError past
+    ``deadline`` (``time.monotonic()`` seconds)."""
+    while True:
+        st = get()
+        if status_of(st) in TERMINAL:
+            return st
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still {status_of(st)}")
+        time.sleep(0.5)
+
+
 # ---------------------------------------------------------------- data set
 def load_data(data_dir: Path) -> list[dict[str, Any]]:
     meta = json.loads((data_dir / "metadata.json").read_text("utf-8"))

@@ -37,7 +37,8 @@ from llama_cloud import (
 )
 from llama_cloud.client import LlamaCloud
 from llama_cloud.core.api_error import ApiError
-from _flowkit import check, CTX, distinctive_query, load_data, need, report, step, TERMINAL  # noqa: E402
+from _flowkit import check, CTX, distinctive_query, load_data, need, report, step  # noqa: E402
+from _flowkit import poll as poll_status  # noqa: E402
 
 SDK_VERSION = version("llama-cloud")
 
@@ -186,13 +187,7 @@ def main() -> int:
     step("pipeline_files.add_files_to_pipeline_api (custom_metadata)", add_files)
 
     def poll(get: Callable[[], Any], deadline: float) -> Any:
-        while True:
-            st = get()
-            if status_str(st.status) in TERMINAL:
-                return st
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"still {status_str(st.status)}")
-            time.sleep(0.5)
+        return poll_status(get, deadline, lambda st: status_str(st.status))
 
     def wait_ingestion(file_ids: list[str] | None = None) -> None:
         (pid,) = need("pipeline_id")

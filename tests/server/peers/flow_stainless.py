@@ -25,7 +25,7 @@ warnings.simplefilter("ignore", DeprecationWarning)  # the v1 pipeline methods a
 
 import llama_cloud  # noqa: E402
 from llama_cloud import LlamaCloud, NotFoundError  # noqa: E402
-from _flowkit import check, CTX, distinctive_query, load_data, need, report, step, TERMINAL  # noqa: E402
+from _flowkit import check, CTX, distinctive_query, load_data, need, poll, report, step, TERMINAL  # noqa: E402
 
 SDK_VERSION = getattr(llama_cloud, "__version__", "0")
 SDK_MAJOR = int(re.match(r"\d+", SDK_VERSION).group())  # type: ignore[union-attr]
@@ -409,14 +409,8 @@ def _poll(get: Callable[[], Any], deadline: float) -> Any:
     """Poll a ManagedIngestionStatusResponse until it is terminal (the SDK's own poller where it has one)."""
     try:
         from llama_cloud._polling import PollingTimeoutError, poll_until_complete
-    except ImportError:  # older SDKs: plain loop
-        while True:
-            st = get()
-            if st.status in TERMINAL:
-                return st
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"still {st.status}")
-            time.sleep(0.5)
+    except ImportError:  # older SDKs: the flows' plain loop
+        return poll(get, deadline)
     try:
         return poll_until_complete(get, is_complete_fn=lambda s: s.status in TERMINAL, is_error_fn=lambda s: False,
                                    get_error_message_fn=lambda s: str(s), polling_interval=0.5, max_interval=2.0,
