@@ -28,3 +28,7 @@ def natural_order(names: Iterable[str]) -> list[str]:
     order (fast, accurate, advanced), then every other name in the order first seen."""
     seen = list(dict.fromkeys(names))
     return [m for m in MODES if m in seen] + [n for n in seen if n not in MODES]
+
+
+#: The default grade scale of judging (grade -> label), as in TREC's graded judgements.
+DEFAULT_GRADES: dict[int, str] = {0: "not relevant", 1: "relevant", 2: "highly relevant"}

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 def _grades(text: str) -> dict[int, str]:
     """``0,1,2`` or ``0=not relevant,1=relevant,2=highly relevant``."""
-    from llamaeval.datasets import DEFAULT_GRADES
+    from llamaeval._keys import DEFAULT_GRADES
 
     out: dict[int, str] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
@@ -113,7 +113,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``simulate`` and ``judge`` to the ``llamaeval`` parser."""
-    from llamaeval.datasets import DEFAULT_GRADES
+    from llamaeval._keys import DEFAULT_GRADES
 
     p = subparsers.add_parser("simulate", help="generate known-item queries from documents (no judgements needed)",
                               description="Generate simulated known-item queries (Azzopardi, de Rijke & Balog, "

@@ -25,10 +25,9 @@ from typing import Any
 import pandas as pd
 
 from llamaeval._errors import ConfigurationError, QuerySetError
+from llamaeval._keys import DEFAULT_GRADES
 from llamaeval.datasets._pooling import Pool
 
-#: The default grade scale (grade -> label), as in TREC's graded judgements.
-DEFAULT_GRADES: dict[int, str] = {0: "not relevant", 1: "relevant", 2: "highly relevant"}
 STATE_FILE = "judging.json"
 _FILES = {"trec": ("topics.txt", "qrels.txt"), "csv": ("queries.csv", "qrels.csv")}
 
