@@ -14,7 +14,7 @@ install-server: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[server]'
 
 install-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[server,postgres,dev]'
 
 ## The main job: embedded server, bundled Cranfield, mode x top_k grid, HTML report.
 demo: install-server
@@ -53,7 +53,7 @@ test: install-dev peers
 ## driven, output heights bounded, the HTML report opened. Screenshots + heights.json: test-artifacts/ui/.
 ## About 3 minutes; `make test` runs it after the rest of the suite.
 install-ui: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[server,dev,ui]'
+	$(BIN)/python -m pip install --quiet -e '.[server,postgres,dev,ui]'
 
 ## Debian's chromium + chromium-driver, installed when missing (needs root, as on CI); without
 ## root and without them, test-ui says so and is skipped.

@@ -46,6 +46,8 @@ from typing import Any
 import httpx
 
 HOST = "127.0.0.1"
+#: the heading of the report's crash-recovery section (written from tests/server/test_server_crash.py)
+CRASH_SECTION = "## Crash recovery"
 
 
 @dataclass
@@ -410,7 +412,10 @@ def _write(args: argparse.Namespace, phases: list[Phase], f: dict[str, Any],
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
+    # the crash-recovery section comes from tests/server/test_server_crash.py, not from this run: kept
+    previous = args.out.read_text("utf-8") if args.out.exists() else ""
+    kept = previous[previous.index(CRASH_SECTION):] if CRASH_SECTION in previous else ""
+    args.out.write_text("\n".join(lines) + ("\n" + kept if kept else ""), encoding="utf-8")
     raw = {"phases": [{"name": p.name, "clients": p.clients, "latencies_s": p.latencies, "errors": p.errors,
                        "seconds": p.seconds} for p in phases],
            "figures": {k: v for k, v in f.items() if k != "cpu"}}

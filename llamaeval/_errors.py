@@ -15,6 +15,7 @@
     ├── SyncError                  a pipeline sync failed or timed out
     │   └── EmptyPipelineError     the pipeline holds nothing searchable (pre-flight check)
     └── EvaluationError            metrics cannot be computed (empty run, unknown metric)
+        └── IncomparableRunsError  two runs cannot be paired (other queries or judgements)
 """
 
 from __future__ import annotations
@@ -102,3 +103,8 @@ class EmptyPipelineError(SyncError):
 
 class EvaluationError(LlamaEvalError, ValueError):
     """Metrics cannot be computed for this input."""
+
+
+class IncomparableRunsError(EvaluationError):
+    """Two runs cannot be compared query by query: their queries or judgements differ (by
+    content hash), or no configuration of one sends the same request as one of the other."""

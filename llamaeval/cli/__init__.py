@@ -11,7 +11,8 @@ import importlib
 import sys
 
 # Modules that contribute subcommands, in the order they appear in --help.
-_COMMAND_MODULES = ("llamaeval.cli._serve", "llamaeval.cli._bench", "llamaeval.cli._judge")
+_COMMAND_MODULES = ("llamaeval.cli._serve", "llamaeval.cli._worker", "llamaeval.cli._bench", "llamaeval.cli._judge",
+                    "llamaeval.cli._ship", "llamaeval.cli._gate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,9 +26,6 @@ DEFAULT_METRICS = ",".join(_DEFAULT_METRICS)
 DEMO_TOP_K = "1,3,5,10,20,50"
 EXIT_GATE_FAILED = 3
 DEMO_KEY_FILE = "demo-api-key"  # in a persistent --data-dir: the embedded server's key, reused
-# Files a benchmark run folder holds (runner: journal + saved frames); demo may clear only these.
-_RUN_FILES = {"journal.jsonl", "manifest.json", "results.parquet", "requests.parquet", "qrels.parquet",
-              "queries.parquet", "records.parquet", "chunks.parquet"}
 
 
 # --- argument types (errors here exit 2 with argparse's usage message) ----------------------
@@ -253,64 +250,39 @@ def _check_baseline(baseline: dict[str, Any] | None, run: Any) -> None:
             f"mode is one of {', '.join(names)} and top_k one of {', '.join(map(str, ks))}")
 
 
-def _saved_grid(out: Path) -> dict[str, Any] | None:
-    """The grid of the run saved in ``out`` (configurations, top_k, pipelines), if any."""
-    path = out / "manifest.json"
-    if not path.is_file():
-        return None
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    params = manifest.get("parameters") or {}
-    configs = params.get("configurations") or [{"name": m, "mode": m, "params": {}} for m in params.get("modes", [])]
-    return {"names": [c["name"] for c in configs], "modes": [c.get("mode") for c in configs],
-            "with_params": any(c.get("params") for c in configs),
-            "top_k": [int(k) for k in params.get("top_k", [])],
-            "pipelines": [p.get("id") if isinstance(p, dict) else p for p in manifest.get("pipelines", [])]}
-
-
-def _plan_grid(args: argparse.Namespace, pipelines: list[str]) -> Any:
-    """The asked grid's configuration names (as the runner names them)."""
+def _plan_configs(args: argparse.Namespace) -> Any:
+    """The asked grid's configurations (as the runner builds them)."""
     from llamaeval.runner._configs import build_configurations
 
     modes = args.modes if args.modes is not None or not _param_grid(args) else None
     if modes is None and not _param_grid(args):
         modes = list(MODES)
-    return [c.name for c in build_configurations(modes, _param_grid(args))]
+    return build_configurations(modes, _param_grid(args))
+
+
+def _plan_grid(args: argparse.Namespace, pipelines: list[str]) -> Any:
+    """The asked grid's configuration names (as the runner names them)."""
+    return [c.name for c in _plan_configs(args)]
+
+
+def _on_existing(args: argparse.Namespace) -> str:
+    return "replace" if getattr(args, "replace", False) else "extend" if getattr(args, "extend", False) else "resume"
 
 
 def _resolve_resume(args: argparse.Namespace, out: Path, pipelines: list[str]) -> None:
     """--resume into a folder whose saved grid differs from the one asked: refuse unless
-    --extend (benchmark the union: the saved configurations and top_k plus the new ones)
-    or --replace (discard the saved run)."""
-    saved = _saved_grid(out) if args.resume else None
-    if saved is None:
+    --extend (benchmark the union) or --replace (discard the saved run) — the runner's rule
+    (``benchmark(on_existing=...)``, :mod:`llamaeval.runner._resume`), checked before anything
+    is ingested or sent; the grid it decides sizes the heartbeat."""
+    from llamaeval.runner._resume import CLI, resolve_existing
+
+    if not args.resume:
         return
-    names = _plan_grid(args, pipelines)
-    same = (saved["names"] == names and saved["top_k"] == args.top_k
-            and (not pipelines or saved["pipelines"] == pipelines))
-    if same:
-        return
-    plural_c = "configuration" if len(saved["names"]) == 1 else "configurations"
-    what = (f"{out} holds a run of {len(saved['names'])} {plural_c} ({', '.join(saved['names'])}) x top_k "
-            f"{','.join(map(str, saved['top_k']))}; this command asks for {', '.join(names)} x top_k "
-            f"{','.join(map(str, args.top_k))}")
-    if getattr(args, "replace", False):
-        _say(args, f"{what}: --replace, starting afresh")
-        for name in _RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        return
-    if getattr(args, "extend", False):
-        if saved["with_params"] or _param_grid(args):
-            raise ConfigurationError(f"{what}: --extend adds modes and top_k to a run of modes only; "
-                                     "use another --out for a parameter grid")
-        args.modes = list(dict.fromkeys([*saved["modes"], *(args.modes or [])]))
-        args.top_k = sorted(set(saved["top_k"]) | set(args.top_k))
-        if pipelines:
-            pipelines[:] = list(dict.fromkeys([*saved["pipelines"], *pipelines]))
-        _say(args, f"{what}: --extend, benchmarking {', '.join(args.modes)} x top_k "
-                   f"{','.join(map(str, args.top_k))}")
-        return
-    raise ConfigurationError(f"{what}. Resuming would replace it: pass --extend to add the new "
-                             f"configurations to it, --replace to discard it, or choose another --out")
+    decision = resolve_existing(out, _plan_configs(args), args.top_k, pipelines or None, _on_existing(args),
+                                spelling=CLI)
+    args.resume_decision = decision
+    if decision.message:
+        _say(args, decision.message)
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -335,7 +307,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     qs = load_queryset(args.queryset, split=args.split)
     with _client(args) as lc:
         started = time.monotonic()
-        pid = ingest(lc, qs, project=args.project, pipeline=args.pipeline, progress=_progress(args))
+        with _heartbeat(args, f"ingesting {qs.name}") as beat:
+            pid = ingest(lc, qs, project=args.project, pipeline=args.pipeline, progress=_progress(args),
+                         on_sync_progress=beat.observe)
     _say(args, f"ingested {qs.name} into pipeline {pid} in {time.monotonic() - started:.1f} s")
     print(pid)
     return 0
@@ -354,14 +328,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     with _client(args) as lc:
         if not pipelines:
             _say(args, f"no --pipeline: ingesting {qs.name} into project {args.project!r} (idempotent)")
-            with _heartbeat(args, f"ingesting {qs.name}"):
-                pipelines = [ingest(lc, qs, project=args.project, progress=_progress(args))]
+            with _heartbeat(args, f"ingesting {qs.name}") as beat:
+                pipelines = [ingest(lc, qs, project=args.project, progress=_progress(args),
+                                    on_sync_progress=beat.observe)]
         started = time.monotonic()
         total = _plan_size(args, pipelines, qs)
         with _heartbeat(args, "benchmark", journal=out / "journal.jsonl", total=total):
             run = benchmark(lc, pipelines if len(pipelines) > 1 else pipelines[0], qs, modes=args.modes,
                             top_k=args.top_k, params=_param_grid(args), concurrency=args.concurrency, out=out,
-                            config=_config(args))
+                            config=_config(args), on_existing=_on_existing(args))
     _say(args, f"{_sent_text(run)} in {time.monotonic() - started:.1f} s; run saved in {out}")
     return _finish(args, run, None if args.no_report else out / "report.html")
 
@@ -376,13 +351,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _clear_demo_run(folder: Path) -> None:
     """Remove a previous demo run folder, only if it holds nothing but run files."""
+    from llamaeval.runner._resume import RUN_FILES  # the files of a run folder: demo may clear only these
+
     if not folder.exists():
         return
     names = {p.name for p in folder.iterdir()}
-    if not names <= _RUN_FILES | {n + ".tmp" for n in _RUN_FILES}:
-        raise ConfigurationError(f"{folder} holds files that are not a benchmark run ({sorted(names - _RUN_FILES)}); "
+    if not names <= RUN_FILES | {n + ".tmp" for n in RUN_FILES}:
+        raise ConfigurationError(f"{folder} holds files that are not a benchmark run ({sorted(names - RUN_FILES)}); "
                                  "choose another --out")
     shutil.rmtree(folder)
+
+
+def _check_demo_resume(args: argparse.Namespace, run_dir: Path) -> None:
+    """``demo --resume`` continues OUT/run only on the same grid (the runner's rule), said before
+    the server starts."""
+    from llamaeval.runner._resume import Spelling, resolve_existing
+
+    demo = Spelling("`llamaeval bench ... --extend`", "the demo without --resume (it starts afresh)", "another --out")
+    resolve_existing(run_dir, _plan_configs(args), args.top_k, None, "resume", spelling=demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -394,6 +380,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {out} exists and is not a folder")
     run_dir = out / "run"
+    if args.resume:
+        _check_demo_resume(args, run_dir)
     qs = load_queryset(args.queryset, split=args.split)
     with ExitStack() as stack:
         if args.base_url:
@@ -423,8 +411,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _say(args, f"ingesting {qs.name}: {info.get('n_docs')} documents, {info.get('n_judged_queries')} "
                    f"judged queries ...")
         t1 = time.monotonic()
-        with _heartbeat(args, f"ingesting {qs.name}"):
-            pid = ingest(lc, qs, project="llamaeval-demo", progress=_progress(args))
+        with _heartbeat(args, f"ingesting {qs.name}") as beat:
+            pid = ingest(lc, qs, project="llamaeval-demo", progress=_progress(args), on_sync_progress=beat.observe)
         _say(args, f"pipeline {pid} synced in {time.monotonic() - t1:.1f} s")
         if not args.resume:
             _clear_demo_run(run_dir)
@@ -454,12 +442,13 @@ def _sent_text(run: Any) -> str:
 
 def _plan_size(args: argparse.Namespace, pipelines: list[str], qs: Any) -> int | None:
     """How many requests the benchmark sends in all (for the heartbeat's done/total)."""
+    decision = getattr(args, "resume_decision", None)  # an extended run sends the union
     try:
         n_q = len(qs.judged_queries())
-        n_conf = len(_plan_grid(args, pipelines))
+        n_conf = len(decision.configurations) if decision is not None else len(_plan_grid(args, pipelines))
     except Exception:  # noqa: BLE001 - only a progress estimate
         return None
-    per = 1 if args.share_k else len(args.top_k)
+    per = 1 if args.share_k else len(decision.top_k if decision is not None else args.top_k)
     return len(pipelines) * n_conf * per * n_q
 
 
@@ -469,7 +458,9 @@ HEARTBEAT_S = 10.0
 class _heartbeat:  # noqa: N801 - used as a context manager, like a function
     """Outside a terminal (CI logs, pipes, ``!llamaeval`` in a notebook) print one line every
     ``HEARTBEAT_S`` seconds while a long step runs: elapsed time, and with a journal the requests
-    done/total, the rate and an ETA. In a terminal the progress bars do this; ``-q`` silences it."""
+    done/total, the rate and an ETA; while a sync job reported through :meth:`observe` runs, its
+    chunks embedded/total (files too), the rate and an ETA. In a terminal the progress bars do
+    this; ``-q`` silences it."""
 
     def __init__(self, args: argparse.Namespace, what: str, *, journal: Path | None = None,
                  total: int | None = None, every: float | None = None) -> None:
@@ -480,6 +471,8 @@ class _heartbeat:  # noqa: N801 - used as a context manager, like a function
         self.every = HEARTBEAT_S if every is None else every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="llamaeval-heartbeat", daemon=True)
+        self._sync: dict[str, int] | None = None  # the last counters of the observed sync job
+        self._sync_start: tuple[float, int] | None = None  # (time, chunks done) when chunks were first known
 
     def __enter__(self) -> "_heartbeat":
         self.t0 = time.monotonic()
@@ -499,9 +492,36 @@ class _heartbeat:  # noqa: N801 - used as a context manager, like a function
         with self.journal.open("rb") as fh:
             return max(0, sum(1 for line in fh if line.strip()) - 1)  # minus the header
 
+    def observe(self, job: Any) -> None:
+        """Record a polled sync job's counters (``PipelineJob.progress``) for the next line."""
+        counters = getattr(job, "progress", None)
+        if counters:
+            self._sync = counters
+            if self._sync_start is None and counters.get("chunks"):
+                self._sync_start = (time.monotonic(), counters.get("chunks_done", 0))
+
+    def _sync_line(self, elapsed: float) -> str:
+        c = self._sync or {}
+        files = f"files {c['files_done']:,}/{c['files']:,}" + (f" ({c['files_failed']:,} failed)"
+                                                              if c.get("files_failed") else "")
+        if not c.get("chunks"):
+            return f"{self.what}: syncing, {files}, {elapsed:.0f} s elapsed"
+        done, total = c.get("chunks_done", 0), c["chunks"]
+        text = f"{self.what}: {done:,}/{total:,} chunks embedded ({100 * done / total:.0f}%)"
+        since, base = self._sync_start or (self.t0, 0)
+        rate = (done - base) / (time.monotonic() - since) if time.monotonic() > since else 0.0
+        text += f", {rate:.1f} chunks/s"
+        if rate > 0:
+            text += f", ETA {max(0.0, (total - done) / rate):.0f} s"
+        if c.get("chunks_cached"):
+            text += f", {c['chunks_cached']:,} from the embedding cache"
+        return text + f", {files}, {elapsed:.0f} s elapsed"
+
     def line(self) -> str:
         elapsed = time.monotonic() - self.t0
         text = f"{self.what}: {elapsed:.0f} s elapsed"
+        if self._sync is not None and self.journal is None:
+            return self._sync_line(elapsed)
         if self.journal is not None:
             done = self._done()
             rate = (done - self.base) / elapsed if elapsed > 0 else 0.0

@@ -5,8 +5,58 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llamaeval.server import ServerConfig
 
 __all__ = ["register"]
+
+
+def _number_flags() -> list[tuple[str, str, bool, str, str, str]]:
+    """The numeric settings of ``serve``: (flag, ``ServerConfig.from_env`` keyword and argparse dest,
+    whole number?, unit, metavar, help)."""
+    from llamaeval.server._config import (DEFAULT_INDEX_CACHE_MB, DEFAULT_MAX_JSON_MB, DEFAULT_MAX_QUERY_CHARS,
+                                          DEFAULT_MAX_UPLOAD_MB)
+
+    return [
+        ("--max-upload-mb", "max_upload_mb", False, "MB", "MB",
+         f"largest accepted file upload in megabytes; bigger ones get 413 "
+         f"(default $LLAMAEVAL_MAX_UPLOAD_MB or {DEFAULT_MAX_UPLOAD_MB:g})"),
+        ("--max-json-mb", "max_json_mb", False, "MB", "MB",
+         f"largest JSON request body in megabytes (documents sent inline included); bigger ones get 413 "
+         f"(default $LLAMAEVAL_MAX_JSON_MB or {DEFAULT_MAX_JSON_MB:g})"),
+        ("--max-query-chars", "max_query_chars", True, "characters", "N",
+         f"longest retrieve query in characters; longer ones get 413 "
+         f"(default $LLAMAEVAL_MAX_QUERY_CHARS or {DEFAULT_MAX_QUERY_CHARS})"),
+        ("--index-cache-mb", "index_cache_mb", False, "MB", "MB",
+         f"memory budget of the loaded indexes in megabytes; the least recently used are unloaded beyond "
+         f"it (default $LLAMAEVAL_INDEX_CACHE_MB or {DEFAULT_INDEX_CACHE_MB:g})"),
+        ("--onnx-threads", "onnx_threads", True, "threads", "N",
+         "onnxruntime threads of the embedder (default $LLAMAEVAL_ONNX_THREADS or onnxruntime's choice)"),
+    ]
+
+
+def _numbers(args: argparse.Namespace) -> dict[str, float | int]:
+    """The numeric flags given, checked (ConfigurationError naming the flag), as ``from_env`` keywords."""
+    from llamaeval.server._config import setting_number
+
+    numbers: dict[str, float | int] = {}
+    for flag, keyword, whole, unit, _, _ in _number_flags():
+        raw = getattr(args, keyword)
+        if raw is not None:
+            value = setting_number(raw, flag, whole=whole, unit=unit)
+            numbers[keyword] = int(value) if whole else value
+    return numbers
+
+
+def _server_config(args: argparse.Namespace, numbers: dict[str, float | int]) -> "ServerConfig":
+    """The settings of ``serve``: each flag (``numbers``: the numeric ones, checked), else its
+    environment variable, else the default (see ``ServerConfig.from_env``)."""
+    from llamaeval.server import ServerConfig
+
+    return ServerConfig.from_env(args.data_dir, args.sources_root, reranker=args.reranker,
+                                 shared_sources_root=args.shared_sources_root, database=args.database, **numbers)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,14 +71,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--sources-root", type=Path, default=None,
                        help="folder under which 'directory' data sources may read "
                             "(default $LLAMAEVAL_SOURCES_ROOT; none: directory sources refused)")
-    serve.add_argument("--max-upload-mb", type=float, default=None,
-                       help="largest accepted upload in MB (default $LLAMAEVAL_MAX_UPLOAD_MB or 50)")
     serve.add_argument("--reranker", default=None, metavar="MODULE:FACTORY",
                        help="plug-in second stage: FACTORY() returns an object with score(query, passages) "
                             "(default $LLAMAEVAL_RERANKER; none)")
-    serve.add_argument("--onnx-threads", type=int, default=None, metavar="N",
-                       help="onnxruntime threads of the embedder (default $LLAMAEVAL_ONNX_THREADS or "
-                            "onnxruntime's choice)")
+    limits = serve.add_argument_group(
+        "limits and resources", "each flag wins over its environment variable, which wins over the default")
+    for flag, _, _, _, metavar, help_text in _number_flags():
+        limits.add_argument(flag, default=None, metavar=metavar, help=help_text)
+    limits.add_argument("--shared-sources-root", action=argparse.BooleanOptionalAction, default=None,
+                        help="every account's 'directory' data sources resolve under the whole --sources-root "
+                             "(single-tenant servers only: any account can then read any folder under it); "
+                             "default $LLAMAEVAL_SHARED_SOURCES_ROOT (1/0) or off: each account gets "
+                             "<sources-root>/<account id>/")
+    serve.add_argument("--database", default=None, metavar="URL",
+                       help="metadata database: sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DBNAME "
+                            "(default $LLAMAEVAL_DATABASE or SQLite in the data dir); PostgreSQL's schema is "
+                            "created and migrated at start")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="server log level (default info)")
     serve.set_defaults(func=_serve)
@@ -37,13 +95,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  description="Create or list API keys of a server data directory.")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     create = keys_sub.add_parser("create", help="create an API key (printed alone on the last line)")
-    create.add_argument("--data-dir", type=Path, required=True, help="the server's data directory")
+    create.add_argument("--data-dir", type=Path, default=None, help="the server's data directory")
+    create.add_argument("--database", default=None, metavar="URL",
+                        help="the server's database when not the data dir's SQLite (see serve --database)")
     create.add_argument("--name", default="default", help="a name for the key (and its new account)")
     create.add_argument("--account", default=None,
                         help="add the key to this existing account id instead of a new account")
     create.set_defaults(func=_keys_create)
     listing = keys_sub.add_parser("list", help="list API keys (names and prefixes, never the keys)")
-    listing.add_argument("--data-dir", type=Path, required=True, help="the server's data directory")
+    listing.add_argument("--data-dir", type=Path, default=None, help="the server's data directory")
+    listing.add_argument("--database", default=None, metavar="URL",
+                         help="the server's database when not the data dir's SQLite (see serve --database)")
     listing.set_defaults(func=_keys_list)
     keys.set_defaults(func=lambda args: (keys.print_help(sys.stderr), 2)[1])
 
@@ -53,25 +115,46 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from llamaeval.server import ServerConfig, create_app
+    from llamaeval._errors import ConfigurationError
+    from llamaeval.server import create_app
 
-    config = ServerConfig.from_env(args.data_dir, args.sources_root, args.max_upload_mb, args.reranker,
-                                   args.onnx_threads)
+    try:
+        numbers = _numbers(args)
+    except ConfigurationError as exc:  # a bad flag: one line naming it, exit 2 like any usage error
+        print(f"llamaeval serve: error: {exc}", file=sys.stderr)
+        return 2
+    config = _server_config(args, numbers)  # a bad environment variable: named, exit 1
     if not 0 < args.port < 65536:
         print(f"llamaeval serve: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("bm25s").setLevel(logging.WARNING)
-    print(f"llamaeval serve: data dir {config.data_dir}; http://{args.host}:{args.port}/docs", flush=True)
+    from llamaeval.server._database import parse_database
+
+    shown = parse_database(config.database, config.data_dir).shown
+    print(f"llamaeval serve: data dir {config.data_dir}; database {shown}; http://{args.host}:{args.port}/docs",
+          flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.log_level == "debug")
     return 0
 
 
+def _keys_target(args: argparse.Namespace, command: str) -> Path | None:
+    """The data dir ``keys`` works on (None after printing why there is none)."""
+    if args.data_dir is None and args.database is None:
+        print(f"llamaeval keys {command}: error: give --data-dir DIR (its SQLite database) or --database URL",
+              file=sys.stderr)
+        return None
+    return Path(args.data_dir) if args.data_dir is not None else Path(".")
+
+
 def _keys_create(args: argparse.Namespace) -> int:
     from llamaeval.server import create_api_key_in
 
-    key, record = create_api_key_in(args.data_dir, name=args.name, account_id=args.account)
+    data_dir = _keys_target(args, "create")
+    if data_dir is None:
+        return 2
+    key, record = create_api_key_in(data_dir, name=args.name, account_id=args.account, database=args.database)
     print(f"created API key {record.prefix}... named {record.name!r} in account {record.account_id}")
     print("store it now: it is not shown again. Use it as 'Authorization: Bearer <key>'")
     print(key)
@@ -79,13 +162,16 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from llamaeval.server._sqlite import SQLiteStorage
+    from llamaeval.server._database import open_storage, parse_database
 
-    db = Path(args.data_dir) / "llamaeval.db"
-    if not db.exists():
-        print(f"llamaeval keys: error: no server database in {args.data_dir}", file=sys.stderr)
+    data_dir = _keys_target(args, "list")
+    if data_dir is None:
+        return 2
+    database = parse_database(args.database, data_dir)
+    if database.path is not None and not database.path.exists():
+        print(f"llamaeval keys: error: no server database in {args.data_dir or database.path}", file=sys.stderr)
         return 1
-    storage = SQLiteStorage(db)
+    storage = open_storage(args.database, data_dir)
     try:
         for k in storage.list_api_keys():
             print(f"{k.prefix}...\t{k.name}\taccount {k.account_id}\tcreated {k.created_at.isoformat()}")

@@ -35,7 +35,8 @@ asked once with ``GET /projects`` — real projects carry ``organization_id``), 
 (the spec's API: the local server's root). Every operation works in both and returns the same
 records and frames; see ``llamaeval.client._llamacloud`` for the real wire mapping
 (``MODE_PRESETS``, ``RETRIEVE_PARAMS``, ``metadata_filters``). Real-only:
-``pipelines.documents``; both: ``pipelines.status`` and ``pipelines.check_ready`` (pre-flight).
+``pipelines.documents``, ``pipelines.update`` (name, ``preset_retrieval_parameters``); both:
+``pipelines.status`` and ``pipelines.check_ready`` (pre-flight).
 
 ``base_url`` is the server root *without* ``/api/v1`` (e.g. the local server's
 ``http://127.0.0.1:8000``); the client appends ``/api/v1`` and also accepts a URL

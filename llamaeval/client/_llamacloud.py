@@ -15,7 +15,8 @@ from urllib.parse import quote
 from llamaeval._errors import APIError, ConfigurationError
 from llamaeval.client._core import Call, Core, Op, Reply, encode_json
 
-__all__ = ["RETRIEVE_PARAMS", "MODE_PRESETS", "MAX_TOP_K", "FILE_STATUS", "JOB_STATUS", "metadata_filters"]
+__all__ = ["RETRIEVE_PARAMS", "MODE_PRESETS", "MAX_TOP_K", "FILE_STATUS", "JOB_STATUS", "metadata_filters",
+           "retrieve_parameters"]
 
 #: Real file (and document) statuses -> the client's vocabulary.
 FILE_STATUS = {"NOT_STARTED": "pending", "IN_PROGRESS": "processing", "SUCCESS": "completed", "ERROR": "error",
@@ -163,10 +164,17 @@ def results_of(body: Any, reply: Reply | None = None) -> list[dict[str, Any]]:
 
 
 def retrieve_body(query: str, mode: str | None, top_k: int | None, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The real request: the mode's preset, the caller's parameters over it, and ``top_k`` (when
-    given) as the node count — ``rerank_top_n`` with reranking (on unless said otherwise, as in
-    LlamaCloud), else the candidate counts. What nobody gave is not sent, so the pipeline's
-    ``preset_retrieval_parameters`` and the service's defaults apply to it."""
+    """The real request: ``{"query": query, **retrieve_parameters(mode, top_k, params)}``."""
+    return {"query": query, **retrieve_parameters(mode, top_k, params)}
+
+
+def retrieve_parameters(mode: str | None, top_k: int | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field of the real retrieve request but the query: the mode's preset, the caller's
+    parameters over it, and ``top_k`` (when given) as the node count — ``rerank_top_n`` with
+    reranking (on unless said otherwise, as in LlamaCloud), else the candidate counts. What
+    nobody gave is not sent, so the pipeline's ``preset_retrieval_parameters`` and the
+    service's defaults apply to it. The same fields, written as a pipeline's
+    ``preset_retrieval_parameters``, make a retrieve without parameters send this request."""
     unknown = sorted(set(params) - set(RETRIEVE_PARAMS))
     if unknown:
         raise ConfigurationError(f"unknown retrieve parameter(s) {unknown} for the real LlamaCloud API; "
@@ -178,7 +186,7 @@ def retrieve_body(query: str, mode: str | None, top_k: int | None, params: Mappi
             else f"unknown mode {mode!r}; use {', '.join(MODE_PRESETS)} or explicit parameters")
     if top_k is not None and top_k > MAX_TOP_K:
         raise ConfigurationError(f"top_k must be <= {MAX_TOP_K} with the real LlamaCloud API, got {top_k}")
-    body: dict[str, Any] = {"query": query, **(MODE_PRESETS.get(mode, {}) if mode else {}), **params}
+    body: dict[str, Any] = {**(MODE_PRESETS.get(mode, {}) if mode else {}), **params}
     if top_k is None:
         return body
     if body.setdefault("enable_reranking", True):  # LlamaCloud's default, sent explicitly
@@ -233,6 +241,12 @@ def create_pipeline_call(name: str, project_id: str, chunking: dict[str, Any] | 
         body["retrieval_config"] = retrieval  # the local server's engine parameters (ignored elsewhere)
     return Call("POST", "/pipelines", params={"project_id": project_id}, content=encode_json(body),
                 idempotent=False)
+
+
+def update_pipeline_call(pipeline_id: str, body: dict[str, Any]) -> Call:
+    """``PUT /pipelines/{id}``: the fields given replace the pipeline's (``preset_retrieval_parameters``
+    as a whole object)."""
+    return Call("PUT", f"/pipelines/{_seg(pipeline_id)}", content=encode_json(body))
 
 
 def list_pipeline_files(core: Core, pipeline_id: str, page_size: int = 100) -> Op[list[dict[str, Any]]]:

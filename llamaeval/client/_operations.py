@@ -336,6 +336,32 @@ def get_pipeline(core: Core, pipeline_id: str) -> Op[Pipeline]:
     return _dialectal(core, lambda: _single(core, call, _record_of(Pipeline)), llamacloud)
 
 
+def update_pipeline(core: Core, pipeline_id: str, name: str | None = None,
+                    preset_retrieval_parameters: Mapping[str, Any] | None = None) -> Op[Pipeline]:
+    """Change a pipeline's name and/or its ``preset_retrieval_parameters`` (replaced as a whole:
+    the fields a retrieve omits). Real API only: the simplified API has no pipeline update."""
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["name"] = _name(name)
+    presets = _config_dict(preset_retrieval_parameters, "preset_retrieval_parameters")
+    if presets is not None:  # sent as given: the service validates its own fields (422 names them)
+        body["preset_retrieval_parameters"] = presets
+    if not body:
+        raise ConfigurationError("pipelines.update needs name or preset_retrieval_parameters")
+    pid = as_id(pipeline_id, "pipeline_id")
+
+    def simplified() -> Op[Pipeline]:
+        raise ConfigurationError("the simplified API has no pipeline update (and no preset_retrieval_parameters): "
+                                 "pass the retrieve parameters with every retrieve instead")
+        yield  # pragma: no cover - makes this a generator like the other operations
+
+    def llamacloud() -> Op[Pipeline]:
+        reply = yield from core.request(real.update_pipeline_call(pid, body))
+        return Pipeline.from_json(real.pipeline_json(_object(reply)))
+
+    return _dialectal(core, simplified, llamacloud)
+
+
 def delete_pipeline(core: Core, pipeline_id: str) -> Op[None]:
     return _single(core, Call("DELETE", f"/pipelines/{_seg(pipeline_id, 'pipeline_id')}"), lambda reply: None)
 
@@ -659,12 +685,16 @@ def _files_progress(files: list[Any]) -> tuple[int, int, int]:
 
 
 def wait_for_sync(core: Core, pipeline_id: str, timeout: float = 600.0, poll_interval: float = 0.5,
-                  progress: bool = True, job_id: str | None = None) -> Op[PipelineJob]:
+                  progress: bool = True, job_id: str | None = None,
+                  on_progress: Callable[[PipelineJob], None] | None = None) -> Op[PipelineJob]:
     pid = as_id(pipeline_id, "pipeline_id")
     timeout = _positive_number(timeout, "timeout")
     poll_interval = _positive_number(poll_interval, "poll_interval")
     wanted = None if job_id is None else as_id(job_id, "job_id")
-    return _dialectal(core, lambda: _wait_for_sync(core, pid, timeout, poll_interval, bool(progress), wanted),
+    if on_progress is not None and not callable(on_progress):
+        raise ConfigurationError(f"on_progress must be a callable taking the job, got {type(on_progress).__name__}")
+    return _dialectal(core, lambda: _wait_for_sync(core, pid, timeout, poll_interval, bool(progress), wanted,
+                                                   on_progress),
                       lambda: _wait_for_ingestion(core, pid, timeout, poll_interval, bool(progress)))
 
 
@@ -702,8 +732,31 @@ def _wait_for_ingestion(core: Core, pid: str, timeout: float, poll_interval: flo
             bar.close()
 
 
+def _sync_bar(bar: Any, pid: str, job: PipelineJob, files: tuple[int, int, int]) -> Any:
+    """Show ``job`` on ``bar`` (created on the first call): chunks done/total when the server
+    reports them — tqdm then shows the rate and an ETA — else files done/total."""
+    from tqdm.auto import tqdm
+
+    counters = job.progress or {}
+    by_chunk = "chunks" in counters
+    total, done = (counters["chunks"] or None, counters["chunks_done"]) if by_chunk else (files[0], files[1])
+    if bar is None:
+        bar = tqdm(total=total, desc=f"sync {pid[:12]}", unit="chunk" if by_chunk else "file")
+    if done < bar.n:  # another job than the one shown so far
+        bar.reset(total=total)
+    bar.total = total
+    postfix: dict[str, Any] = {"job": job.status, "files": f"{files[1]}/{files[0]}", "failed": files[2]}
+    if counters.get("chunks_cached"):
+        postfix["cached"] = counters["chunks_cached"]
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(done - bar.n)  # through update, so tqdm's rate and ETA follow
+    bar.refresh()
+    return bar
+
+
 def _wait_for_sync(core: Core, pid: str, timeout: float, poll_interval: float, progress: bool,
-                   wanted: str | None) -> Op[PipelineJob]:
+                   wanted: str | None, on_progress: Callable[[PipelineJob], None] | None = None
+                   ) -> Op[PipelineJob]:
     seg = quote(pid, safe="")
     deadline = time.monotonic() + timeout
     bar = None
@@ -720,18 +773,14 @@ def _wait_for_sync(core: Core, pid: str, timeout: float, poll_interval: float, p
                 raise SyncError(f"pipeline {pid} has no sync job to wait for: call pipelines.sync() first")
             else:
                 job = _newest_job(jobs)
+            if on_progress is not None:
+                on_progress(job)
             if progress:
                 counts = _job_progress(job)
                 if counts is None:  # a server without job counters: count the pipeline's files
                     reply = yield from core.request(Call("GET", f"/pipelines/{seg}/files"))
                     counts = _files_progress(_array(reply))
-                if bar is None:
-                    from tqdm.auto import tqdm
-
-                    bar = tqdm(total=counts[0], desc=f"sync {pid[:12]}", unit="file")
-                bar.total, bar.n = counts[0], counts[1]
-                bar.set_postfix(job=job.status, failed=counts[2], refresh=False)
-                bar.refresh()
+                bar = _sync_bar(bar, pid, job, counts)
             if job.status == "completed":
                 return job
             if job.status == "failed":

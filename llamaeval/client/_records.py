@@ -239,6 +239,21 @@ class PipelineJob(Record):
             return None
         return (self.completed_at - self.created_at).total_seconds()
 
+    @property
+    def progress(self) -> dict[str, int] | None:
+        """The job's counters when the server reports them (the local server): ``files`` to
+        process, ``files_done`` (completed or failed), ``files_failed``, and ``chunks`` of those
+        files (known once they are cut; 0 before), ``chunks_done`` (embedded or found in the
+        server's embedding cache), ``chunks_cached``; None otherwise."""
+        names = {"files": "num_files", "files_done": "num_processed", "files_failed": "num_failed",
+                 "chunks": "num_chunks_total", "chunks_done": "num_chunks_done", "chunks_cached": "num_chunks_cached"}
+        raw = self.extra.get("parameters") if isinstance(self.extra.get("parameters"), dict) else self.extra
+        out = {k: raw.get(v) for k, v in names.items()}
+        if not all(isinstance(out[k], int) and not isinstance(out[k], bool) for k in ("files", "files_done",
+                                                                                      "files_failed")):
+            return None
+        return {k: v for k, v in out.items() if isinstance(v, int) and not isinstance(v, bool)}
+
 
 @dataclass(repr=False)
 class DataSource(Record):

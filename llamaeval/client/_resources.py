@@ -202,6 +202,12 @@ class Pipelines(_Namespace):
         """One pipeline by id."""
         return self._run(ops.get_pipeline(self._core, pipeline_id))
 
+    def update(self, pipeline_id: str | Pipeline, *, name: str | None = None,
+               preset_retrieval_parameters: Mapping[str, Any] | None = None) -> Pipeline:
+        """Rename a pipeline and/or replace its ``preset_retrieval_parameters`` (the retrieve
+        fields a request omits; the whole object is replaced). Real API only."""
+        return self._run(ops.update_pipeline(self._core, pipeline_id, name, preset_retrieval_parameters))
+
     def delete(self, pipeline_id: str | Pipeline) -> None:
         """Delete a pipeline."""
         return self._run(ops.delete_pipeline(self._core, pipeline_id))
@@ -237,14 +243,19 @@ class Pipelines(_Namespace):
         return self._run(ops.retrieve(self._core, pipeline_id, query, mode, top_k, params))
 
     def wait_for_sync(self, pipeline_id: str | Pipeline, timeout: float = 600.0, poll_interval: float = 0.5,
-                      progress: bool = True, job_id: str | None = None) -> PipelineJob:
+                      progress: bool = True, job_id: str | None = None,
+                      on_progress: Callable[[PipelineJob], None] | None = None) -> PipelineJob:
         """Wait until ingestion finishes: the newest job (or ``job_id``) in the simplified API,
         ``…/status`` in the real one (``PARTIAL_SUCCESS`` warns).
 
-        Shows a tqdm bar of processed files when ``progress``. Raises SyncError with
-        the error (the real API's error steps) when it fails, or when ``timeout`` seconds pass first.
+        Shows a tqdm bar when ``progress``: chunks embedded / total with rate and ETA when the
+        server reports them (the local server; ``PipelineJob.progress``), else processed files.
+        ``on_progress(job)`` is called with the job at every poll (simplified API). Raises
+        SyncError with the error (the real API's error steps) when it fails, or when ``timeout``
+        seconds pass first.
         """
-        return self._run(ops.wait_for_sync(self._core, pipeline_id, timeout, poll_interval, progress, job_id))
+        return self._run(ops.wait_for_sync(self._core, pipeline_id, timeout, poll_interval, progress, job_id,
+                                           on_progress))
 
 
 class DataSources(_Namespace):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -75,7 +75,8 @@ def ingest(client: Any, queryset: QuerySet, project: str = "llamaeval", pipeline
            batch_size: int = 100, progress: bool = True, *, metadata_key: str = "doc_id",
            concurrency: int = 4, sync: bool = True, timeout: float = 1800.0,
            retrieval_config: dict[str, Any] | None = None,
-           chunking_config: dict[str, Any] | None = None) -> str:
+           chunking_config: dict[str, Any] | None = None,
+           on_sync_progress: Callable[[Any], None] | None = None) -> str:
     """Upload ``queryset``'s corpus into a pipeline, sync it, wait, and return the pipeline id.
 
     - The project and pipeline are found by name, or created (``pipeline`` defaults to
@@ -90,7 +91,9 @@ def ingest(client: Any, queryset: QuerySet, project: str = "llamaeval", pipeline
     - Documents with empty title and text are skipped with a warning (nothing to index;
       Cranfield 471 and 995).
     - Syncs when something was added or the pipeline is not yet in sync, then waits up to
-      ``timeout`` seconds (SyncError if the job fails). ``progress`` shows tqdm bars.
+      ``timeout`` seconds (SyncError if the job fails). ``progress`` shows tqdm bars (the sync's
+      counts chunks embedded / total with rate and ETA on the local server);
+      ``on_sync_progress(job)`` is called with the sync job at every poll (e.g. for log lines).
     """
     if not isinstance(queryset, QuerySet):
         raise ConfigurationError(f"ingest needs a QuerySet, got {type(queryset).__name__}")
@@ -142,11 +145,13 @@ def ingest(client: Any, queryset: QuerySet, project: str = "llamaeval", pipeline
                 raise failure
 
     if sync:
-        _sync_if_needed(client, pipeline_id, added=len(todo), timeout=timeout, progress=progress)
+        _sync_if_needed(client, pipeline_id, added=len(todo), timeout=timeout, progress=progress,
+                        on_progress=on_sync_progress)
     return pipeline_id
 
 
-def _sync_if_needed(client: Any, pipeline_id: str, *, added: int, timeout: float, progress: bool) -> None:
+def _sync_if_needed(client: Any, pipeline_id: str, *, added: int, timeout: float, progress: bool,
+                    on_progress: Callable[[Any], None] | None = None) -> None:
     files = client.pipelines.files.list(pipeline_id)
     unfinished = 0
     if files is not None and len(files) and "status" in files.columns:
@@ -154,6 +159,7 @@ def _sync_if_needed(client: Any, pipeline_id: str, *, added: int, timeout: float
     status = str(getattr(client.pipelines.get(pipeline_id), "status", "") or "")
     if added or unfinished or status in ("idle", "error", ""):
         job = client.pipelines.sync(pipeline_id)
-        client.pipelines.wait_for_sync(pipeline_id, timeout=timeout, progress=progress, job_id=str(job.id))
+        client.pipelines.wait_for_sync(pipeline_id, timeout=timeout, progress=progress, job_id=str(job.id),
+                                       on_progress=on_progress)
     elif status == "syncing":  # someone else's sync is running: wait for it
-        client.pipelines.wait_for_sync(pipeline_id, timeout=timeout, progress=progress)
+        client.pipelines.wait_for_sync(pipeline_id, timeout=timeout, progress=progress, on_progress=on_progress)

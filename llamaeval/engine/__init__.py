@@ -22,7 +22,11 @@ cuts the text into windows of ``chunk_size`` MiniLM word pieces overlapping by
 ``start_char``/``end_char`` with ``doc.text[start_char:end_char] == chunk.text``.
 
 ``Embedder`` — all-MiniLM-L6-v2 int8 ONNX, 384 dimensions, mean pooling + L2 norm,
-passages truncated at 256 word pieces (queries 128), loaded lazily, thread-safe.
+passages truncated at 256 word pieces (queries 128), loaded lazily, thread-safe. Passages
+are sorted by token length over each call and cut into ONNX calls of at most ``batch_tokens``
+(4,096) padded tokens (``iter_passage_batches`` yields call by call); onnxruntime runs without
+spinning threads and releases its memory arena after every passage call (``spinning``,
+``arena``: measured in ``benchmarks/results/performance.md``).
 
 ``build_index(entries, embeddings, config, directory)`` writes a self-contained
 directory: ``bm25/`` (bm25s), ``embeddings.npy`` (float32, exact search),
@@ -48,39 +52,33 @@ a search returns ``min(top_k, number of chunks)`` hits.
 
 ``fast``      hybrid: union of each retriever's ``fast_candidates`` best chunks,
               fused by ``fusion`` ("convex" (default): (1-dense_weight)*minmax(bm25) +
-              dense_weight*minmax(cosine), min-max over each retriever's pool; or
+              dense_weight*minmax(cosine), min-max over each retriever's pool, dense_weight 0.6; or
               "rrf": 2*((1-dense_weight)/(rrf_k+rank_bm25) + dense_weight/(rrf_k+rank_dense))).
               Hit ``stage_scores``: bm25 (raw BM25), dense (cosine), fused.
-``accurate``  the same fusion over a larger pool (``accurate_candidates`` per
-              retriever); the ``rerank_depth`` best fused chunks are rescored by the
-              second stage (``second_stage="ltr"``): a learning-to-rank model over 26
-              features of each candidate — BM25 and cosine (raw, min-max, z-score, rank),
-              fused score and rank, BM25 recomputed with k1=0.9/b=0.4 and without length
-              normalisation, document-level chunk-max and sum/mean of BM25 and cosine (over
-              the chunks of the same file in the set), idf-weighted and plain query-term
-              coverage, idf of the rarest missing term, title match, proximity (matched
-              terms / smallest window holding them), query-bigram phrase matches, the
-              share of the query's numbers and codes ('2009', 'p53') found verbatim in the
-              chunk, chunk length, and query-level context. The model is linear (ListNet) plus, when
-              training chose them, gradient-boosted depth-3 regression trees started from
-              the linear score, fitted on LambdaRank's nDCG@10 pairs (LambdaMART) or the
-              ListNet loss (see ``LearnedRanker``). Weights ship in ``ltr_model`` and
-              were trained by ``benchmarks/train_ltr.py`` on SciFact train, cranfield, cisi and
-              med only. Stage scores add ``ltr``; a plug-in ``Reranker`` adds ``rerank``.
-``advanced``  accurate plus query expansion (stages ``feedback``, ``expand``): the
-              pool is first ranked as ``accurate`` ranks it (its learned model; the fused
-              order when no accurate model is configured), and from its ``prf_docs`` best
-              chunks comes RM3-style expansion of the BM25 query (``prf_terms``
-              idf-weighted feedback terms mixed in with weight ``prf_weight``) and Rocchio
-              on the query vector (q + ``rocchio_beta`` * centroid, renormalised); the
-              expanded retrieval is fused again; of the union of both candidate sets, the
-              ``rerank_depth`` best by the mean of both fused scores are rescored by the
-              advanced learned model (the accurate features + 4 expansion scores); then document-aware aggregation: ``doc_aggregation="max"`` (the
-              trained default: a document counts by its best chunk, the model already sees
-              chunk-max features) or ``"max+sum"`` (each chunk gains ``doc_sum_weight`` x the
-              scores of the other chunks of its file in the reranked set — for collections
-              of long, many-chunk documents). Stage scores add bm25_prf, dense_prf,
-              fused_prf, ltr, doc_aggregate.
+``accurate``  the same fusion over ``accurate_candidates`` per retriever (100, as fast); the
+              ``rerank_depth`` best fused chunks are rescored by the second stage
+              (``second_stage="ltr"``): the model named by ``ltr_model`` over features of each
+              candidate computed per query (``_rerank.ACCURATE_FEATURES``: scores, z-scores and ranks
+              of BM25, cosine and the fusion; BM25 recomputed with other length normalisations;
+              document-level chunk maxima; idf coverage, proximity, phrase, title and verbatim-number
+              matches; length relative to the pool; agreement-weighted scores; similarity to the mean
+              vector of the three best fused candidates). The shipped version 2 is linear (ListNet,
+              strong L2) over 7 of them — fused z-score, top similarity (also where the fused ranking is
+              sure of its top), proximity, phrase, title, numbers — chosen by leave-one-collection-out
+              (``benchmarks/train_ltr.py``); version 1 (linear + boosted trees over 26 features) stays
+              available by reference. Stage scores add ``ltr``; a plug-in ``Reranker`` adds ``rerank``.
+``advanced``  accurate plus query expansion (stage ``feedback``): the pool is first ranked as
+              ``accurate`` ranks it; if that ranking is confident — (best - mean) / std of its
+              scores at least the model's ``stages.feedback_gate`` (4.5 for version 2; version 1
+              always expands) — RM3-style expansion of the BM25 query (``prf_terms`` idf-weighted
+              terms of the ``prf_docs`` best chunks, weight ``prf_weight``) and Rocchio on the query
+              vector (q + ``rocchio_beta`` * centroid) retrieve again (stage ``expand``) and the union
+              of both candidate sets is reranked by the advanced model (the accurate features + the
+              expanded retrieval's scores); otherwise the expanded retrieval is the original one.
+              Then document-aware aggregation: ``doc_aggregation="max"`` (default: a document
+              counts by its best chunk, whatever its length) or ``"max+sum"`` (each chunk gains
+              ``doc_sum_weight`` x the scores of the other chunks of its file in the reranked set).
+              Stage scores add bm25_prf, dense_prf, fused_prf, ltr, doc_aggregate.
 Documents first (accurate and advanced, ``documents_first=True``): the final score of a
               document's best chunk is the min-max of its second-stage score (0..1); its
               other chunks score 2 less, so they follow every document's best chunk. The
@@ -99,14 +97,25 @@ RetrievalConfig parameters (all in ``to_dict()``; ``from_dict`` rejects unknown 
 bm25_k1 (1.2), bm25_b (0.75), bm25_method ("lucene"|"robertson"|"atire"),
 stemmer ("english", any PyStemmer algorithm, or "none"), stopwords ("english"|"none")
   — these shape the BM25 index (changing them needs a rebuild);
-fusion ("convex"|"rrf", default convex), dense_weight (0..1, 0.5), rrf_k (60),
-fast_candidates (100), accurate_candidates (300), rerank_depth (100),
-second_stage ("ltr"|"none"), reranker_weight (0..1, 1.0), prf_docs (3), prf_terms (10),
-prf_weight (0..1, 0.3), rocchio_beta (0.3), doc_aggregation ("max"|"max+sum", max),
-doc_sum_weight (0.1), documents_first (true), ltr_model (the learned weights: {"models": {"accurate": ...,
-"advanced": ...}}, each {"features", "weights", "mean", "std", "bias"} and optionally an
-MLP layer — see ``LearnedRanker``). Defaults after the BM25 block were tuned by
-benchmarks/train_ltr.py (never on SciFact test).
+fusion ("convex"|"rrf", default convex), dense_weight (0..1, 0.6), rrf_k (60),
+fast_candidates (100), accurate_candidates (100), rerank_depth (100),
+second_stage ("ltr"|"none"), reranker_weight (0..1, 1.0), prf_docs (5), prf_terms (20),
+prf_weight (0..1, 0.5), rocchio_beta (0.5), doc_aggregation ("max"|"max+sum", max),
+doc_sum_weight (0.0), documents_first (true), ltr_model (the learned second stage *by reference*:
+``{"name": "llamaeval-ltr", "version": 2, "sha256": ...}``; or inline weights ``{"models": {"accurate":
+..., "advanced": ...}, "stages": {...}}``, each model {"features", "weights", "mean", "std", "bias"} and
+optionally trees or an MLP layer — see ``LearnedRanker``). Defaults after the BM25 block were chosen
+by benchmarks/train_ltr.py by leave-one-collection-out (never on SciFact test).
+
+Second-stage models (``llamaeval.engine._models``)
+--------------------------------------------------
+A model document (``{"name", "version", "description", "models", "stages", "tuning"}``) ships per
+version in ``llamaeval/engine/data/ltr-v<version>.json`` — the default and every older version,
+so a config naming an older one keeps ranking with it — or lives in a ``ModelStore`` (a directory
+of ``<sha256>.json``, canonical JSON). ``RetrievalConfig.model_document(stores)`` resolves a
+reference (the package first, then the stores; the SHA-256 must match the file's bytes);
+``build_index(..., model_store=)`` keeps a non-shipped model inside the index (``models/``), so
+``Index.load`` needs no store. ``summary()`` and ``to_dict()`` carry the reference, never weights.
 
 Determinism: rankings never depend on hash order — ties break by chunk order,
 BM25 query terms are summed in sorted order. Numpy BLAS runs single-threaded
@@ -122,6 +131,7 @@ from llamaeval.engine._chunk import Chunk, ChunkingConfig, chunk_document
 from llamaeval.engine._config import MAX_TOP_K, MODES, RetrievalConfig
 from llamaeval.engine._embed import Embedder
 from llamaeval.engine._index import Index, IndexEntry, SearchHit, SearchResponse, build_index
+from llamaeval.engine._models import ModelStore, default_model_reference
 from llamaeval.engine._parse import SUPPORTED_EXTENSIONS, ParsedDocument, ParseError, parse_document
 from llamaeval.engine._rerank import LearnedRanker, Reranker
 from llamaeval.engine._search import MAX_CANDIDATES, PRESETS, SearchRequest
@@ -145,6 +155,8 @@ __all__ = [
     "chunk_document",
     "Embedder",
     "RetrievalConfig",
+    "ModelStore",
+    "default_model_reference",
     "IndexEntry",
     "build_index",
     "Index",

@@ -6,10 +6,14 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
-from importlib import resources
 from typing import Any
 
-__all__ = ["MODES", "MAX_TOP_K", "RetrievalConfig", "default_ltr_model"]
+from llamaeval.engine._models import (
+    MODEL_NAME, ModelStore, check_reference, default_model_reference, is_reference, packaged_versions,
+    read_packaged, reference_of, resolve_model,
+)
+
+__all__ = ["MODES", "MAX_TOP_K", "RetrievalConfig", "default_model_reference"]
 
 from llamaeval._keys import MODES  # noqa: E402 - the one definition of the mode names
 #: Largest ``top_k`` a search accepts.
@@ -19,14 +23,6 @@ _BM25_METHODS = ("lucene", "robertson", "atire")
 _FUSIONS = ("rrf", "convex")
 _SECOND_STAGES = ("ltr", "none")
 _AGGREGATIONS = ("max", "max+sum")
-
-
-def default_ltr_model() -> dict[str, Any]:
-    """The shipped second-stage weights (``llamaeval/engine/data/ltr.json``), read on call."""
-    text = resources.files("llamaeval.engine").joinpath("data", "ltr.json").read_text("utf-8")
-    data = json.loads(text)
-    # the training report ("tuning") stays in the file; the config carries the model itself
-    return {"description": data.get("description", ""), "models": data["models"]}
 
 
 @dataclass
@@ -39,29 +35,32 @@ class RetrievalConfig:
     bm25_method: str = "lucene"
     stemmer: str = "english"
     stopwords: str = "english"
-    # Defaults below the BM25 block were chosen by benchmarks/train_ltr.py on SciFact train,
-    # cranfield, cisi and med (see the "tuning" record in llamaeval/engine/data/ltr.json).
+    # Defaults below the BM25 block were chosen by benchmarks/train_ltr.py by leave-one-collection-out
+    # over adi, cf, cisi, cosqa, cranfield, med and SciFact train (benchmarks/results/ltr_selection.json;
+    # the same record is the "tuning" of llamaeval/engine/data/ltr-v2.json).
     # fast: hybrid fusion
     fusion: str = "convex"
-    dense_weight: float = 0.5
+    dense_weight: float = 0.6
     rrf_k: float = 60.0
     fast_candidates: int = 100
-    # accurate: larger pool + second stage
-    accurate_candidates: int = 300
+    # accurate: the same pool + second stage (a pool of 300 never helped held-out collections)
+    accurate_candidates: int = 100
     rerank_depth: int = 100
     second_stage: str = "ltr"
     reranker_weight: float = 1.0
-    # advanced: query expansion + document-aware aggregation
-    prf_docs: int = 3
-    prf_terms: int = 10
-    prf_weight: float = 0.3
-    rocchio_beta: float = 0.3
+    # advanced: query expansion (when the first stage is confident; see the model's "stages") +
+    # document-aware aggregation
+    prf_docs: int = 5
+    prf_terms: int = 20
+    prf_weight: float = 0.5
+    rocchio_beta: float = 0.5
     doc_aggregation: str = "max"
-    doc_sum_weight: float = 0.1
+    doc_sum_weight: float = 0.0
     # accurate/advanced: every document's best chunk ranks ahead of any document's second chunk
     documents_first: bool = True
-    # learned second-stage weights (feature -> weight, plus the models' metadata)
-    ltr_model: dict[str, Any] = field(default_factory=default_ltr_model)
+    # the learned second stage: a reference {"name", "version", "sha256"} to a model document
+    # (shipped in llamaeval/engine/data/ or kept in a model store), or inline weights {"models": ...}
+    ltr_model: dict[str, Any] = field(default_factory=default_model_reference)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -103,21 +102,7 @@ class RetrievalConfig:
         num("doc_sum_weight", 0.0, 10.0)
         if not isinstance(self.documents_first, bool):
             raise ValueError(f"retrieval_config.documents_first must be true or false, got {self.documents_first!r}")
-        if not isinstance(self.ltr_model, dict) or not isinstance(self.ltr_model.get("models"), dict):
-            raise ValueError("retrieval_config.ltr_model must be a dict with a 'models' mapping")
-        from llamaeval.engine._rerank import ACCURATE_FEATURES, FEATURES, LearnedRanker
-
-        for mode, model in self.ltr_model["models"].items():
-            if mode not in ("accurate", "advanced"):
-                raise ValueError(f"retrieval_config.ltr_model.models: unknown mode {mode!r} (accurate, advanced)")
-            try:
-                ranker = LearnedRanker(model)
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise ValueError(f"retrieval_config.ltr_model.models.{mode}: {exc}") from None
-            allowed = FEATURES if mode == "advanced" else ACCURATE_FEATURES
-            unknown = [f for f in ranker.features if f not in allowed]
-            if unknown:
-                raise ValueError(f"retrieval_config.ltr_model.models.{mode}: unknown feature(s) {', '.join(unknown)}")
+        self._validate_ltr_model()
         if self.stemmer != "none":
             import Stemmer
 
@@ -126,19 +111,44 @@ class RetrievalConfig:
                     f"retrieval_config.stemmer must be 'none' or a PyStemmer algorithm, got {self.stemmer!r}"
                 )
 
+    def _validate_ltr_model(self) -> None:
+        model = self.ltr_model
+        if is_reference(model):
+            check_reference(model)
+            if model["name"] == MODEL_NAME and isinstance(model["version"], int) \
+                    and model["version"] in packaged_versions():
+                sha = hashlib.sha256(read_packaged(model["version"])).hexdigest()
+                if sha != model["sha256"]:
+                    raise ValueError(f"retrieval_config.ltr_model: {MODEL_NAME} version {model['version']} shipped "
+                                     f"with this llamaeval has SHA-256 {sha}, the config names {model['sha256']}")
+            return
+        if not isinstance(model, dict) or not isinstance(model.get("models"), dict):
+            raise ValueError("retrieval_config.ltr_model must be a model reference {\"name\", \"version\", "
+                             "\"sha256\"} or inline weights {\"models\": {\"accurate\": ..., \"advanced\": ...}}")
+        check_model_document(model)
+
+    def model_reference(self) -> dict[str, Any]:
+        """The second-stage model's ``{"name", "version", "sha256"}`` (computed for inline weights)."""
+        return dict(self.ltr_model) if is_reference(self.ltr_model) else reference_of(self.ltr_model)
+
+    def model_document(self, stores: tuple[ModelStore, ...] = ()) -> dict[str, Any]:
+        """The second-stage model document: the inline weights, or what the reference names
+        (shipped with the package, else from the first of ``stores`` holding it; ValueError if none)."""
+        if not is_reference(self.ltr_model):
+            return self.ltr_model
+        doc = resolve_model(self.ltr_model, stores)
+        check_model_document(doc, f"model {self.ltr_model['name']} version {self.ltr_model['version']}")
+        return doc
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every parameter (learned weights included)."""
+        """JSON-safe dict of every parameter (``ltr_model`` as given: a reference, or inline weights)."""
         return json.loads(json.dumps(asdict(self)))
 
     def summary(self) -> dict[str, Any]:
-        """Every parameter, with the learned weights (tens of KB) replaced by their
-        ``description`` and the SHA-256 of their canonical JSON: small enough to travel
-        with every search response; ``to_dict()`` (the pipeline resource) has the weights."""
+        """Every parameter, with ``ltr_model`` always as its reference (inline weights replaced by
+        their name, version and SHA-256): small enough to travel with every search response."""
         d = self.to_dict()
-        model = d.pop("ltr_model")
-        canonical = json.dumps(model, sort_keys=True, separators=(",", ":"))
-        d["ltr_model"] = {"description": model.get("description", ""),
-                          "sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest()}
+        d["ltr_model"] = self.model_reference()
         return d
 
     @classmethod
@@ -155,3 +165,25 @@ class RetrievalConfig:
             return cls(**d)
         except TypeError as exc:  # pragma: no cover - guarded by the key check
             raise ValueError(str(exc)) from None
+
+
+def check_model_document(doc: dict[str, Any], where: str = "retrieval_config.ltr_model") -> None:
+    """ValueError naming the problem unless ``doc`` holds valid ``models`` (accurate/advanced, known
+    features, consistent shapes) and valid ``stages`` parameters."""
+    from llamaeval.engine._rerank import ACCURATE_FEATURES, FEATURES, LearnedRanker, check_stages
+
+    for mode, model in doc["models"].items():
+        if mode not in ("accurate", "advanced"):
+            raise ValueError(f"{where}.models: unknown mode {mode!r} (accurate, advanced)")
+        try:
+            ranker = LearnedRanker(model)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{where}.models.{mode}: {exc}") from None
+        allowed = FEATURES if mode == "advanced" else ACCURATE_FEATURES
+        unknown = [f for f in ranker.features if f not in allowed]
+        if unknown:
+            raise ValueError(f"{where}.models.{mode}: unknown feature(s) {', '.join(unknown)}")
+    try:
+        check_stages(doc.get("stages"))
+    except ValueError as exc:
+        raise ValueError(f"{where}.stages: {exc}") from None

@@ -15,7 +15,8 @@ import numpy as np
 from llamaeval.engine._analyze import Analyzer
 from llamaeval.engine._config import RetrievalConfig
 from llamaeval.engine._embed import Embedder
-from llamaeval.engine._rerank import LearnedRanker, Reranker
+from llamaeval.engine._models import ModelStore, is_reference, packaged_document
+from llamaeval.engine._rerank import LearnedRanker, Reranker, stage_parameters
 from llamaeval.engine._search import SearchRequest
 
 __all__ = ["IndexEntry", "SearchHit", "SearchResponse", "Index", "build_index"]
@@ -26,6 +27,7 @@ _EMBEDDINGS = "embeddings.npy"
 _CONFIG = "config.json"
 _MANIFEST = "manifest.json"
 _BM25_DIR = "bm25"
+_MODELS_DIR = "models"  # a model store: the second-stage model of a config naming a non-shipped one
 
 
 @dataclass
@@ -113,17 +115,22 @@ def _build_bm25(terms: list[list[str]], config: RetrievalConfig) -> Any:
     return model
 
 
-def build_index(entries: list[IndexEntry], embeddings: np.ndarray, config: RetrievalConfig, directory: Path) -> None:
+def build_index(entries: list[IndexEntry], embeddings: np.ndarray, config: RetrievalConfig, directory: Path,
+                model_store: ModelStore | None = None) -> None:
     """Write a complete, self-contained index of ``entries`` into ``directory`` (created if missing).
 
     ``embeddings[i]`` is the L2-normalised passage vector of ``entries[i]``. The caller
-    swaps the directory in atomically; nothing outside it is written.
+    swaps the directory in atomically; nothing outside it is written. When ``config`` names a
+    second-stage model that is not shipped with the package, the model is looked up in
+    ``model_store`` and in ``directory/models`` (a store the caller may have seeded), and the
+    index keeps exactly that model in ``directory/models`` (ValueError when it is nowhere).
     """
     emb = _check_entries(entries, embeddings)
     if not isinstance(config, RetrievalConfig):
         raise TypeError("config must be a RetrievalConfig")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    _keep_model(config, directory, model_store)
     analyzer = Analyzer(config.stemmer, config.stopwords)
     bm25 = _build_bm25(analyzer.analyze_many([e.text for e in entries]), config)
     bm25.save(str(directory / _BM25_DIR), show_progress=False)
@@ -142,6 +149,26 @@ def build_index(entries: list[IndexEntry], embeddings: np.ndarray, config: Retri
     (directory / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
+def _keep_model(config: RetrievalConfig, directory: Path, model_store: ModelStore | None) -> None:
+    """Resolve ``config``'s second-stage model (ValueError if it is nowhere); a referenced model
+    not shipped with the package is kept in ``directory/models`` (and nothing else is)."""
+    local = ModelStore(directory / _MODELS_DIR)
+    stores = tuple(s for s in (model_store, local) if s is not None)
+    doc = config.model_document(stores)
+    ref = config.ltr_model
+    keep = None
+    if is_reference(ref) and packaged_document(ref) is None:
+        keep = local.put(doc)["sha256"]
+        if keep != ref["sha256"]:  # pragma: no cover - stores write canonical JSON, hashed as such
+            raise ValueError(f"model {ref['name']} {ref['version']}: stored document does not hash to its SHA-256")
+    if local.directory.is_dir():
+        for path in local.directory.iterdir():
+            if path.name != f"{keep}.json":
+                path.unlink(missing_ok=True)
+        if keep is None:
+            local.directory.rmdir()
+
+
 class Index:
     """A loaded index; ``search(SearchRequest)`` runs the stages, ``search(query, mode, top_k)`` a mode preset.
 
@@ -156,8 +183,10 @@ class Index:
         embedder: Embedder,
         bm25: Any = None,
         reranker: Reranker | None = None,
+        model_store: ModelStore | None = None,
     ) -> None:
-        """In-memory index (``build_index`` + ``Index.load`` is the on-disk route)."""
+        """In-memory index (``build_index`` + ``Index.load`` is the on-disk route). ``model_store``:
+        where the config's second-stage model is looked up when it is not shipped with the package."""
         self._emb = _check_entries(entries, embeddings)
         if embedder is not None and self._emb.shape[1] != embedder.dimensions:
             raise ValueError(f"index vectors have {self._emb.shape[1]} dimensions, embedder {embedder.dimensions}")
@@ -180,8 +209,8 @@ class Index:
         self._chunk_terms: dict[int, list[str]] = {}
         self._chunk_numbers: dict[int, frozenset[str]] = {}
         self._file_meta_terms: dict[str, tuple[int, frozenset[str]]] | None = None
-        models = config.ltr_model["models"]
-        self._rankers = {name: LearnedRanker(models[name]) for name in ("accurate", "advanced") if name in models}
+        self._stores = () if model_store is None else (model_store,)
+        self._set_model(config)
 
     def _init_bm25(self, bm25: Any) -> None:
         s = bm25.scores
@@ -205,7 +234,8 @@ class Index:
 
         ``reranker``: optional plug-in second stage (see ``Reranker``). ``config``: optional
         override of the stored config; parameters that shape the BM25 index (bm25_*,
-        stemmer, stopwords) must match the stored ones (ValueError otherwise).
+        stemmer, stopwords) must match the stored ones (ValueError otherwise). A second-stage
+        model the package does not ship is read from the index's own ``models/`` store.
         """
         import bm25s
 
@@ -233,7 +263,8 @@ class Index:
                     entries.append(IndexEntry(**json.loads(line)))
         emb = np.load(directory / _EMBEDDINGS, mmap_mode=None)
         bm25 = bm25s.BM25.load(str(directory / _BM25_DIR), show_progress=False)
-        return cls(entries, emb, stored, embedder, bm25=bm25, reranker=reranker)
+        return cls(entries, emb, stored, embedder, bm25=bm25, reranker=reranker,
+                   model_store=ModelStore(directory / _MODELS_DIR))
 
     def with_config(self, config: RetrievalConfig) -> "Index":
         """A view of this index searching with another config (same BM25 parameters required)."""
@@ -244,9 +275,15 @@ class Index:
         clone.__dict__.update(self.__dict__)
         clone.config = config
         clone.config_summary = config.summary()
-        models = config.ltr_model["models"]
-        clone._rankers = {n: LearnedRanker(models[n]) for n in ("accurate", "advanced") if n in models}
+        clone._set_model(config)
         return clone
+
+    def _set_model(self, config: RetrievalConfig) -> None:
+        """The learned rankers and stage parameters of ``config``'s second-stage model document."""
+        doc = config.model_document(self._stores)
+        models = doc["models"]
+        self._rankers = {name: LearnedRanker(models[name]) for name in ("accurate", "advanced") if name in models}
+        self._stage_params = stage_parameters(doc.get("stages"))
 
     # ------------------------------------------------------------------ scoring primitives
     def _query_weights(self, query: str) -> dict[str, float]:
@@ -355,9 +392,28 @@ class Index:
                 f = tf[t]
                 bm25_v[row] += idf[t] * f * 1.9 / (f + 0.9 * norm)
                 bm25_flat[row] += idf[t] * f * 2.2 / (f + 1.2)
+        bm25_z, dense_z = _zscore(bm25_raw), _zscore(dense_raw)
+        # how much the two retrievers agree on this query: shared share of their top 10 candidates
+        top = min(10, n)
+        agree = (np.intersect1d(np.argsort(-bm25_raw, kind="stable")[:top],
+                                np.argsort(-dense_raw, kind="stable")[:top]).size / top) if top else 0.0
+        # feedback that retrieves nothing new: similarity to the mean vector of the best three fused
+        # candidates (the same from BM25 over their expansion terms was tried: it did not transfer)
+        top3 = cand[np.lexsort((cand, -fused))[:3]]
+        centroid = self._emb[top3].astype(np.float64).mean(axis=0)
+        top_sim_z = _zscore(self._emb[cand].astype(np.float64) @ centroid)
+        fused_z = _zscore(fused)
+        # ... counted only where the fused ranking is sure of its top: max z of fused 3 -> 0, 4 -> 1
+        sure = min(max(float(fused_z.max(initial=0.0)) - 3.0, 0.0), 1.0)
         return {
-            "bm25_z": _zscore(bm25_raw),
-            "dense_z": _zscore(dense_raw),
+            "bm25_z": bm25_z,
+            "dense_z": dense_z,
+            "top_sim_z": top_sim_z,
+            "top_sim_sure": top_sim_z * sure,
+            "fused_z": fused_z,
+            "length_z": _zscore(length),
+            "agree_bm25_z": agree * bm25_z,
+            "agree_dense_z": agree * dense_z,
             "bm25_k09b04": _minmax(bm25_v),
             "bm25_flat": _minmax(bm25_flat),
             "match_frac": np.array([len(tf) for tf in tfs], dtype=np.float64) / max(len(qset), 1),
@@ -541,6 +597,13 @@ class Index:
             t = clock()
             fb_cand, fb_scores = self._feedback_ranking(cand, fused, stage, ctx, req)
             timings["feedback"] = clock() - t
+            ctx["confidence"] = confidence = _confidence(fb_scores)
+            gate = self._stage_params["feedback_gate"]
+            if gate is not None and confidence < gate:
+                # an unsure first stage: its top chunks would expand the query towards noise, so
+                # the query is not expanded (the "expanded" retrieval is the original one)
+                stage = {**stage, "bm25_prf": stage["bm25"], "dense_prf": stage["dense"], "fused_prf": fused}
+                return (*self._rerank_pool(cand, fused, stage, req), ctx)
             t = clock()
             exp_weights, exp_qv = self._expand(q_weights, qv, fb_cand, fb_scores)
             sparse_x = self._bm25_scores(exp_weights)
@@ -575,16 +638,22 @@ class Index:
             return cand, fused
         pool, _, pool_stage = self._rerank_pool(cand, fused, stage, req)
         feats = self._features(pool, pool_stage["fused"], ctx)
+        ctx["pool_features"] = (pool, feats)  # an unexpanded advanced query reranks this pool again
         return pool, self._rankers["accurate"].score(feats)
 
     def _stage_features(self, cand: np.ndarray, stage: dict[str, np.ndarray], ctx: dict[str, Any],
                         expanded: bool) -> dict[str, np.ndarray]:
-        feats = self._features(cand, stage["fused"], ctx)
+        known = ctx.get("pool_features")
+        if known is not None and np.array_equal(known[0], cand):
+            feats = dict(known[1])
+        else:
+            feats = self._features(cand, stage["fused"], ctx)
         if expanded:
             feats["bm25_prf"] = _minmax(stage["bm25_prf"])
             feats["dense_prf"] = stage["dense_prf"]
             feats["fused_prf"] = _minmax(stage["fused_prf"])
             feats["fused_both"] = _minmax(0.5 * stage["fused"] + 0.5 * stage["fused_prf"])
+            feats["fused_prf_z"] = _zscore(stage["fused_prf"])
         return feats
 
     def _expand(self, q_weights: dict[str, float], qv: np.ndarray, cand: np.ndarray,
@@ -595,19 +664,7 @@ class Index:
         if cfg.prf_docs == 0:
             return dict(q_weights), qv
         fb = cand[np.lexsort((cand, -fused))[: cfg.prf_docs]]
-        fb_w = _minmax(fused[np.searchsorted(cand, fb)]) + 1e-3  # relevance model weight per feedback doc
-        term_w: dict[str, float] = {}
-        for i, w in zip(fb, fb_w):
-            terms = self._terms_of(int(i))
-            if not terms:
-                continue
-            inv = float(w) / len(terms)
-            for t in terms:
-                term_w[t] = term_w.get(t, 0.0) + inv
-        for t in list(term_w):  # idf-weight so that common terms do not dominate
-            tid = self._vocab.get(t)
-            term_w[t] = term_w[t] * (float(self._idf[tid]) if tid is not None else 0.0)
-        best = sorted(term_w.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.prf_terms]
+        best = self._feedback_terms(fb, _minmax(fused[np.searchsorted(cand, fb)]), cfg.prf_terms)
         total_q = sum(q_weights.values()) or 1.0
         total_x = sum(v for _, v in best) or 1.0
         lam = cfg.prf_weight
@@ -618,6 +675,22 @@ class Index:
         v = qv.astype(np.float64) + cfg.rocchio_beta * centroid
         v /= max(np.linalg.norm(v), 1e-12)
         return weights, v.astype(np.float32)
+
+    def _feedback_terms(self, fb: np.ndarray, fb_scores: np.ndarray, n_terms: int) -> list[tuple[str, float]]:
+        """The ``n_terms`` best expansion terms of feedback chunks ``fb`` (their min-max scores
+        ``fb_scores``): relevance-model weights (term share of each chunk x chunk weight), idf-weighted."""
+        term_w: dict[str, float] = {}
+        for i, w in zip(fb, fb_scores + 1e-3):  # relevance model weight per feedback doc
+            terms = self._terms_of(int(i))
+            if not terms:
+                continue
+            inv = float(w) / len(terms)
+            for t in terms:
+                term_w[t] = term_w.get(t, 0.0) + inv
+        for t in list(term_w):  # idf-weight so that common terms do not dominate
+            tid = self._vocab.get(t)
+            term_w[t] = term_w[t] * (float(self._idf[tid]) if tid is not None else 0.0)
+        return sorted(term_w.items(), key=lambda kv: (-kv[1], kv[0]))[:n_terms]
 
     def _aggregate(self, cand: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Document-aware scores: each chunk gains ``doc_sum_weight`` x its siblings' scores."""
@@ -673,6 +746,15 @@ def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndar
     """values[keys == w] for each w of ``wanted`` (sorted ``keys``), 0 where absent."""
     pos = np.clip(np.searchsorted(keys, wanted), 0, keys.size - 1)
     return np.where(keys[pos] == wanted, values[pos], 0.0)
+
+
+def _confidence(scores: np.ndarray) -> float:
+    """How clearly the best candidate stands out: (max - mean) / standard deviation of ``scores``
+    (0 when they are all equal). Scale-free, so one threshold means the same on every collection."""
+    if scores.size < 2:
+        return 0.0
+    sd = float(scores.std())
+    return float((scores.max() - scores.mean()) / sd) if sd > 0 else 0.0
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Reranker", "LearnedRanker", "FEATURES", "ACCURATE_FEATURES"]
+__all__ = ["Reranker", "LearnedRanker", "FEATURES", "ACCURATE_FEATURES", "STAGE_DEFAULTS", "check_stages",
+           "stage_parameters"]
 
 #: Features the engine computes for the second stage of ``accurate``.
 ACCURATE_FEATURES: tuple[str, ...] = (
@@ -14,9 +16,11 @@ ACCURATE_FEATURES: tuple[str, ...] = (
     "doc_dense_max", "doc_bm25_sum", "doc_dense_mean", "title", "coverage", "missing_idf", "proximity",
     "phrase", "length", "q_terms", "q_bm25_top", "q_dense_top",
     "bm25_z", "dense_z", "bm25_k09b04", "bm25_flat", "match_frac", "number_match",
+    "fused_z", "length_z", "agree_bm25_z", "agree_dense_z", "top_sim_z",
+    "top_sim_sure",
 )
 #: ``advanced`` adds the scores of the expanded query.
-FEATURES: tuple[str, ...] = ACCURATE_FEATURES + ("bm25_prf", "dense_prf", "fused_prf", "fused_both")
+FEATURES: tuple[str, ...] = ACCURATE_FEATURES + ("bm25_prf", "dense_prf", "fused_prf", "fused_both", "fused_prf_z")
 
 
 @runtime_checkable
@@ -39,7 +43,7 @@ class Reranker(Protocol):
 class LearnedRanker:
     """The shipped second stage: a small model over standardised features ``z = (x - mean) / std``.
 
-    ``model`` is one entry of ``RetrievalConfig.ltr_model["models"]`` with keys
+    ``model`` is one entry of a model document's ``"models"`` (see ``llamaeval.engine._models``) with keys
     ``features``, ``mean``, ``std``, ``weights`` (linear part) and optionally an MLP part
     ``hidden_weights`` (h x f), ``hidden_bias`` (h), ``output_weights`` (h):
     ``score = z @ weights + output_weights @ tanh(hidden_weights @ z + hidden_bias)``.
@@ -117,3 +121,33 @@ def _tree_scores(feature: np.ndarray, threshold: np.ndarray, value: np.ndarray, 
         go_right = x[rows, feature[trees, node]] >= threshold[trees, node]
         node = 2 * node + 1 + go_right
     return value[trees, node - nodes].sum(axis=1)
+
+
+#: Stage parameters a model document may set (``"stages"``), with the value that applies when it
+#: does not: the behaviour of model version 1, so older documents keep ranking as they did.
+STAGE_DEFAULTS: dict[str, Any] = {
+    # advanced expands the query only when the accurate ranking of the first-stage pool is at least
+    # this confident ((best score - mean) / std over the pool); below it, the "expanded" retrieval is
+    # the original one (its scores stand in for the expansion's). None: always expand (version 1)
+    "feedback_gate": None,
+}
+
+
+def check_stages(stages: Any) -> None:
+    """ValueError naming the problem unless ``stages`` is None or a valid ``"stages"`` mapping."""
+    if stages is None:
+        return
+    if not isinstance(stages, dict):
+        raise ValueError(f"must be an object, got {type(stages).__name__}")
+    unknown = sorted(set(stages) - set(STAGE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(STAGE_DEFAULTS))}")
+    gate = stages.get("feedback_gate")
+    if gate is not None and (isinstance(gate, bool) or not isinstance(gate, (int, float)) or not math.isfinite(gate)):
+        raise ValueError(f"feedback_gate must be a finite number or null, got {gate!r}")
+
+
+def stage_parameters(stages: dict[str, Any] | None) -> dict[str, Any]:
+    """``STAGE_DEFAULTS`` overridden by a model document's ``stages``."""
+    check_stages(stages)
+    return {**STAGE_DEFAULTS, **(stages or {})}

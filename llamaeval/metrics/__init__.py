@@ -9,6 +9,7 @@ Pure functions over DataFrames; nothing here talks to a server. Typical use::
     cover = metrics.judged(run.results, pooled_qrels, k=10)   # Judged@10: share of the top 10 judged
     best = metrics.cheapest_within(metrics.summarize(run.results, run.qrels, run.requests),
                                    "ndcg@10", "p50_s", tolerance=0.01)
+    verdict = metrics.gate(new_run, baseline_run, "ndcg@10", max_drop=0.01)   # regression gate (exit_code 0/3)
 
 Conventions: nDCG uses linear gain (trec_eval), ``ndcg_burges`` exponential gain;
 every judged query is scored (a query the configuration did not answer scores 0);
@@ -17,7 +18,9 @@ latency in seconds over successful requests. Bad input raises EvaluationError.
 
 from __future__ import annotations
 
+from llamaeval._errors import IncomparableRunsError
 from llamaeval.metrics._frames import CONFIG_COLUMNS
+from llamaeval.metrics._gate import GateResult, gate
 from llamaeval.metrics._judged import judged, judged_per_query
 from llamaeval.metrics._latency import latency_stats
 from llamaeval.metrics._measures import MEASURES, Measure, parse_measure
@@ -34,4 +37,5 @@ __all__ = [
     "pareto_frontier", "cheapest_within",
     "wins_losses", "hardest_queries", "no_relevant",
     "judged", "judged_per_query",
+    "gate", "GateResult", "IncomparableRunsError",
 ]

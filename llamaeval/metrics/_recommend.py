@@ -1,5 +1,6 @@
 """Which configuration to ship: the cheapest one whose quality is within reach of the best,
-with the evidence (confidence intervals, latency saved, paired tests after correction)."""
+with the evidence (confidence intervals, latency saved, paired tests after correction) and
+what to expect from it on new queries (the honest estimate, :mod:`._selection`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from llamaeval._errors import EvaluationError
 from llamaeval.metrics._frames import config_columns, sort_configs
 from llamaeval.metrics._latency import latency_stats
 from llamaeval.metrics._relevance import bootstrap_mean_ci, per_query_matrix
+from llamaeval.metrics._selection import HonestEstimate, choose, honest_estimate, resolve_validation
 from llamaeval.metrics._significance import adjust_pvalues, permutation_test
 
 __all__ = ["Recommendation", "recommend"]
@@ -30,7 +32,12 @@ class Recommendation:
     with its CI, latency in ms, ``eligible``, ``diff`` to the choice, ``p_adj`` of the paired
     permutation test against the choice, Holm-corrected, ``mark``: ▲ significantly better,
     ▼ significantly worse than the choice).
-    ``str(rec)`` is the sentence; in a notebook it renders as a box with the table."""
+    ``honest`` (:class:`~llamaeval.metrics._selection.HonestEstimate`, None when not computed:
+    ``honest_note`` says why) holds the in-sample score of the choice next to the score the
+    choice gets on queries that did not take part in choosing it, with its interval and how
+    often the choice stays the winner when the queries are resampled.
+    ``str(rec)`` is the sentence (then the honest estimate's); in a notebook it renders as a
+    box with both and the evidence table."""
 
     choice: dict[str, Any]
     best: dict[str, Any]
@@ -51,9 +58,28 @@ class Recommendation:
     sentence: str
     evidence: pd.DataFrame = field(repr=False)
     names: dict[str, str] = field(default_factory=dict, repr=False)
+    honest: HonestEstimate | None = None
+    honest_note: str = ""
+    #: what the run sent for ``choice`` (set by ``BenchmarkRun.recommend``; ``apply`` ships it)
+    benchmarked_request: Any = field(default=None, repr=False)
 
     def __str__(self) -> str:
-        return self.sentence
+        return self.sentence + (" " + self.honest.sentence if self.honest is not None else "")
+
+    def apply(self, client: Any, pipeline_id: str, *, dry_run: bool = True) -> Any:
+        """Write the chosen configuration's retrieve parameters into the pipeline's
+        ``preset_retrieval_parameters`` (``dry_run=True``: only show the difference); see
+        :func:`llamaeval.metrics._apply.apply_recommendation`."""
+        from llamaeval.metrics._apply import apply_recommendation
+
+        return apply_recommendation(self, client, pipeline_id, dry_run=dry_run)
+
+    def box_html(self) -> str:
+        """The answer box: the sentence, then the honest estimate side by side (HTML, no stylesheet)."""
+        honest = (self.honest.html() if self.honest is not None
+                  else f"<p class='le-muted'>honest estimate: {esc(self.honest_note)}</p>" if self.honest_note else "")
+        return (f"<div class='le-rec' data-le='recommendation'>{_bold_choice(esc(self.sentence), self)}"
+                f"{honest}</div>")
 
     def _repr_html_(self) -> str:
         return STYLE + "<div class='le-card'>" + self.html(max_rows=20) + "</div>"
@@ -75,8 +101,7 @@ class Recommendation:
                 + ("; † latency measured by the larger top_k request (share_k)" if "†" in shown.to_string() else "")
                 + ".</p>")
         more = f"<p class='le-muted'>{plural(cut, 'more configuration')} in <code>.evidence</code></p>" if cut else ""
-        return (f"<div class='le-rec' data-le='recommendation'>{_bold_choice(esc(self.sentence), self)}</div>"
-                + frame_html(shown, max_rows=len(shown), digits=3) + more + note)
+        return self.box_html() + frame_html(shown, max_rows=len(shown), digits=3) + more + note
 
     def display_table(self) -> pd.DataFrame:
         """The evidence for people: configuration, metric [CI], latency ms, diff, p, mark."""
@@ -103,7 +128,8 @@ def _bold_choice(sentence_html: str, rec: Recommendation) -> str:
 def recommend(results: pd.DataFrame, qrels: pd.DataFrame, requests: pd.DataFrame, metric: str = "ndcg@10",
               within: float = 0.01, latency: str = "p50", *, confidence: float = 0.95, alpha: float = 0.05,
               n_boot: int = 1000, n_permutations: int = 10_000, seed: int = 0,
-              names: Mapping[str, str] | None = None) -> Recommendation:
+              names: Mapping[str, str] | None = None, validation: str | None = "auto", folds: int = 5,
+              split: float = 0.5, repeats: int = 10) -> Recommendation:
     """The configuration to ship: the cheapest (by client ``latency``: ``"p50"``, ``"p95"``,
     ``"mean"``, ...) whose mean ``metric`` is within ``within`` (absolute, e.g. 0.01 = one
     nDCG point) of the best configuration's; ties go to higher quality, then smaller top_k.
@@ -111,6 +137,13 @@ def recommend(results: pd.DataFrame, qrels: pd.DataFrame, requests: pd.DataFrame
     The evidence compares every configuration with the choice, paired over the judged
     queries (permutation test, Holm-corrected), and gives each mean a bootstrap CI.
     ``names`` maps pipeline ids to human names (see ``BenchmarkRun.recommend``).
+
+    The honest estimate (``rec.honest``): ``validation="kfold"`` re-runs this rule on
+    ``folds``-1 folds of the queries and scores its choice on the held-out fold, over ``repeats``
+    seeded shuffles (seeded with ``seed``); ``"split"`` chooses on a ``split`` share of the
+    queries and scores on the rest; None skips it. The default ``"auto"`` is k-fold when there
+    are at least 10 judged queries and 2 configurations, else none (``rec.honest_note`` says
+    why). See :mod:`llamaeval.metrics._selection`.
     """
     if latency not in _LATENCY_STATS:
         raise EvaluationError(f"latency must be one of {_LATENCY_STATS}, got {latency!r}")
@@ -147,9 +180,9 @@ def recommend(results: pd.DataFrame, qrels: pd.DataFrame, requests: pd.DataFrame
     best_i = usable.sort_values([metric, lat_col], ascending=[False, True], kind="stable").index[0]
     floor = table.loc[best_i, metric] - within - 1e-12
     table["eligible"] = table[metric].ge(floor) & table[lat_col].notna()
-    order = table[table["eligible"]].sort_values([lat_col, metric, *(["top_k"] if "top_k" in table else [])],
-                                                 ascending=[True, False, True], kind="stable")
-    choice_i = order.index[0]
+    latency_s = table[lat_col].to_numpy(np.float64)
+    top_k = table["top_k"].to_numpy(np.float64) if "top_k" in table else None
+    choice_i = choose(scores.mean(axis=1), latency_s, top_k, within)
     table["chosen"] = table.index == choice_i
 
     base = scores[choice_i]
@@ -164,6 +197,17 @@ def recommend(results: pd.DataFrame, qrels: pd.DataFrame, requests: pd.DataFrame
     def selector(i: int) -> dict[str, Any]:
         return {c: (int(table.loc[i, c]) if c == "top_k" else table.loc[i, c]) for c in cols}
 
+    method, honest_note = resolve_validation(validation, len(judged), len(table))
+    honest = None
+    if method is not None:
+        if validation == "auto" and isinstance(folds, int):  # never refuse what was not asked for
+            folds = max(2, min(folds, len(judged) // 2))
+        honest = honest_estimate(scores, latency_s, top_k, list(table["configuration"]), within, method=method,
+                                 metric=metric, folds=folds, repeats=repeats, split=split, seed=seed,
+                                 confidence=confidence, n_boot=n_boot)
+        honest.in_sample_low = float(table.loc[choice_i, f"{metric}_low"])
+        honest.in_sample_high = float(table.loc[choice_i, f"{metric}_high"])
+
     chosen = table.loc[choice_i]
     shared_from = _shared_source(requests, selector(choice_i)) if bool(chosen["latency_shared"]) else None
     evidence = sort_configs(table)
@@ -173,7 +217,8 @@ def recommend(results: pd.DataFrame, qrels: pd.DataFrame, requests: pd.DataFrame
         high=float(chosen[f"{metric}_high"]), latency_s=float(chosen[lat_col]),
         best_value=float(table.loc[best_i, metric]), best_latency_s=float(table.loc[best_i, lat_col]),
         p_vs_best=float(table.loc[best_i, "p_adj"]) if best_i != choice_i else float("nan"),
-        n_queries=len(judged), shared_from=shared_from, sentence="", evidence=evidence, names=names)
+        n_queries=len(judged), shared_from=shared_from, sentence="", evidence=evidence, names=names,
+        honest=honest, honest_note=honest_note)
     rec.sentence = _sentence(rec, table, choice_i, best_i)
     return rec
 

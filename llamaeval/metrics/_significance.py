@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,17 +58,25 @@ def permutation_test(x: Any, y: Any, n_permutations: int = 10_000, seed: int = 0
         raise EvaluationError(f"n_permutations must be >= 1, got {n_permutations}")
     observed = abs(d.mean())
     tol = 1e-12 * max(1.0, observed)
+    return sign_flip_pvalue(d, lambda means: np.abs(means) >= observed - tol, n_permutations, seed)
+
+
+def sign_flip_pvalue(d: np.ndarray, extreme: Callable[[np.ndarray], np.ndarray], n_permutations: int,
+                     seed: int) -> float:
+    """The share of sign flips of the paired differences ``d`` whose mean is ``extreme`` (a boolean
+    mask over an array of flipped means): exact over all 2**n patterns when 2**n <= ``n_permutations``,
+    else ``n_permutations`` random patterns seeded with ``seed`` and p = (1 + hits) / (1 + n_permutations)."""
+    n = len(d)
     if n <= 30 and 2 ** n <= n_permutations:
         patterns = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1) * 2 - 1
-        hits = int((np.abs(patterns @ d) / n >= observed - tol).sum())
-        return hits / 2 ** n
+        return int(extreme(patterns @ d / n).sum()) / 2 ** n
     rng = np.random.default_rng(seed)
     hits, done = 0, 0
     block = max(1, 4_000_000 // n)
     while done < n_permutations:
         size = min(block, n_permutations - done)
         signs = rng.integers(0, 2, size=(size, n)) * 2 - 1
-        hits += int((np.abs(signs @ d) / n >= observed - tol).sum())
+        hits += int(extreme(signs @ d / n).sum())
         done += size
     return (1 + hits) / (1 + n_permutations)
 

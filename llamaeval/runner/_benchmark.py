@@ -29,6 +29,7 @@ from llamaeval.runner._plan import (
     Key, PlannedRequest, build_plan, grid_cells, missing_requests, warmup_requests,
 )
 from llamaeval.runner._records import build_frames, hits_from_results, record_key
+from llamaeval.runner._resume import adopt_journal, discard_run, identity, resolve_existing
 from llamaeval.runner._run import MANIFEST_NAME, BenchmarkRun, load_records
 
 DEFAULT_MODES = MODES
@@ -38,7 +39,7 @@ _RESERVED_COLUMNS = frozenset({*REQUEST_KEY, "rank", "score", "chunk_index"})
 def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
               modes: str | Sequence[str] | None = None, top_k: int | Sequence[int] = (10,), *,
               params: Any = None, concurrency: int = 8, out: str | os.PathLike[str] | None = None,
-              config: BenchmarkConfig | None = None) -> BenchmarkRun:
+              config: BenchmarkConfig | None = None, on_existing: str = "resume") -> BenchmarkRun:
     """Run every (pipeline, configuration, top_k, query) retrieve request and collect a BenchmarkRun.
 
     A configuration is a mode, a set of retrieve parameters, or a mode with a set:
@@ -61,6 +62,10 @@ def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
     that interleaves configurations and top_k. A failed request is recorded (status, error)
     and the run goes on. With ``out=folder`` every finished request is journaled
     at once, a re-run sends only the missing ones, and the finished run is saved there.
+    When ``out`` already holds a run, ``on_existing`` says what to do: ``"resume"`` (default)
+    continues it if this call asks for the same grid and refuses any other; ``"extend"``
+    benchmarks the union of the saved grid and this one (only new requests are sent);
+    ``"replace"`` discards the saved run (see :mod:`llamaeval.runner._resume`).
 
     Works in scripts and in notebooks: when an event loop is already running
     (Jupyter), the run happens on a worker thread with its own loop. In async code,
@@ -70,10 +75,12 @@ def benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _said(asyncio.run(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config)))
+        return _said(asyncio.run(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config,
+                                            on_existing=on_existing)))
     # An AsyncLlamaCloud made in the running loop may hold connections bound to it: the
     # worker loop uses a twin with the same settings instead.
-    return _said(_run_in_thread(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config, twin=True)))
+    return _said(_run_in_thread(_benchmark(client, pipeline_id, queryset, grid, concurrency, out, config, twin=True,
+                                           on_existing=on_existing)))
 
 
 def _said(run: BenchmarkRun) -> BenchmarkRun:
@@ -130,10 +137,10 @@ def _run_in_thread(coro: Any) -> Any:
 async def abenchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any,
                      modes: str | Sequence[str] | None = None, top_k: int | Sequence[int] = (10,), *,
                      params: Any = None, concurrency: int = 8, out: str | os.PathLike[str] | None = None,
-                     config: BenchmarkConfig | None = None) -> BenchmarkRun:
+                     config: BenchmarkConfig | None = None, on_existing: str = "resume") -> BenchmarkRun:
     """The async form of :func:`benchmark` (same arguments, same result)."""
     return _said(await _benchmark(client, pipeline_id, queryset, _Grid(modes, top_k, params), concurrency, out,
-                                  config))
+                                  config, on_existing=on_existing))
 
 
 class _Grid:
@@ -150,7 +157,8 @@ class _Grid:
 
 async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: Any, grid: _Grid,
                      concurrency: int, out: str | os.PathLike[str] | None,
-                     config: BenchmarkConfig | None, *, twin: bool = False) -> BenchmarkRun:
+                     config: BenchmarkConfig | None, *, twin: bool = False,
+                     on_existing: str = "resume") -> BenchmarkRun:
     cfg = config if config is not None else BenchmarkConfig()
     if not isinstance(cfg, BenchmarkConfig):
         raise ConfigurationError(f"config must be a BenchmarkConfig, got {type(cfg).__name__}")
@@ -171,14 +179,20 @@ async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
         "mapping": _mapping_dict(mapping),
         "share_k": bool(cfg.share_k),
     }
-    if grid.with_params:
-        # A configuration's name must mean the same request in every session; runs of modes
-        # alone keep the fingerprint they always had (and may add modes on resume).
-        fingerprint["configurations"] = [c.to_dict() for c in grid.configs]
     folder = Path(out) if out is not None else None
+    decision = resolve_existing(folder, grid.configs, ks, pipelines, on_existing, fingerprint=fingerprint)
+    if decision.action == "replace":
+        discard_run(folder)
+    grid.configs, grid.ks = decision.configurations, decision.top_k
+    names, ks, pipelines = [c.name for c in grid.configs], grid.ks, decision.pipelines or pipelines
+    grid.names = names
+    if grid.with_params or any(c.mode != c.name or c.params for c in grid.configs):
+        # A configuration's name must mean the same request in every session; runs of modes
+        # alone keep the fingerprint they always had.
+        fingerprint["configurations"] = [c.to_dict() for c in grid.configs]
+    if decision.action in ("resume", "extend"):
+        adopt_journal(folder, fingerprint)
     records, previous_manifest = _load_previous(folder, fingerprint)
-    if previous_manifest is not None:
-        _refuse_narrower(folder, previous_manifest, pipelines, names, ks)
 
     cells = grid_cells(pipelines, names, ks, query_ids)
     plan = build_plan(pipelines, names, ks, query_ids, share_k=cfg.share_k, seed=cfg.seed)
@@ -215,6 +229,7 @@ async def _benchmark(client: Any, pipeline_id: str | Sequence[str], queryset: An
     manifest = _manifest(queryset, queries, qrels, pipes, server, client, grid, concurrency, cfg,
                          fingerprint, session, previous_manifest, requests, list(records.values()))
     run = BenchmarkRun(results, requests, qrels, queries, manifest, list(records.values()))
+    manifest["identity"] = run.identity  # what was measured, by content hash (the gate compares it)
     if folder is not None:
         run.save(folder)
         (folder / JOURNAL_NAME).unlink(missing_ok=True)
@@ -337,8 +352,7 @@ class _Sender:
         t0 = time.perf_counter()
         try:
             result = await self._client.pipelines.retrieve(
-                req.pipeline_id, self._text[req.query_id], mode=conf.mode, top_k=req.top_k,
-                **self._params, **conf.params)
+                req.pipeline_id, self._text[req.query_id], **conf.retrieve_arguments(req.top_k, self._params))
         except (LlamaEvalError, httpx.HTTPError) as exc:
             elapsed = time.perf_counter() - t0
             status = exc.status_code if isinstance(exc, APIError) and exc.status_code is not None else 0
@@ -442,39 +456,18 @@ def _load_previous(folder: Path | None,
     manifest_path = folder / MANIFEST_NAME
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if previous.get("fingerprint") != fingerprint:
+        if identity(previous.get("fingerprint")) != identity(fingerprint):
             raise ConfigurationError(
-                f"{folder} holds a run with a different query set, retrieve_params, mapping, share_k "
-                f"or configurations "
+                f"{folder} holds a run with a different query set, retrieve_params, mapping or share_k "
                 f"({previous.get('fingerprint')}); use another `out` folder")
         for rec in load_records(folder):
             records[record_key(rec)] = rec
     journal_fp, journaled = read_journal(folder / JOURNAL_NAME)
-    if journal_fp is not None and journal_fp != fingerprint:
+    if journal_fp is not None and identity(journal_fp) != identity(fingerprint):
         raise ConfigurationError(f"{folder / JOURNAL_NAME} belongs to a different run; use another `out` folder")
     for rec in journaled:
         records[record_key(rec)] = rec
     return records, previous
-
-
-def _refuse_narrower(folder: Path | None, previous: dict[str, Any], pipelines: list[str], names: list[str],
-                     ks: list[int]) -> None:
-    """Resuming may extend the saved grid (only the new requests are sent) but not drop part of it:
-    the saved run would be replaced by a smaller one without a word."""
-    params = previous.get("parameters") or {}
-    saved_names = [c.get("name") for c in params.get("configurations") or []] or list(params.get("modes") or [])
-    saved_ks = [int(k) for k in params.get("top_k") or []]
-    saved_pipes = [p.get("id") if isinstance(p, dict) else p for p in previous.get("pipelines") or []]
-    dropped = ([f"configuration {n!r}" for n in saved_names if n not in names]
-               + [f"top_k={k}" for k in saved_ks if k not in ks]
-               + [f"pipeline {p}" for p in saved_pipes if p not in pipelines])
-    if dropped:
-        raise ConfigurationError(
-            f"{folder} holds a run of {', '.join(saved_names)} x top_k {','.join(map(str, saved_ks))}; "
-            f"this call asks for {', '.join(names)} x top_k {','.join(map(str, ks))} and would replace it, "
-            f"dropping {', '.join(dropped[:6])}{' …' if len(dropped) > 6 else ''}. Ask for a grid that "
-            f"includes the saved one (only the new requests are sent), or use another `out` folder "
-            f"(delete this one to start afresh)")
 
 
 # --- manifest ----------------------------------------------------------------------------

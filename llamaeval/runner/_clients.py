@@ -57,12 +57,13 @@ async def server_info(aclient: Any) -> dict[str, Any]:
 
 
 async def pipeline_info(aclient: Any, pipeline_id: str) -> dict[str, Any]:
-    """The pipeline's name and retrieval/chunking configuration, JSON-safe (raises on 404/401)."""
+    """The pipeline's name and retrieval/chunking configuration, and in the real API its
+    ``preset_retrieval_parameters`` (what a request omits), JSON-safe (raises on 404/401)."""
     pipe = await aclient.pipelines.get(pipeline_id)
     extra = getattr(pipe, "extra", None) or {}
     out: dict[str, Any] = {"id": pipeline_id}
     for name in ("name", "project_id", "retrieval_config", "chunking_config", "embedding_model",
-                 "num_files", "num_chunks", "last_synced_at", "status"):
+                 "num_files", "num_chunks", "last_synced_at", "status", "preset_retrieval_parameters"):
         value = getattr(pipe, name, None)
         if value is None:
             value = extra.get(name)

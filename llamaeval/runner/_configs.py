@@ -47,6 +47,11 @@ class Configuration:
         """``{"name", "mode", "params"}``, as recorded in the manifest."""
         return {"name": self.name, "mode": self.mode, "params": dict(self.params)}
 
+    def retrieve_arguments(self, top_k: int, common: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The keyword arguments of this configuration's ``retrieve`` at ``top_k``: ``mode``,
+        ``top_k``, the run-wide ``common`` parameters (``BenchmarkConfig.retrieve_params``), its own."""
+        return {"mode": self.mode, "top_k": top_k, **(common or {}), **self.params}
+
 
 def build_configurations(modes: Sequence[str] | None, params: Any) -> list[Configuration]:
     """The configurations of ``benchmark(modes=..., params=...)``, in the order given.

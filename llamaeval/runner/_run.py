@@ -39,7 +39,8 @@ class BenchmarkRun:
         configurations: one row per (pipeline_id, mode, top_k) (see the property).
         qrels, queries: the judgements and queries of the benchmarked queries.
         manifest: JSON-safe provenance (query set + hash, pipelines and their
-            retrieval config, server and client versions, parameters, timestamps, machine).
+            retrieval config and presets, server and client versions, parameters, timestamps,
+            machine, and ``identity``: what was measured, by content hash; see :attr:`identity`).
     """
 
     def __init__(self, results: pd.DataFrame, requests: pd.DataFrame, qrels: pd.DataFrame,
@@ -104,18 +105,46 @@ class BenchmarkRun:
             warnings.warn(message, FailedRequestsWarning, stacklevel=3)
         return message
 
-    def recommend(self, metric: str = "ndcg@10", within: float = 0.01, latency: str = "p50",
+    def recommend(self, metric: str = "ndcg@10", within: float = 0.01, latency: str = "p50", *,
+                  validation: str | None = "auto", folds: int = 5, split: float = 0.5, seed: int = 0,
                   **kwargs: Any) -> Any:
         """Which configuration to ship: the cheapest (client ``latency``: "p50", "p95", "mean")
         whose ``metric`` is within ``within`` of the best, with the evidence
         (:func:`llamaeval.metrics._recommend.recommend`). ``str()`` of the answer is one
-        sentence; in a notebook it shows the evidence table too."""
+        sentence; in a notebook it shows the evidence table too.
+
+        ``validation`` ("auto", "kfold", "split", None) adds the honest estimate
+        (``rec.honest``): the choice re-made on part of the queries and scored on the rest
+        (``folds`` folds, or a ``split`` share to choose on; seeded with ``seed``), next to its
+        in-sample score. "auto" = k-fold with >= 10 judged queries and >= 2 configurations."""
         from llamaeval._display import pipeline_names
         from llamaeval.metrics._recommend import recommend
 
         self.check_failures()
-        return recommend(self.results, self.qrels, self.requests, metric, within, latency,
-                         names=pipeline_names(self.manifest), **kwargs)
+        rec = recommend(self.results, self.qrels, self.requests, metric, within, latency,
+                        names=pipeline_names(self.manifest), validation=validation, folds=folds,
+                        split=split, seed=seed, **kwargs)
+        rec.benchmarked_request = self.benchmarked_request(rec.choice)  # what rec.apply() ships
+        return rec
+
+    def benchmarked_request(self, selector: dict[str, Any]) -> Any:
+        """The retrieve request this run sent for one configuration (``{"mode": ..., "top_k": ...}``,
+        plus ``pipeline_id`` when there are several): mode, top_k, parameters, the top_k actually
+        sent, the pipeline's presets then (:class:`llamaeval.runner._chosen.BenchmarkedRequest`)."""
+        from llamaeval.runner._chosen import benchmarked_request
+
+        return benchmarked_request(self, selector)
+
+    def ship(self, client: Any, pipeline_id: str, metric: str = "ndcg@10", within: float = 0.01,
+             latency: str = "p50", *, dry_run: bool = True, **kwargs: Any) -> Any:
+        """Recommend a configuration (:meth:`recommend`, same arguments) and write it as
+        ``pipeline_id``'s ``preset_retrieval_parameters`` (real API; ``dry_run=True``, the default,
+        only shows the change): ``self.recommend(...).apply(client, pipeline_id, dry_run=...)``.
+        Returns the ShipPlan (:func:`llamaeval.metrics._apply.apply_recommendation`)."""
+        from llamaeval.metrics._apply import apply_recommendation
+
+        return apply_recommendation(self.recommend(metric, within, latency, **kwargs), client, pipeline_id,
+                                    dry_run=dry_run)
 
     def summary(self, metrics: Sequence[str] | None = None, *, primary: str | None = None) -> pd.DataFrame:
         """The table to read, one row per configuration in natural order: the pipeline by name
@@ -139,6 +168,16 @@ class BenchmarkRun:
             if m in out.columns and out[m].dtype.kind == "f":
                 out[m] = out[m].round(4)
         return out
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What the run measured, by content (:func:`llamaeval.runner._identity.run_identity`):
+        SHA-256 of its queries and judgements, each configuration's retrieve request, each
+        pipeline's configuration hash, llamaeval and server versions. Computed from the frames,
+        so runs saved by earlier versions have one too; ``llamaeval gate`` compares these."""
+        from llamaeval.runner._identity import run_identity
+
+        return run_identity(self.manifest or {}, self.queries, self.qrels, self.configurations)
 
     @property
     def pipeline_names(self) -> dict[str, str]:

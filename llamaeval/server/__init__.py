@@ -5,7 +5,8 @@ Run it::
     llamaeval keys create --data-dir ./srv --name me     # prints the API key on the last line
     llamaeval serve --data-dir ./srv [--host 127.0.0.1] [--port 8000]
                     [--sources-root /data/docs] [--max-upload-mb 50] [--log-level info]
-                    [--reranker mypkg.rerank:make] [--onnx-threads N]
+                    [--reranker mypkg.rerank:make] [--onnx-threads N] [--max-json-mb 10]
+                    [--max-query-chars 4096] [--index-cache-mb 1024] [--shared-sources-root]
 
 or from Python (a real subprocess on a free loopback port, with a fresh key)::
 
@@ -25,8 +26,8 @@ and an account never sees another's objects (404).
 
 Errors: ``{"detail": "<message>"}`` with 400 (bad input, also malformed JSON and wrong
 types — never 422), 401, 404 (unknown ids and other accounts' objects) and 413
-(upload larger than ``--max-upload-mb``, JSON body larger than ``LLAMAEVAL_MAX_JSON_MB``,
-query longer than ``LLAMAEVAL_MAX_QUERY_CHARS``); an unexpected error is a JSON 500, logged
+(upload larger than ``--max-upload-mb``, JSON body larger than ``--max-json-mb``,
+query longer than ``--max-query-chars``); an unexpected error is a JSON 500, logged
 once, and the connection stays usable.
 
 Request boundary (both dialects, before any route): every JSON body must be UTF-8 (else the
@@ -37,8 +38,8 @@ number be finite. The field is named: 400 with one sentence on ``/api/v1``, 422 
 shape on ``/cloud``. Unknown request fields are accepted (the simplified contract allows them)
 but never silently: the response carries ``Warning: 299 - "unknown field(s) ignored: topk"``
 (retrieve requests of the real dialect too). Limits: uploads ``--max-upload-mb`` (streamed to
-disk in 1 MB pieces, never held in memory), JSON bodies ``LLAMAEVAL_MAX_JSON_MB`` (default 10),
-retrieve bodies 6 bytes per query character + 64 KB, queries ``LLAMAEVAL_MAX_QUERY_CHARS``
+disk in 1 MB pieces, never held in memory), JSON bodies ``--max-json-mb`` (default 10),
+retrieve bodies 6 bytes per query character + 64 KB, queries ``--max-query-chars``
 (default 4096); queries of 512 characters or more run one at a time in a paced lane of their
 own, so clients sending maximal queries cannot take the CPU from everybody else.
 
@@ -62,6 +63,17 @@ what happened in ``error``; a sync that fails on the content makes it ``error``.
 is a 400; retrieving before the first sync is a 400. Searches run at most one per core at once
 (the others wait their turn, first come first served) and one fewer while a sync job runs, so
 ingestion keeps a core under any query load.
+
+Embedding in a sync: every changed file is parsed and cut first (the job's ``num_chunks_total``);
+then their chunks, up to 8,192 at a time, are sorted by token length and embedded in calls of at
+most 4,096 padded tokens (about 1% padding), a file completing as soon as its last chunk has a
+vector; the job's ``num_chunks_done`` follows call by call (cancels take effect between calls).
+Vectors are kept by content in ``<data_dir>/embedding-cache.sqlite``, per account (key: account,
+model name and the hash of its files, passage truncation, exact chunk text): a chunk the account
+has embedded before is not embedded again (``num_chunks_cached``), whichever pipeline or chunking
+config it came from; another account's vectors are never found. ``LLAMAEVAL_EMBED_CACHE_MB``
+(default 1024; 0 turns the cache off) bounds it, least recently used dropped first; each sync logs
+the cache's size and hits.
 
 Data sources: ``source_type: "directory"`` with ``config: {"path": "<folder>",
 "recursive": true}``, the folder relative to (and resolved inside) the account's own folder
@@ -106,14 +118,19 @@ Validation errors there are 422 in FastAPI's shape. Embeddings are always MiniLM
 ``embedding_config`` says (it is recorded). The v2 index API (``/indexes``,
 ``/retrieval/retrieve``) is not served.
 
-Settings: flags, then environment ``LLAMAEVAL_DATA_DIR`` (default ``./.llamaeval``),
+Settings: each ``serve`` flag wins over its environment variable, which wins over the default
+(a bad value is refused in one line naming the flag or variable): ``LLAMAEVAL_DATA_DIR`` (default ``./.llamaeval``),
 ``LLAMAEVAL_SOURCES_ROOT``, ``LLAMAEVAL_MAX_UPLOAD_MB`` (default 50), ``LLAMAEVAL_RERANKER``,
 ``LLAMAEVAL_ONNX_THREADS`` (embedder threads; default onnxruntime's), ``LLAMAEVAL_MAX_JSON_MB``
 (10), ``LLAMAEVAL_MAX_QUERY_CHARS`` (4096), ``LLAMAEVAL_INDEX_CACHE_MB`` (1024: loaded indexes
-beyond it are unloaded, least recently used first), ``LLAMAEVAL_SHARED_SOURCES_ROOT`` (0).
+beyond it are unloaded, least recently used first), ``LLAMAEVAL_SHARED_SOURCES_ROOT`` (0),
+``LLAMAEVAL_EMBED_CACHE_MB`` (1024; 0: no embedding cache),
+``LLAMAEVAL_DATABASE`` / ``--database``: ``sqlite:///PATH`` or ``postgresql://USER:PW@HOST:PORT/DB``
+(the ``postgres`` extra; schema created and migrated at start; see ``docs/scale-out.md``).
 Data dir layout:
 ``llamaeval.db`` (SQLite metadata behind the :class:`Storage` protocol, so another
-database can replace it), ``files/``, ``pipelines/<id>/chunks/``, ``pipelines/<id>/indexes/``.
+database can replace it), ``files/``, ``pipelines/<id>/chunks/``, ``pipelines/<id>/indexes/``,
+``embedding-cache.sqlite``.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from llamaeval.server import _simplified
 from llamaeval.server._auth import Gatekeeper
 from llamaeval.server._boundary import CatchAll, validation_message
 from llamaeval.server._config import DataLayout, ServerConfig
-from llamaeval.server._services import InvalidInput, NotFound, ServiceError, Services, TooLarge
+from llamaeval.server._services import InvalidInput, NotFound, ServiceError, Services, TooLarge, store_inline_models
 from llamaeval.server._storage import Storage
-from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES, IndexCache, SyncService
+from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES
 
 __all__ = ["create_app", "REAL_MOUNT"]
 
@@ -84,9 +84,9 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
     """The ASGI app for ``config``: the simplified dialect under ``/api/v1`` and the real
     LlamaCloud dialect under ``REAL_MOUNT`` + ``/api/v1``, over one set of services.
 
-    Nothing starts until the app's lifespan starts: then the storage is opened (SQLite under
-    ``config.data_dir`` unless ``storage`` is given), BLAS is limited to one thread, the
-    embedder is created and the sync worker starts."""
+    Nothing starts until the app's lifespan starts: then the storage is opened (``config.database``:
+    SQLite under ``config.data_dir`` by default, or PostgreSQL; unless ``storage`` is given), BLAS is
+    limited to one thread, the embedder is created and the sync worker starts."""
     from llamaeval import __version__
     from llamaeval.server import _llamacloud
 
@@ -97,17 +97,22 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
         from threadpoolctl import threadpool_limits
 
         from llamaeval import engine
-        from llamaeval.server._sqlite import SQLiteStorage
+        from llamaeval.server._database import open_storage
+        from llamaeval.server._queue import sync_service_for
+        from llamaeval.server._shared_index import index_cache_for
 
         # numpy's BLAS workers spin against onnxruntime on few cores: one thread each
         app.state.blas_limits = threadpool_limits(limits=1)
         layout = DataLayout(config.data_dir)
         layout.create()
-        store = storage if storage is not None else SQLiteStorage(layout.db_path)
+        if layout.remove_partial_writes():  # a killed server's cut-short writes: garbage, never objects
+            log.info("removed the partial writes a previous run left in %s", config.data_dir)
+        store = storage if storage is not None else open_storage(config.database, config.data_dir)
         emb = embedder if embedder is not None else engine.Embedder(num_threads=config.onnx_threads)
-        indexes = IndexCache(layout, emb, config.load_reranker(), budget_bytes=config.index_cache_bytes)
-        sync = SyncService(store, layout, config, emb, indexes)
+        indexes = index_cache_for(store, layout, emb, config.load_reranker(), config.index_cache_bytes)
+        sync = sync_service_for(store, layout, config, emb, indexes, work=config.ingest)
         services = Services(config=config, storage=store, layout=layout, embedder=emb, indexes=indexes, sync=sync)
+        store_inline_models(store, layout)  # pipelines of earlier releases: model weights -> reference
         app.state.llamaeval = real.state.llamaeval = services
         sync.start()
         log.info("llamaeval server ready: data dir %s", config.data_dir)

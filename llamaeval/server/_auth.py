@@ -80,12 +80,13 @@ class Gatekeeper:
 
     def _json_too_large(self, size: str) -> str:
         return (f"request body of {size} is larger than the server's JSON body limit of "
-                f"{_mb(self.max_json_bytes)} (LLAMAEVAL_MAX_JSON_MB; upload files with POST /files instead)")
+                f"{_mb(self.max_json_bytes)} (see --max-json-mb / LLAMAEVAL_MAX_JSON_MB; upload files with POST /files "
+                "instead)")
 
     def _retrieve_too_large(self, size: str) -> str:
         return (f"retrieve request body of {size} is larger than the server's limit for retrieve requests of "
                 f"{self.max_retrieve_bytes} bytes (a query of at most {self.max_query_chars} characters, "
-                "LLAMAEVAL_MAX_QUERY_CHARS, and 64 KB for the other parameters)")
+                "see --max-query-chars / LLAMAEVAL_MAX_QUERY_CHARS, and 64 KB for the other parameters)")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

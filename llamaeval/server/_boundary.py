@@ -219,6 +219,10 @@ def unknown_fields_warning(*bodies: Any) -> dict[str, str]:
     names = [name for body in bodies for name in unknown_fields(body)]
     if not names:
         return {}
-    shown = ", ".join(names[:10]) + (f" (and {len(names) - 10} more)" if len(names) > 10 else "")
-    safe = shown.encode("ascii", "backslashreplace").decode("ascii").replace("\\", "\\\\").replace('"', '\\"')
-    return {"Warning": f'299 - "unknown field(s) ignored: {safe[:500]}"'}
+    shown = (", ".join(names[:10]) + (f" (and {len(names) - 10} more)" if len(names) > 10 else ""))[:500]
+    # a header value is printable ASCII: other characters (control ones included: a name with a
+    # CR or LF would make the whole response illegal) are shown as backslash escapes
+    ascii_only = shown.encode("ascii", "backslashreplace").decode("ascii")
+    printable = "".join(ch if " " <= ch <= "~" else f"\\x{ord(ch):02x}" for ch in ascii_only)
+    safe = printable.replace("\\", "\\\\").replace('"', '\\"')
+    return {"Warning": f'299 - "unknown field(s) ignored: {safe}"'}

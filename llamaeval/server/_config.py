@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -12,8 +13,8 @@ from typing import Any
 
 from llamaeval._errors import ConfigurationError
 
-__all__ = ["ServerConfig", "DataLayout", "write_atomic", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_JSON_MB",
-           "DEFAULT_MAX_QUERY_CHARS", "DEFAULT_INDEX_CACHE_MB"]
+__all__ = ["ServerConfig", "DataLayout", "write_atomic", "setting_number", "DEFAULT_MAX_UPLOAD_MB",
+           "DEFAULT_MAX_JSON_MB", "DEFAULT_MAX_QUERY_CHARS", "DEFAULT_INDEX_CACHE_MB"]
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
 #: Largest JSON request body (documents sent inline by LlamaCloudIndex.from_documents included).
@@ -48,6 +49,10 @@ class ServerConfig:
         client sending maximal queries cannot take every core from the others.
     search_slots: searches running at once (None: the number of cores); one fewer while a
         sync job runs, so ingestion keeps a core under query load.
+    database: where the metadata lives: None (default) is SQLite in ``<data_dir>/llamaeval.db``;
+        ``sqlite:///PATH`` or ``postgresql://USER:PASSWORD@HOST:PORT/DBNAME`` (see ``_database``).
+    ingest: whether this process runs sync jobs (on PostgreSQL, False leaves them to ``llamaeval
+        worker`` processes and other servers; SQLite servers always ingest).
     """
 
     data_dir: Path
@@ -62,9 +67,14 @@ class ServerConfig:
     shared_sources_root: bool = False
     heavy_query_chars: int = 512
     search_slots: int | None = None
+    database: str | None = None
+    ingest: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+        from llamaeval.server._database import parse_database
+
+        parse_database(self.database, self.data_dir)  # a bad URL is named now, not at the first request
         if self.sources_root is not None:
             root = Path(self.sources_root).expanduser().resolve()
             if not root.is_dir():
@@ -93,33 +103,23 @@ class ServerConfig:
                  max_upload_mb: float | None = None, reranker: str | None = None,
                  onnx_threads: int | None = None, *, max_json_mb: float | None = None,
                  max_query_chars: int | None = None, index_cache_mb: float | None = None,
-                 shared_sources_root: bool | None = None) -> "ServerConfig":
+                 shared_sources_root: bool | None = None, database: str | None = None) -> "ServerConfig":
         """Arguments first, then ``LLAMAEVAL_DATA_DIR`` / ``LLAMAEVAL_SOURCES_ROOT`` /
         ``LLAMAEVAL_MAX_UPLOAD_MB`` / ``LLAMAEVAL_RERANKER`` / ``LLAMAEVAL_ONNX_THREADS`` /
         ``LLAMAEVAL_MAX_JSON_MB`` / ``LLAMAEVAL_MAX_QUERY_CHARS`` / ``LLAMAEVAL_INDEX_CACHE_MB`` /
-        ``LLAMAEVAL_SHARED_SOURCES_ROOT`` (1/true), then defaults (``./.llamaeval``, none, 50 MB,
-        none, onnxruntime's default, 10 MB, 4096, 1024 MB, per-account folders)."""
-        if onnx_threads is None and os.environ.get("LLAMAEVAL_ONNX_THREADS"):
-            raw = os.environ["LLAMAEVAL_ONNX_THREADS"]
-            if not raw.isdigit():
-                raise ConfigurationError(f"LLAMAEVAL_ONNX_THREADS must be a positive integer, got {raw!r}")
-            onnx_threads = int(raw)
+        ``LLAMAEVAL_SHARED_SOURCES_ROOT`` (1/true) / ``LLAMAEVAL_DATABASE`` (a URL), then defaults
+        (``./.llamaeval``, none, 50 MB, none, onnxruntime's default, 10 MB, 4096, 1024 MB,
+        per-account folders, SQLite in the data dir)."""
+        threads = _env_number("LLAMAEVAL_ONNX_THREADS", onnx_threads, None, whole=True, unit="threads")
+        onnx_threads = None if threads is None else int(threads)
         reranker = reranker or os.environ.get("LLAMAEVAL_RERANKER") or None
         data_dir = data_dir or os.environ.get("LLAMAEVAL_DATA_DIR") or DEFAULT_DATA_DIR
         sources_root = sources_root or os.environ.get("LLAMAEVAL_SOURCES_ROOT") or None
-        if max_upload_mb is None:
-            raw = os.environ.get("LLAMAEVAL_MAX_UPLOAD_MB")
-            try:
-                max_upload_mb = float(raw) if raw else DEFAULT_MAX_UPLOAD_MB
-            except ValueError:
-                raise ConfigurationError(f"LLAMAEVAL_MAX_UPLOAD_MB must be a number, got {raw!r}") from None
-        if not max_upload_mb > 0:
-            raise ConfigurationError(f"max upload size must be > 0 MB, got {max_upload_mb}")
-        max_json_mb = _env_number("LLAMAEVAL_MAX_JSON_MB", max_json_mb, DEFAULT_MAX_JSON_MB)
-        index_cache_mb = _env_number("LLAMAEVAL_INDEX_CACHE_MB", index_cache_mb, DEFAULT_INDEX_CACHE_MB)
-        max_query = _env_number("LLAMAEVAL_MAX_QUERY_CHARS", max_query_chars, DEFAULT_MAX_QUERY_CHARS)
-        if max_query != int(max_query):
-            raise ConfigurationError(f"the max query length must be a whole number of characters, got {max_query}")
+        max_upload_mb = _env_number("LLAMAEVAL_MAX_UPLOAD_MB", max_upload_mb, DEFAULT_MAX_UPLOAD_MB, unit="MB")
+        max_json_mb = _env_number("LLAMAEVAL_MAX_JSON_MB", max_json_mb, DEFAULT_MAX_JSON_MB, unit="MB")
+        index_cache_mb = _env_number("LLAMAEVAL_INDEX_CACHE_MB", index_cache_mb, DEFAULT_INDEX_CACHE_MB, unit="MB")
+        max_query = _env_number("LLAMAEVAL_MAX_QUERY_CHARS", max_query_chars, DEFAULT_MAX_QUERY_CHARS, whole=True,
+                                unit="characters")
         if shared_sources_root is None:
             raw = os.environ.get("LLAMAEVAL_SHARED_SOURCES_ROOT", "").strip().lower()
             if raw not in ("", "0", "1", "true", "false", "yes", "no"):
@@ -129,7 +129,9 @@ class ServerConfig:
                    max_upload_bytes=max(1, int(max_upload_mb * _MB)), reranker=reranker,
                    onnx_threads=onnx_threads, max_json_bytes=max(1, int(max_json_mb * _MB)),
                    max_query_chars=int(max_query), index_cache_bytes=max(1, int(index_cache_mb * _MB)),
-                   shared_sources_root=shared_sources_root)
+                   shared_sources_root=shared_sources_root,
+                   database=database or os.environ.get("LLAMAEVAL_DATABASE") or None,
+                   ingest=os.environ.get("LLAMAEVAL_INGEST", "1").strip().lower() not in ("0", "false", "no"))
 
     def sources_root_of(self, account_id: str) -> Path | None:
         """The folder ``account_id``'s ``directory`` data sources resolve under (None: disabled)."""
@@ -154,17 +156,27 @@ class ServerConfig:
         return reranker
 
 
-def _env_number(var: str, given: float | None, default: float) -> float:
-    """``given``, else the environment variable ``var`` as a number > 0, else ``default``."""
-    if given is None:
-        raw = os.environ.get(var)
-        try:
-            given = float(raw) if raw else default
-        except ValueError:
-            raise ConfigurationError(f"{var} must be a number, got {raw!r}") from None
-    if not given > 0:
-        raise ConfigurationError(f"{var.removeprefix('LLAMAEVAL_').lower()} must be > 0, got {given}")
-    return float(given)
+def setting_number(raw: Any, name: str, *, whole: bool = False, unit: str = "") -> float:
+    """``raw`` (a flag's or an environment variable's text, or a number) as a finite number > 0,
+    a whole one when ``whole``; otherwise a one-line ConfigurationError naming the setting
+    ``name`` (e.g. ``--max-query-chars`` or ``LLAMAEVAL_MAX_QUERY_CHARS``) and its ``unit``."""
+    try:
+        value = float(raw.strip()) if isinstance(raw, str) else float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0 or (whole and value != int(value)):
+        kind = "a whole number >= 1" if whole else "a number > 0"
+        raise ConfigurationError(f"{name} must be {kind}{f' ({unit})' if unit else ''}, got {raw!r}")
+    return value
+
+
+def _env_number(var: str, given: Any, default: float | None, *, whole: bool = False, unit: str = "") -> float | None:
+    """``given`` (an argument, named by its keyword in errors), else the environment variable
+    ``var``, else ``default``; a given value must be a number > 0 (see ``setting_number``)."""
+    if given is not None:
+        return setting_number(given, var.removeprefix("LLAMAEVAL_").lower(), whole=whole, unit=unit)
+    raw = os.environ.get(var, "").strip()
+    return setting_number(raw, var, whole=whole, unit=unit) if raw else default
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
@@ -193,6 +205,10 @@ class DataLayout:
         pipelines/<id>/chunks/<file_id>.json|.npy   processed chunks + embeddings per file
         pipelines/<id>/indexes/<version>/ complete indexes; the DB names the current one
         pipelines/<id>/indexes/.build-*   an index being built (removed if a sync dies)
+        .tmp-* / .upload-*                a write in progress (removed at the next start if it was cut short)
+        models/<sha256>.json              second-stage models a pipeline names that the package does not
+                                          ship (user-supplied weights), by SHA-256; a build starts with
+                                          a copy, and the index keeps the one it ranks with
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -200,10 +216,31 @@ class DataLayout:
         self.db_path = self.root / "llamaeval.db"
         self.files_dir = self.root / "files"
         self.pipelines_dir = self.root / "pipelines"
+        self.models_dir = self.root / "models"
 
     def create(self) -> None:
         for d in (self.root, self.files_dir, self.pipelines_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+    #: names of files being written (``write_atomic``, an upload being stored): complete only once renamed
+    PARTIAL_PREFIXES = (".tmp-", ".upload-")
+
+    def remove_partial_writes(self) -> int:
+        """Remove what writes cut short by a crash left (``.tmp-*``, ``.upload-*`` in ``files/``,
+        ``models/`` and each pipeline's ``chunks/``); call it at start, before anything writes.
+        Returns how many were removed."""
+        folders = [self.files_dir, self.models_dir]
+        if self.pipelines_dir.is_dir():
+            folders += [p / "chunks" for p in self.pipelines_dir.iterdir()]
+        removed = 0
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.name.startswith(self.PARTIAL_PREFIXES) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def file_path(self, file_id: str) -> Path:
         return self.files_dir / file_id
@@ -222,8 +259,16 @@ class DataLayout:
         return self.indexes_dir(pipeline_id) / version
 
     def new_build_dir(self, pipeline_id: str) -> Path:
+        """A fresh build directory, seeded with the model store (``models/``): ``build_index`` keeps
+        the model the pipeline names there, or none when it names a shipped model."""
         d = self.indexes_dir(pipeline_id) / f".build-{uuid.uuid4().hex}"
         d.mkdir(parents=True)
+        if self.models_dir.is_dir():
+            for model in self.models_dir.glob("*.json"):
+                if len(model.stem) != 64:  # a store write in progress (.tmp-*)
+                    continue
+                (d / "models").mkdir(exist_ok=True)
+                shutil.copyfile(model, d / "models" / model.name)
         return d
 
     def prune_indexes(self, pipeline_id: str, keep: set[str]) -> None:

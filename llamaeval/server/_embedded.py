@@ -42,14 +42,16 @@ class EmbeddedServer:
     ``ServerConfig.from_env``). ``shared_sources_root``: an embedded server is single-tenant (one
     fresh key), so by default its ``sources_root`` is that account's whole folder; False gives each
     account its own ``sources_root / account_id`` folder, as ``llamaeval serve`` does by default.
-    ``account_id``: the account of ``api_key``.
+    ``account_id``: the account of ``api_key``. ``database``: the server's metadata database URL
+    (``llamaeval serve --database``; default SQLite in the data dir), e.g.
+    ``postgresql://user:pw@host:5432/llamaeval``; the API key is created there.
     """
 
     def __init__(self, data_dir: Path | None = None, host: str = "127.0.0.1", port: int | None = None, *,
                  sources_root: Path | None = None, max_upload_mb: float | None = None,
                  api_key: str | None = None, reranker: str | None = None,
                  startup_timeout: float = 60.0, settings: dict[str, str] | None = None,
-                 shared_sources_root: bool = True) -> None:
+                 shared_sources_root: bool = True, database: str | None = None) -> None:
         if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
             raise ConfigurationError(f"port must be an int in 1..65535, got {port!r}")
         if startup_timeout <= 0:
@@ -62,6 +64,11 @@ class EmbeddedServer:
         self.max_upload_mb = max_upload_mb
         self.api_key = api_key
         self.reranker = reranker
+        if database is not None:
+            from llamaeval.server._database import parse_database
+
+            parse_database(database, self.data_dir or Path("."))  # a bad URL is named here
+        self.database = database
         self.startup_timeout = float(startup_timeout)
         bad = [k for k in (settings or {}) if not k.startswith("LLAMAEVAL_")]
         if bad:
@@ -89,10 +96,10 @@ class EmbeddedServer:
         """The account of ``api_key`` (None before a key exists)."""
         if self.api_key is None or self.data_dir is None:
             return None
-        from llamaeval.server._keys import DB_NAME, hash_key
-        from llamaeval.server._sqlite import SQLiteStorage
+        from llamaeval.server._database import open_storage
+        from llamaeval.server._keys import hash_key
 
-        storage = SQLiteStorage(Path(self.data_dir) / DB_NAME)
+        storage = open_storage(self.database, self.data_dir)
         try:
             return storage.account_for_key_hash(hash_key(self.api_key))
         finally:
@@ -120,7 +127,7 @@ class EmbeddedServer:
         if self.api_key is None:
             from llamaeval.server._keys import create_api_key_in
 
-            self.api_key, _ = create_api_key_in(self.data_dir, name="embedded")
+            self.api_key, _ = create_api_key_in(self.data_dir, name="embedded", database=self.database)
         fixed_port = self.port
         last_error: Exception | None = None
         for _ in range(3):  # a free port can be taken between probing and binding: retry
@@ -145,6 +152,8 @@ class EmbeddedServer:
             cmd += ["--max-upload-mb", str(self.max_upload_mb)]
         if self.reranker is not None:
             cmd += ["--reranker", self.reranker]
+        if self.database is not None:
+            cmd += ["--database", self.database]
         env = {**os.environ, **self.settings}
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")

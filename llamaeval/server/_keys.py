@@ -16,7 +16,6 @@ from llamaeval.server._storage import ApiKey, Storage
 __all__ = ["KEY_PREFIX", "hash_key", "new_key", "create_api_key", "create_api_key_in"]
 
 KEY_PREFIX = "llx-"
-DB_NAME = "llamaeval.db"
 
 
 def hash_key(key: str) -> str:
@@ -45,11 +44,13 @@ def create_api_key(storage: Storage, name: str = "default", account_id: str | No
     return key, record
 
 
-def create_api_key_in(data_dir: Path, name: str = "default", account_id: str | None = None) -> tuple[str, ApiKey]:
-    """:func:`create_api_key` on the SQLite database of the server data directory ``data_dir``."""
-    from llamaeval.server._sqlite import SQLiteStorage
+def create_api_key_in(data_dir: Path, name: str = "default", account_id: str | None = None, *,
+                      database: str | None = None) -> tuple[str, ApiKey]:
+    """:func:`create_api_key` on the server's database: ``database`` (a URL, see
+    ``llamaeval serve --database``), by default the SQLite file of the data directory ``data_dir``."""
+    from llamaeval.server._database import open_storage
 
-    storage = SQLiteStorage(Path(data_dir) / DB_NAME)
+    storage = open_storage(database, data_dir)
     try:
         return create_api_key(storage, name, account_id)
     finally:

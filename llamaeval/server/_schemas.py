@@ -133,6 +133,11 @@ class PipelineJobOut(BaseModel):
     num_processed: int = 0
     num_failed: int = Field(0, description="Files that ended in error.")
     num_chunks: int = Field(0, description="Chunks in the index the job built.")
+    num_chunks_total: int = Field(0, description="Chunks of the files this job processes (known once they are cut).")
+    num_chunks_done: int = Field(0, description="Of them, chunks with a vector: embedded, or found in the "
+                                                "embedding cache.")
+    num_chunks_cached: int = Field(0, description="Of them, chunks found in the embedding cache (not embedded "
+                                                  "again).")
 
 
 class DataSourceOut(BaseModel):

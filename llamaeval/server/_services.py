@@ -228,6 +228,7 @@ class Services:
         name = check_name(name, "pipeline name")
         self.project(acct, project_id)
         retrieval, chunking = check_configs(retrieval_config, chunking_config)
+        retrieval = self._model_by_reference(retrieval)
         check_value(attributes or {}, "pipeline settings")
         now = utc_now()
         pipeline = Pipeline(id=str(uuid.uuid4()), account_id=acct, project_id=project_id, name=name,
@@ -249,6 +250,7 @@ class Services:
         retrieval, chunking = check_configs(
             pipeline.retrieval_config if retrieval_config is None else retrieval_config,
             pipeline.chunking_config if chunking_config is None else chunking_config)
+        retrieval = self._model_by_reference(retrieval)
         if retrieval != pipeline.retrieval_config:
             changes["retrieval_config"] = retrieval
         if chunking != pipeline.chunking_config:
@@ -259,6 +261,23 @@ class Services:
         if changes:
             self.storage.update_pipeline(pipeline.id, updated_at=utc_now(), **changes)
         return self.pipeline(acct, pipeline_id)
+
+    def _model_by_reference(self, retrieval: dict[str, Any]) -> dict[str, Any]:
+        """A validated retrieval config whose second-stage model is a reference: inline weights go to
+        the model store (``<data_dir>/models/<sha256>.json``) and are replaced by their name, version
+        and SHA-256; a reference must name a shipped model or one in the store (InvalidInput)."""
+        from llamaeval import engine
+        from llamaeval.engine._models import ModelStore, is_reference
+
+        store = ModelStore(self.layout.models_dir)
+        model = retrieval["ltr_model"]
+        if not is_reference(model):
+            return {**retrieval, "ltr_model": store.put(model)}
+        try:
+            engine.RetrievalConfig.from_dict(retrieval).model_document((store,))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        return retrieval
 
     def delete_pipeline(self, acct: str, pipeline_id: str) -> Pipeline:
         pipeline = self.pipeline(acct, pipeline_id)
@@ -543,7 +562,7 @@ class Services:
         limit = self.config.max_query_chars
         if len(query) > limit:
             raise TooLarge(f"query of {len(query)} characters is longer than the server's limit of {limit} "
-                           "characters (LLAMAEVAL_MAX_QUERY_CHARS)")
+                           "characters (see --max-query-chars / LLAMAEVAL_MAX_QUERY_CHARS)")
         return check_text(query, "query")
 
     def search(self, acct: str, pipeline_id: str, query: str, build: Callable[[Any], Any],
@@ -673,6 +692,35 @@ def check_sync_interval(seconds: int | None) -> int | None:
         raise InvalidInput(f"sync_interval must be a number of seconds in 1..{MAX_SYNC_INTERVAL} (or 0/null for "
                            f"none), got {shown}")
     return seconds or None
+
+
+def store_inline_models(storage: Storage, layout: DataLayout) -> int:
+    """Start-up migration: pipelines stored before models were named by reference carry their second
+    stage's weights inline in ``retrieval_config.ltr_model`` (~110 KB each). Weights equal to a model
+    shipped with the package become that model's reference (name, version, SHA-256: the package keeps
+    every older version, so the pipeline ranks exactly as before); any other weights move to the model
+    store (``<data_dir>/models/<sha256>.json``) and become a reference to it. Idempotent; returns the
+    number of pipelines changed (their next sync rebuilds the index, with the same model)."""
+    import json
+
+    from llamaeval.engine._models import MODEL_NAME, ModelStore, packaged_versions, read_packaged
+
+    shipped: dict[str, dict[str, Any]] = {}
+    for version in packaged_versions():
+        data = read_packaged(version)
+        shipped[json.dumps(json.loads(data)["models"], sort_keys=True)] = {
+            "name": MODEL_NAME, "version": version, "sha256": hashlib.sha256(data).hexdigest()}
+    store = ModelStore(layout.models_dir)
+    changed = 0
+    for pipeline in storage.list_all_pipelines():
+        config = pipeline.retrieval_config
+        model = config.get("ltr_model") if isinstance(config, dict) else None
+        if not isinstance(model, dict) or not isinstance(model.get("models"), dict):
+            continue
+        ref = shipped.get(json.dumps(model["models"], sort_keys=True)) or store.put(model)
+        storage.update_pipeline(pipeline.id, retrieval_config={**config, "ltr_model": ref})
+        changed += 1
+    return changed
 
 
 def check_configs(retrieval: Any, chunking: Any) -> tuple[dict[str, Any], dict[str, Any]]:

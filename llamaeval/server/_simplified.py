@@ -68,7 +68,8 @@ def _job_out(j: Job) -> dict[str, Any]:
     return {"id": j.id, "pipeline_id": j.pipeline_id, "status": j.status, "created_at": j.created_at,
             "completed_at": j.completed_at, "started_at": j.started_at, "error": j.error,
             "trigger": j.trigger, "num_files": j.num_files, "num_processed": j.num_processed,
-            "num_failed": j.num_failed, "num_chunks": j.num_chunks}
+            "num_failed": j.num_failed, "num_chunks": j.num_chunks, "num_chunks_total": j.num_chunks_total,
+            "num_chunks_done": j.num_chunks_done, "num_chunks_cached": j.num_chunks_cached}
 
 
 def _data_source_out(d: DataSource) -> dict[str, Any]:

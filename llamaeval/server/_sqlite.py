@@ -31,12 +31,14 @@ from llamaeval.server._storage import (
     StoredFile,
     utc_now,
 )
+from llamaeval.server._storage import JSON_FIELDS as _JSON_FIELDS
+from llamaeval.server._storage import UPDATABLE
 
 __all__ = ["SQLiteStorage"]
 
 T = TypeVar("T")
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -79,11 +81,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL, account_id TEXT NOT NULL, status TEXT NOT NULL,
     created_at TEXT NOT NULL, trigger TEXT NOT NULL, started_at TEXT, completed_at TEXT, error TEXT,
     num_files INTEGER NOT NULL DEFAULT 0, num_processed INTEGER NOT NULL DEFAULT 0,
-    num_failed INTEGER NOT NULL DEFAULT 0, num_chunks INTEGER NOT NULL DEFAULT 0);
+    num_failed INTEGER NOT NULL DEFAULT 0, num_chunks INTEGER NOT NULL DEFAULT 0,
+    num_chunks_total INTEGER NOT NULL DEFAULT 0, num_chunks_done INTEGER NOT NULL DEFAULT 0,
+    num_chunks_cached INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs(pipeline_id, created_at);
 """
 
-_JSON_FIELDS = {"retrieval_config", "chunking_config", "metadata", "config", "attributes", "component"}
 # numbered migrations: version -> statements that bring a database of version - 1 to it
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE pipelines ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'",
@@ -124,8 +127,18 @@ def _repair_surrogates(db: sqlite3.Connection) -> None:
                     db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (json.dumps(fixed), rowid))
 
 
+def _add_job_chunk_counters(db: sqlite3.Connection) -> None:
+    """Version 4: a running job's chunk counters (``num_chunks_total|done|cached``), added
+    where missing."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    for column in ("num_chunks_total", "num_chunks_done", "num_chunks_cached"):
+        if column not in have:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+
 #: migrations that need code: version -> function run on the connection after the statements
-_CODE_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _repair_surrogates}
+_CODE_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _repair_surrogates,
+                                                                      4: _add_job_chunk_counters}
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -213,10 +226,10 @@ class SQLiteStorage:
                 raise
             self._db.execute("COMMIT")
 
-    def _update(self, table: str, where: str, args: tuple, changes: dict[str, Any], allowed: set[str]) -> None:
+    def _update(self, table: str, where: str, args: tuple, changes: dict[str, Any]) -> None:
         if not changes:
             return
-        bad = set(changes) - allowed
+        bad = set(changes) - UPDATABLE[table]
         if bad:
             raise ValueError(f"cannot update {table} field(s): {', '.join(sorted(bad))}")
         sets = ", ".join(f"{k} = ?" for k in changes)
@@ -272,8 +285,7 @@ class SQLiteStorage:
         return self._one(StoredFile, "SELECT * FROM files WHERE id = ? AND account_id = ?", (file_id, account_id))
 
     def update_file(self, file_id: str, **changes: Any) -> None:
-        self._update("files", "id = ?", (file_id,), changes,
-                     {"name", "file_size", "content_type", "sha256", "updated_at"})
+        self._update("files", "id = ?", (file_id,), changes)
 
     def find_source_file(self, data_source_id: str, source_path: str) -> StoredFile | None:
         return self._one(StoredFile, "SELECT * FROM files WHERE data_source_id = ? AND source_path = ?",
@@ -323,12 +335,8 @@ class SQLiteStorage:
     def list_all_pipelines(self) -> list[Pipeline]:
         return self._all(Pipeline, f"{self._PIPELINE_SELECT} ORDER BY p.created_at, p.id")
 
-    _PIPELINE_FIELDS = {"status", "updated_at", "num_chunks", "last_synced_at", "index_version", "error",
-                        "last_sync_started_at", "name", "sync_interval", "attributes", "retrieval_config",
-                        "chunking_config"}
-
     def update_pipeline(self, pipeline_id: str, **changes: Any) -> None:
-        self._update("pipelines", "id = ?", (pipeline_id,), changes, self._PIPELINE_FIELDS)
+        self._update("pipelines", "id = ?", (pipeline_id,), changes)
 
     def delete_pipeline(self, pipeline_id: str) -> None:
         with self._lock:
@@ -365,8 +373,7 @@ class SQLiteStorage:
                          "ORDER BY added_at, rowid", (pipeline_id,))
 
     def update_pipeline_file(self, pipeline_id: str, file_id: str, **changes: Any) -> None:
-        self._update("pipeline_files", "pipeline_id = ? AND file_id = ?", (pipeline_id, file_id), changes,
-                     {"name", "status", "metadata", "error", "num_chunks", "processed_key", "updated_at"})
+        self._update("pipeline_files", "pipeline_id = ? AND file_id = ?", (pipeline_id, file_id), changes)
 
     def remove_pipeline_file(self, pipeline_id: str, file_id: str) -> None:
         with self._lock:
@@ -399,7 +406,7 @@ class SQLiteStorage:
                          (pipeline_id,))
 
     def update_data_source(self, data_source_id: str, **changes: Any) -> None:
-        self._update("data_sources", "id = ?", (data_source_id,), changes, {"name", "config", "updated_at"})
+        self._update("data_sources", "id = ?", (data_source_id,), changes)
 
     def detach_data_source(self, pipeline_id: str, data_source_id: str) -> None:
         with self._lock:
@@ -431,7 +438,7 @@ class SQLiteStorage:
                          "ORDER BY created_at, id", (account_id, project_id))
 
     def update_data_sink(self, data_sink_id: str, **changes: Any) -> None:
-        self._update("data_sinks", "id = ?", (data_sink_id,), changes, {"name", "component", "updated_at"})
+        self._update("data_sinks", "id = ?", (data_sink_id,), changes)
 
     def delete_data_sink(self, data_sink_id: str) -> None:
         with self._lock:
@@ -442,7 +449,7 @@ class SQLiteStorage:
         with self._transaction():
             self._insert("jobs", record)
             if pipeline_changes:
-                self._update("pipelines", "id = ?", (record.pipeline_id,), pipeline_changes, self._PIPELINE_FIELDS)
+                self._update("pipelines", "id = ?", (record.pipeline_id,), pipeline_changes)
         return record
 
     def get_job(self, job_id: str) -> Job | None:
@@ -454,17 +461,14 @@ class SQLiteStorage:
     def list_unfinished_jobs(self) -> list[Job]:
         return self._all(Job, "SELECT * FROM jobs WHERE status IN ('pending', 'running') ORDER BY created_at, rowid")
 
-    _JOB_FIELDS = {"status", "started_at", "completed_at", "error", "num_files", "num_processed", "num_failed",
-                   "num_chunks"}
-
     def update_job(self, job_id: str, **changes: Any) -> None:
-        self._update("jobs", "id = ?", (job_id,), changes, self._JOB_FIELDS)
+        self._update("jobs", "id = ?", (job_id,), changes)
 
     def update_job_and_pipeline(self, job_id: str, job_changes: dict[str, Any], pipeline_id: str,
                                 pipeline_changes: dict[str, Any]) -> None:
         with self._transaction():
-            self._update("jobs", "id = ?", (job_id,), job_changes, self._JOB_FIELDS)
-            self._update("pipelines", "id = ?", (pipeline_id,), pipeline_changes, self._PIPELINE_FIELDS)
+            self._update("jobs", "id = ?", (job_id,), job_changes)
+            self._update("pipelines", "id = ?", (pipeline_id,), pipeline_changes)
 
     def close(self) -> None:
         with self._lock:

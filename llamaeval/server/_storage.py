@@ -2,10 +2,10 @@
 
 Every object belongs to an account; every getter takes the caller's ``account_id``
 and returns None for objects of other accounts, so the API answers 404 and ids do
-not leak. SQLite implements it (``_sqlite.SQLiteStorage``); a server database such
-as PostgreSQL can replace it by implementing the same :class:`Storage` protocol.
-File contents, processed chunks and indexes are NOT stored here but on disk
-(``_layout.DataLayout``).
+not leak. SQLite implements it (``_sqlite.SQLiteStorage``, the default) and so does
+PostgreSQL (``_postgres.PostgresStorage``, ``--database postgresql://...``); the tests of the
+server's contract run on both. File contents, processed chunks and indexes are NOT stored
+here but on disk (``_config.DataLayout``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,24 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Account", "ApiKey", "Project", "StoredFile", "Pipeline", "PipelineFile",
-    "DataSource", "DataSink", "Job", "Storage", "utc_now",
+    "DataSource", "DataSink", "Job", "Storage", "utc_now", "JSON_FIELDS", "UPDATABLE",
 ]
+
+#: Record fields holding JSON values (stored as JSON text by every implementation).
+JSON_FIELDS = frozenset({"retrieval_config", "chunking_config", "metadata", "config", "attributes", "component"})
+#: table -> the fields its ``update_*`` method may change (others are a ValueError naming them).
+UPDATABLE: dict[str, frozenset[str]] = {
+    "files": frozenset({"name", "file_size", "content_type", "sha256", "updated_at"}),
+    "pipelines": frozenset({"status", "updated_at", "num_chunks", "last_synced_at", "index_version", "error",
+                            "last_sync_started_at", "name", "sync_interval", "attributes", "retrieval_config",
+                            "chunking_config"}),
+    "pipeline_files": frozenset({"name", "status", "metadata", "error", "num_chunks", "processed_key",
+                                 "updated_at"}),
+    "data_sources": frozenset({"name", "config", "updated_at"}),
+    "data_sinks": frozenset({"name", "component", "updated_at"}),
+    "jobs": frozenset({"status", "started_at", "completed_at", "error", "num_files", "num_processed",
+                       "num_failed", "num_chunks", "num_chunks_total", "num_chunks_done", "num_chunks_cached"}),
+}
 
 
 def utc_now() -> datetime:
@@ -150,6 +166,11 @@ class Job:
     num_processed: int = 0
     num_failed: int = 0
     num_chunks: int = 0  # chunks in the index the job built
+    # while it runs: chunks of the files it processes (known once they are cut), of them with a
+    # vector (embedded, or found in the embedding cache), and of them found in the cache
+    num_chunks_total: int = 0
+    num_chunks_done: int = 0
+    num_chunks_cached: int = 0
 
 
 @runtime_checkable

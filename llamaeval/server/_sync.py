@@ -1,7 +1,9 @@
 """Background ingestion: one worker thread runs sync jobs; a scheduler thread starts timed syncs.
 
-A job: scan the pipeline's data sources into pipeline files, parse/chunk/embed each
-pending or changed file once (chunks + embeddings kept on disk per file), then build
+A job: scan the pipeline's data sources into pipeline files, parse and chunk each
+pending or changed file once (chunks kept on disk per file), embed the chunks of up to
+``WINDOW_CHUNKS`` of them at a time sorted by token length (vectors kept beside the chunks;
+vectors the account's embedding cache already holds are not computed again), then build
 a NEW complete index from every completed file in a temporary directory, rename it
 into place and only then point the pipeline at it (one metadata update). Retrieval
 therefore only ever reads the last completed index, also after a failed or killed
@@ -20,12 +22,14 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
+from llamaeval.server._embedding_cache import EmbeddingCache, model_scope
 from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Storage, StoredFile, utc_now
 
 __all__ = ["SyncService", "SearchGate", "IndexCache", "resolve_source_dir", "SUPPORTED_SOURCE_TYPES", "CANCELLED",
@@ -226,16 +230,30 @@ class SearchGate:
                 self._waiting.popleft().set()
 
 
+@dataclass(frozen=True)
+class _Chunked:
+    """A file of the running sync cut into ``n_chunks`` chunks (saved on disk under ``key``)."""
+
+    pf: PipelineFile
+    key: str
+    n_chunks: int
+
+
 class SyncService:
     """Runs sync jobs one at a time on a worker thread; starts scheduled syncs."""
 
     def __init__(self, storage: Storage, layout: DataLayout, config: ServerConfig, embedder: Any,
-                 indexes: IndexCache) -> None:
+                 indexes: IndexCache, embed_cache: Any = "data_dir") -> None:
         self.storage = storage
         self.layout = layout
         self.config = config
         self.embedder = embedder
         self.indexes = indexes
+        #: vectors by content (``_embedding_cache``): by default the data dir's, with the budget of
+        #: ``LLAMAEVAL_EMBED_CACHE_MB``; None: every chunk is embedded
+        self.embed_cache: EmbeddingCache | None = (
+            EmbeddingCache.in_data_dir(layout.root, dimensions=int(embedder.dimensions))
+            if embed_cache == "data_dir" else embed_cache)
         self._queue: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # serialises job creation
@@ -259,6 +277,8 @@ class SyncService:
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+        if self.embed_cache is not None:
+            self.embed_cache.close()
 
     def _recover(self) -> None:
         """Jobs a killed server left running end failed; pending ones are queued again."""
@@ -484,8 +504,9 @@ class SyncService:
                 {"status": "active", "error": None, "last_synced_at": now, "updated_at": now})
             return
 
-        progress = {"processed": 0, "failed": 0}
-        batch: list[tuple[PipelineFile, str, Any, list[Any]]] = []
+        progress = {"processed": 0, "failed": 0, "chunks_total": 0, "chunks_done": 0, "chunks_cached": 0}
+        chunked: list[_Chunked] = []  # files cut into chunks (on disk), waiting for their vectors
+        last_report = time.monotonic()
         for pf, stored, key in targets:
             self._check(pipeline.id)
             self.storage.update_pipeline_file(pipeline.id, pf.file_id, status="processing", updated_at=utc_now())
@@ -500,23 +521,35 @@ class SyncService:
                 chunks = engine.chunk_document(doc, chunking, self.embedder)
                 if not chunks:
                     raise engine.ParseError("document has no text to index")
+                self._save_chunks(pipeline.id, pf.file_id, key, doc.title, chunks)
             except (engine.ParseError, ValueError, UnicodeError, OSError) as exc:
                 self._file_done(job, pipeline.id, pf, key, progress, error=_reason(exc))
                 continue
-            batch.append((pf, key, doc, chunks))
-            if len(batch) >= self.BATCH_FILES or sum(len(b[3]) for b in batch) >= self.BATCH_CHUNKS:
-                self._embed_batch(job, pipeline.id, batch, progress)
-                batch = []
-        if batch:
-            self._embed_batch(job, pipeline.id, batch, progress)
+            chunked.append(_Chunked(pf, key, len(chunks)))
+            progress["chunks_total"] += len(chunks)
+            if time.monotonic() - last_report >= self.REPORT_S:
+                self._report_chunks(job, progress)
+                last_report = time.monotonic()
+        self._report_chunks(job, progress)
+        self._embed_files(job, pipeline.id, chunked, progress)
+        if progress["chunks_total"]:
+            cache = self.embed_cache.stats() if self.embed_cache is not None else None
+            log.info("pipeline %s: %d chunks, %d embedded, %d from the embedding cache%s", pipeline.id,
+                     progress["chunks_total"], progress["chunks_done"] - progress["chunks_cached"],
+                     progress["chunks_cached"],
+                     "" if cache is None else (f" (cache: {cache['entries']} vectors, {cache['bytes'] / 2**20:.1f} of "
+                                               f"{cache['budget_bytes'] / 2**20:.0f} MB, {cache['evictions']} "
+                                               "evicted since start)"))
 
         self._check(pipeline.id)
         progress["files"] = len(targets)
         self._build_and_swap(job, pipeline, chunking, progress)
 
-    # files are parsed and chunked one by one, embedded in batches (one ONNX call per batch)
-    BATCH_FILES = 32
-    BATCH_CHUNKS = 128
+    #: Chunks embedded together: sorted by token length over the window, cut into calls of at
+    #: most ``Embedder.batch_tokens`` padded tokens (bounded memory: the window's texts and vectors).
+    WINDOW_CHUNKS = 8192
+    #: Seconds between progress writes while files are being chunked.
+    REPORT_S = 0.5
 
     def _file_done(self, job: Job, pipeline_id: str, pf: PipelineFile, key: str, progress: dict[str, int],
                    n_chunks: int = 0, error: str | None = None) -> None:
@@ -531,6 +564,12 @@ class SyncService:
         progress["processed"] += 1
         self.storage.update_job(job.id, num_processed=progress["processed"], num_failed=progress["failed"])
 
+    def _report_chunks(self, job: Job, progress: dict[str, int]) -> None:
+        """The job's chunk counters: chunks of the files it processes, of them with a vector
+        (embedded now or found in the embedding cache), and of them found in the cache."""
+        self.storage.update_job(job.id, num_chunks_total=progress["chunks_total"],
+                                num_chunks_done=progress["chunks_done"], num_chunks_cached=progress["chunks_cached"])
+
     def _reuse(self, pipeline_id: str, file_id: str, key: str) -> int | None:
         """Chunk count of this file's processed chunks on disk when they match ``key`` (same content
         and config, e.g. only the metadata changed), else None."""
@@ -543,34 +582,129 @@ class SyncService:
         except (ValueError, KeyError, OSError):
             return None
 
-    def _embed_batch(self, job: Job, pipeline_id: str, batch: list[tuple[PipelineFile, str, Any, list[Any]]],
-                     progress: dict[str, int]) -> None:
-        """Embed the chunks of several files in one call; each file's chunks and vectors go to disk."""
+    def _save_chunks(self, pipeline_id: str, file_id: str, key: str, title: str | None, chunks: list[Any]) -> None:
+        """Write a file's chunks (its vectors follow once embedded); its old vectors go first, so
+        chunks on disk never sit beside vectors of other chunks."""
+        json_path, npy_path = self.layout.chunks_paths(pipeline_id, file_id)
+        npy_path.unlink(missing_ok=True)
+        record = {"key": key, "title": title, "embedding_model": self.embedder.model_name,
+                  "chunks": [{"text": c.text, "chunk_index": c.chunk_index, "start_char": c.start_char,
+                              "end_char": c.end_char} for c in chunks]}
+        write_atomic(json_path, json.dumps(record, ensure_ascii=False).encode("utf-8"), durable=False)
+
+    def _embed_files(self, job: Job, pipeline_id: str, files: list["_Chunked"], progress: dict[str, int]) -> None:
+        """Give every chunked file its vectors, ``WINDOW_CHUNKS`` chunks at a time; a file
+        completes as soon as all its chunks have one."""
+        window: list[_Chunked] = []
+        size = 0
+        for f in files:
+            window.append(f)
+            size += f.n_chunks
+            if size >= self.WINDOW_CHUNKS:
+                self._embed_window(job, pipeline_id, window, progress)
+                window, size = [], 0
+        if window:
+            self._embed_window(job, pipeline_id, window, progress)
+
+    def _passage_batches(self, texts: list[str]) -> Any:
+        """(indices into ``texts``, vectors) batch by batch from the embedder (one call for an
+        embedder without ``iter_passage_batches``)."""
+        batches = getattr(self.embedder, "iter_passage_batches", None)
+        if batches is not None:
+            yield from batches(texts)
+        elif texts:
+            yield np.arange(len(texts)), self.embedder.embed_passages(texts)
+
+    def _embed_window(self, job: Job, pipeline_id: str, window: list["_Chunked"], progress: dict[str, int]) -> None:
+        """Embed the chunks of ``window``'s files together, longest first in token-budget batches;
+        write each file's vectors and complete it once all its chunks are embedded. Each text is
+        embedded once (duplicates share the vector). On an embedding error the window's
+        unfinished files end in error."""
+        self._check(pipeline_id)
+        texts: list[str] = []
+        owner: list[int] = []  # position -> index of its file in window
+        starts: list[int] = []
+        remaining: list[int] = []
+        for i, f in enumerate(window):
+            starts.append(len(texts))
+            json_path, _ = self.layout.chunks_paths(pipeline_id, f.pf.file_id)
+            try:
+                record = json.loads(json_path.read_text("utf-8"))
+                if record["key"] != f.key or len(record["chunks"]) != f.n_chunks:
+                    raise ValueError("they changed since they were written")
+                own = [c["text"] for c in record["chunks"]]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self._file_done(job, pipeline_id, f.pf, f.key, progress,
+                                error=f"its chunks could not be read back: {_reason(exc)}")
+                remaining.append(0)
+                continue
+            texts.extend(own)
+            owner.extend([i] * len(own))
+            remaining.append(len(own))
+        dim = int(self.embedder.dimensions)
+        vectors = np.zeros((len(texts), dim), dtype=np.float32)
+
+        def settle(positions: list[int]) -> None:
+            for p in positions:
+                i = owner[p]
+                remaining[i] -= 1
+                if remaining[i] == 0:
+                    self._write_vectors(job, pipeline_id, window[i], vectors[starts[i]:starts[i] + window[i].n_chunks],
+                                        progress)
+            progress["chunks_done"] += len(positions)
+
+        keys: list[bytes] = []
+        hits: dict[int, np.ndarray] = {}
+        if self.embed_cache is not None and texts:
+            keys = self.embed_cache.keys(job.account_id, model_scope(self.embedder), texts)
+            hits = self.embed_cache.get_many(keys)
+            for p, vector in hits.items():
+                vectors[p] = vector
+            progress["chunks_cached"] += len(hits)
+            settle(list(hits))
+        todo: list[int] = []
+        copies: dict[int, list[int]] = {}  # first position of a text -> later positions of the same text
+        first: dict[str, int] = {}
+        for p, text in enumerate(texts):
+            if p in hits:
+                continue
+            if text in first:
+                copies.setdefault(first[text], []).append(p)
+            else:
+                first[text] = p
+                todo.append(p)
+        try:
+            for idx, got in self._passage_batches([texts[p] for p in todo]):
+                got = np.asarray(got, dtype=np.float32)
+                if got.shape != (len(idx), dim):
+                    raise ValueError(f"the embedder returned vectors of shape {got.shape} for {len(idx)} chunks")
+                done = [todo[i] for i in idx]
+                vectors[done] = got
+                if self.embed_cache is not None:
+                    self.embed_cache.put_many([keys[p] for p in done], got)
+                same = [(q, p) for p in done for q in copies.get(p, ())]
+                for q, p in same:
+                    vectors[q] = vectors[p]
+                settle(done + [q for q, _ in same])
+                self._report_chunks(job, progress)
+                self._check(pipeline_id)
+        except (ValueError, RuntimeError) as exc:
+            for i, f in enumerate(window):
+                if remaining[i] > 0:
+                    self._file_done(job, pipeline_id, f.pf, f.key, progress, error=f"embedding failed: {exc}")
+            return
+        self._report_chunks(job, progress)
+
+    def _write_vectors(self, job: Job, pipeline_id: str, f: "_Chunked", own: np.ndarray,
+                       progress: dict[str, int]) -> None:
+        """A file's vectors go beside its chunks; the file is completed."""
         import io
 
-        self._check(pipeline_id)
-        texts = [c.text for _, _, _, chunks in batch for c in chunks]
-        try:
-            vectors = np.asarray(self.embedder.embed_passages(texts), dtype=np.float32)
-            if vectors.shape[0] != len(texts):
-                raise ValueError(f"the embedder returned {vectors.shape[0]} vectors for {len(texts)} chunks")
-        except (ValueError, RuntimeError) as exc:
-            for pf, key, _, _ in batch:
-                self._file_done(job, pipeline_id, pf, key, progress, error=f"embedding failed: {exc}")
-            return
-        offset = 0
-        for pf, key, doc, chunks in batch:
-            own = vectors[offset:offset + len(chunks)]
-            offset += len(chunks)
-            json_path, npy_path = self.layout.chunks_paths(pipeline_id, pf.file_id)
-            buf = io.BytesIO()
-            np.save(buf, own)
-            write_atomic(npy_path, buf.getvalue(), durable=False)
-            record = {"key": key, "title": doc.title, "embedding_model": self.embedder.model_name,
-                      "chunks": [{"text": c.text, "chunk_index": c.chunk_index, "start_char": c.start_char,
-                                  "end_char": c.end_char} for c in chunks]}
-            write_atomic(json_path, json.dumps(record, ensure_ascii=False).encode("utf-8"), durable=False)
-            self._file_done(job, pipeline_id, pf, key, progress, n_chunks=len(chunks))
+        _, npy_path = self.layout.chunks_paths(pipeline_id, f.pf.file_id)
+        buf = io.BytesIO()
+        np.save(buf, own)
+        write_atomic(npy_path, buf.getvalue(), durable=False)
+        self._file_done(job, pipeline_id, f.pf, f.key, progress, n_chunks=f.n_chunks)
 
     INPUTS_FILE = "inputs.sha256"  # in each index dir: what the index was built from
 
@@ -617,10 +751,12 @@ class SyncService:
             chunks = engine.chunk_document(doc, chunking, self.embedder)
             if not chunks:
                 raise engine.ParseError("document has no text to index")
+            self._save_chunks(pipeline_id, pf.file_id, key, doc.title, chunks)
         except (engine.ParseError, ValueError, UnicodeError, OSError) as exc:
             self._file_done(job, pipeline_id, pf, key, progress, error=_reason(exc))
             return None
-        self._embed_batch(job, pipeline_id, [(pf, key, doc, chunks)], progress)
+        progress["chunks_total"] = progress.get("chunks_total", 0) + len(chunks)
+        self._embed_window(job, pipeline_id, [_Chunked(pf, key, len(chunks))], progress)
         return self.storage.get_pipeline_file(pipeline_id, pf.file_id)
 
     def _build_and_swap(self, job: Job, pipeline: Pipeline, chunking: Any, progress: dict[str, int]) -> None:

@@ -183,11 +183,8 @@ class BenchmarkDashboard:
 
 
 def _rec_box(rec: Any) -> str:
-    """The recommendation sentence as a box, with the note on what the numbers are."""
-    from llamaeval.metrics._recommend import _bold_choice
-
-    return (f"<div class='le-card'><div class='le-rec' data-le='recommendation'>"
-            f"{_bold_choice(esc(rec.sentence), rec)}</div></div>")
+    """The recommendation sentence as a box, then its honest estimate (the same box as the report's)."""
+    return f"<div class='le-card'>{rec.box_html()}</div>"
 
 
 def dashboard(run: Any, *, metric: str = "ndcg", cutoff: int = 10) -> BenchmarkDashboard:

@@ -78,13 +78,15 @@ def test_resume_into_another_grid_refuses_unless_extend_or_replace(fake_bench, t
     assert "--extend" in err and "--replace" in err
     assert fake_bench["calls"] == []  # nothing was sent
 
-    assert main(_argv(out, "--extend", "--modes", "advanced", "--top-k", "20")) == 0
+    # the runner applies the choice (tests/runner: the union is benchmarked, the saved run discarded)
+    argv = [a for a in _argv(out, "--extend", "--modes", "advanced", "--top-k", "20") if a != "-q"]
+    assert main(argv) == 0
+    assert "extended, benchmarking fast, accurate, advanced x top_k 5,10,20" in capsys.readouterr().err
     call = fake_bench["calls"][-1]
-    assert call["modes"] == ["fast", "accurate", "advanced"] and call["top_k"] == [5, 10, 20]
+    assert call["on_existing"] == "extend" and call["modes"] == ["advanced"] and call["top_k"] == [20]
 
     assert main(_argv(out, "--replace", "--modes", "fast", "--top-k", "5")) == 0
-    assert not (out / "manifest.json").exists()  # the saved run was discarded
-    assert fake_bench["calls"][-1]["modes"] == ["fast"]
+    assert fake_bench["calls"][-1]["on_existing"] == "replace" and fake_bench["calls"][-1]["modes"] == ["fast"]
 
     capsys.readouterr()
     _saved(tmp_path / "same")

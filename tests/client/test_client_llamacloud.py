@@ -11,6 +11,7 @@ import pytest
 import llamaeval as le
 from llamaeval import BadRequestError, ConfigurationError
 from llamaeval.client import MODE_PRESETS, metadata_filters
+from llamaeval.engine import RetrievalConfig
 
 DOCS = {
     "d1": "The nautilus shell grows in a logarithmic spiral of chambers.",
@@ -160,7 +161,8 @@ def test_the_local_servers_two_mounts(live_server):
         same = simple.pipelines.retrieve(pipeline_id, qs.queries["text"].iloc[0], mode="fast", top_k=5)
         assert simple.dialect == "simplified" and same.frame["doc_id"].notna().all()
         fast_real = real.pipelines.retrieve(pipeline_id, qs.queries["text"].iloc[0], top_k=100,
-                                            enable_reranking=False, alpha=0.5, dense_similarity_top_k=100,
+                                            enable_reranking=False, alpha=RetrievalConfig().dense_weight,
+                                            dense_similarity_top_k=100,
                                             sparse_similarity_top_k=100)
         fast_simple = simple.pipelines.retrieve(pipeline_id, qs.queries["text"].iloc[0], mode="fast", top_k=100)
         assert list(fast_real.frame["chunk_id"]) == list(fast_simple.frame["chunk_id"])

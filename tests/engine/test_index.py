@@ -15,6 +15,7 @@ import pytest
 from llamaeval.engine import (
     MAX_TOP_K, MODES, Index, IndexEntry, Reranker, RetrievalConfig, SearchRequest, build_index,
 )
+from llamaeval.engine._models import default_model_reference
 
 FAST_STAGES = {"bm25", "dense", "fused"}
 ACCURATE_STAGES = FAST_STAGES | {"ltr"}
@@ -24,6 +25,12 @@ ADVANCED_STAGES = ACCURATE_STAGES | {"bm25_prf", "dense_prf", "fused_prf", "doc_
 @pytest.fixture(scope="module")
 def index(adi_index_dir, embedder) -> Index:
     return Index.load(adi_index_dir, embedder)
+
+
+def always_expanding(index: Index) -> Index:
+    """``index`` with the shipped model but no confidence gate: advanced expands every query."""
+    doc = index.config.model_document()
+    return index.with_config(replace(index.config, ltr_model={**doc, "stages": {"feedback_gate": None}}))
 
 
 def doc_ids(response) -> list[str]:
@@ -56,7 +63,8 @@ def test_directory_is_self_contained(adi_index_dir):
                                     "aggregate"}),
 ])
 def test_each_mode_reports_its_stages(index, adi, mode, stages, timed):
-    res = index.search(adi["queries"]["1"], mode, 10)
+    idx = always_expanding(index) if mode == "advanced" else index  # gated queries: tests/engine/test_models.py
+    res = idx.search(adi["queries"]["1"], mode, 10)
     assert len(res.hits) == 10
     assert set(res.timings) == timed and all(v >= 0 for v in res.timings.values())
     for h in res.hits:
@@ -101,6 +109,7 @@ def test_rrf_fusion_matches_formula(index, adi):
 
 def test_config_changes_change_rankings_as_documented(index, adi):
     q = adi["queries"]["7"]
+    index = always_expanding(index)
     base = [h.entry.chunk_id for h in index.search(q, "advanced", 20).hits]
     no_expansion = replace(index.config, prf_weight=0.0, rocchio_beta=0.0)
     r = index.with_config(no_expansion).search(q, "advanced", 20)
@@ -138,7 +147,8 @@ def test_doc_aggregation_rewards_documents_with_several_matching_chunks(index, a
 
 
 def test_advanced_takes_its_feedback_from_the_accurate_ranking(index, adi):
-    idx = index.with_config(replace(index.config, documents_first=False))
+    idx = always_expanding(index)
+    idx = idx.with_config(replace(idx.config, documents_first=False))
     seen: list[list[str]] = []
     expand = idx._expand
 
@@ -271,13 +281,19 @@ def test_bad_arguments(index):
 def test_retrieval_config_round_trip_and_validation(index):
     cfg = RetrievalConfig.from_dict({"bm25_k1": 0.9, "fusion": "rrf"})
     assert RetrievalConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert cfg.to_dict()["ltr_model"]["models"]["accurate"]["weights"]
+    # the config names the shipped model; its document holds the weights
+    assert cfg.to_dict()["ltr_model"] == default_model_reference()
+    assert cfg.model_document()["models"]["accurate"]["weights"]
     for bad, word in [({"bm25_k": 1}, "bm25_k"), ({"fusion": "sum"}, "fusion"), ({"dense_weight": 2}, "dense_weight"),
                       ({"stemmer": "klingon"}, "stemmer"), ({"fast_candidates": 0}, "fast_candidates"),
                       ({"prf_terms": "ten"}, "prf_terms"),
                       ({"ltr_model": {"models": {"accurate": {"features": ["nope"], "weights": [1.0]}}}}, "nope"),
                       ({"ltr_model": {"models": {"accurate": {"features": ["bm25"], "weights": [1, 2]}}}}, "same length"),
-                      ({"ltr_model": {"models": {"fast": {"features": [], "weights": []}}}}, "unknown mode")]:
+                      ({"ltr_model": {"models": {"fast": {"features": [], "weights": []}}}}, "unknown mode"),
+                      ({"ltr_model": {"name": "llamaeval-ltr", "version": 1}}, "model reference"),
+                      ({"ltr_model": {"name": "llamaeval-ltr", "version": 1, "sha256": "ab"}}, "64 lowercase hex"),
+                      ({"ltr_model": {"name": "llamaeval-ltr", "version": 1, "sha256": "0" * 64}}, "SHA-256"),
+                      ({"ltr_model": {"models": {}, "stages": {"feedback_gate": "high"}}}, "feedback_gate")]:
         with pytest.raises(ValueError, match=word):
             RetrievalConfig.from_dict(bad)
     with pytest.raises(ValueError, match="bm25_k1"):
@@ -294,8 +310,6 @@ def test_build_index_validates(tmp_path, adi):
 
 
 def test_features_match_the_declared_list_and_the_shipped_models(index, adi):
-    from importlib import resources
-
     from llamaeval.engine._rerank import FEATURES
 
     timings: dict = {}
@@ -304,7 +318,7 @@ def test_features_match_the_declared_list_and_the_shipped_models(index, adi):
     feats = index._stage_features(cand, stage, ctx, expanded=True)
     assert tuple(sorted(feats)) == tuple(sorted(FEATURES))
     assert all(v.shape == cand.shape and np.isfinite(v).all() for v in feats.values())
-    shipped = json.loads(resources.files("llamaeval.engine").joinpath("data", "ltr.json").read_text())
+    shipped = RetrievalConfig().model_document()
     assert "scifact/test" not in shipped["tuning"]["trained_on"]
     assert set(shipped["models"]) == {"accurate", "advanced"}
     json.dumps(shipped, allow_nan=False)  # the config travels in API responses: strict JSON only

@@ -12,6 +12,7 @@ EXPECTED = {
     "pareto_frontier", "cheapest_within",
     "wins_losses", "hardest_queries", "no_relevant",
     "judged", "judged_per_query",
+    "gate", "GateResult", "IncomparableRunsError",
 }
 
 

@@ -253,7 +253,7 @@ def test_retry_failed_on_resume(fake, tiny_queryset, tmp_path):
 def test_extended_grid_sends_only_new_cells(fake, tiny_queryset, tmp_path, capsys):
     run(fake, tiny_queryset, modes="fast", top_k=(2,), out=tmp_path)
     bigger = run(fake, tiny_queryset, modes=("fast", "advanced"), top_k=(2,), out=tmp_path,
-                 config=BenchmarkConfig(warmup=0, progress=True))
+                 config=BenchmarkConfig(warmup=0, progress=True), on_existing="extend")
     assert len(bigger.requests) == 10 and sum(fake.calls.values()) == 10
     bar = capsys.readouterr().err
     assert "benchmark" in bar and "5/10" in bar and "10/10" in bar  # resumed bar starts at what was done

@@ -174,7 +174,7 @@ def test_resume_same_grid_refuses_another(tiny_queryset, tmp_path):
     grid_run(fake, tiny_queryset, top_k=2, params=GRID, out=tmp_path)
     again, rec = grid_run(fake, tiny_queryset, top_k=2, params=GRID, out=tmp_path)
     assert rec.calls == [] and len(again.requests) == 30  # everything was done
-    _, rec = grid_run(fake, tiny_queryset, top_k=(2, 3), params=GRID, out=tmp_path)
+    _, rec = grid_run(fake, tiny_queryset, top_k=(2, 3), params=GRID, out=tmp_path, on_existing="extend")
     assert len(rec.calls) == 30  # a new top_k is only the missing cells
     for other in ({"alpha": [0, 0.5]}, {**GRID, "rerank_top_n": [5]}, [{"name": GRID_NAMES[0], "alpha": 0.9}]):
         with pytest.raises(ConfigurationError, match="different"):

@@ -36,6 +36,12 @@ def upload(c: httpx.Client, project_id: str, name: str, data: bytes, content_typ
     return c.post("/files", params={"project_id": project_id}, files={"file": (name, data, content_type)})
 
 
+def database_for(backend: str, request: Any) -> str | None:
+    """The ``--database`` of a server on ``backend``: None (SQLite in its data dir) or the URL of a
+    fresh PostgreSQL database (fixture ``new_database`` of conftest)."""
+    return request.getfixturevalue("new_database")() if backend == "postgres" else None
+
+
 def load_corpus(folder: Path) -> list[dict[str, str]]:
     with open(folder / "corpus.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -541,6 +542,17 @@ def test_unknown_fields_are_applied_never_but_named_in_a_warning(server, ref):
     _check_unchanged(server, ref)
 
 
+def test_an_unknown_field_whose_name_holds_control_characters_still_gets_its_answer(server, ref):
+    """Found by the stateful fuzz: a CR or LF in an unknown field's name went into the Warning
+    header as it was, an illegal header, so the server dropped the connection after acting."""
+    for root in (SIMPLE, CLOUD):
+        r = _send(server, ref, Case("w", root, "POST", "/pipelines/{pipeline}/retrieve", 200, (),
+                                    json={"query": QUERY, "top\r\nk": 3, "\u00e9": 1}))
+        assert r.status_code == 200, r.text
+        assert r.headers["warning"] == '299 - "unknown field(s) ignored: top\\\\x0d\\\\x0ak, \\\\xe9"'
+    _check_unchanged(server, ref)
+
+
 # -- files that fail at sync time, and work racing a sync ----------------------------------------------
 def _scratch_pipeline(c: httpx.Client, ref: dict[str, Any], files: dict[str, bytes]) -> str:
     ids = [upload(c, ref["project"], name, data).json()["id"] for name, data in files.items()]
@@ -599,12 +611,24 @@ def scenario_delete_during_sync(c: httpx.Client, ref: dict[str, Any]) -> None:
     assert c.get(f"/pipelines/{pid}/jobs/{job['id']}").status_code == 404
 
 
+def _at(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def scenario_resync_during_sync(c: httpx.Client, ref: dict[str, Any]) -> None:
     pid = _scratch_pipeline(c, ref, _many(20))
-    jobs = [c.post(f"/pipelines/{pid}/sync").json() for _ in range(4)]
-    assert len({j["id"] for j in jobs[1:]}) == 1  # at most one job waits behind the running one
-    for j in jobs:
+    answers = [c.post(f"/pipelines/{pid}/sync").json() for _ in range(4)]
+    for j in answers:
         assert wait_job(c, pid, j["id"])["status"] == "completed"
+    jobs = {j["id"]: j for j in c.get(f"/pipelines/{pid}/jobs").json()}
+    assert set(jobs) == {j["id"] for j in answers}  # every job is one a request was answered with
+    # At most one job waits: a request is answered with a NEW job only once the job it would
+    # otherwise have got had started. Read from the server's own clock (the job's started_at
+    # against the next job's created_at), so it holds however the requests and the worker interleave.
+    for before, after in zip(answers, answers[1:]):
+        if after["id"] != before["id"]:
+            started = jobs[before["id"]]["started_at"]
+            assert started is not None and _at(started) <= _at(jobs[after["id"]]["created_at"]), (before, after)
     assert c.get(f"/pipelines/{pid}").json()["status"] == "active"
 
 
@@ -625,9 +649,15 @@ def scenario_parallel_syncs(c: httpx.Client, ref: dict[str, Any]) -> None:
     pids = [_scratch_pipeline(c, ref, _many(8)) for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
         jobs = list(pool.map(lambda p: c.post(f"/pipelines/{p}/sync").json(), pids))
+    done = []
     for pid, job in zip(pids, jobs):
-        assert wait_job(c, pid, job["id"])["status"] == "completed"
+        done.append(wait_job(c, pid, job["id"]))
+        assert done[-1]["status"] == "completed"
         assert c.get(f"/pipelines/{pid}").json()["num_chunks"] == 8
+        assert [j["id"] for j in c.get(f"/pipelines/{pid}/jobs").json()] == [job["id"]]  # one request, one job
+    # one worker: the three jobs ran one after the other, never overlapping (the server's own clock)
+    spans = sorted((_at(j["started_at"]), _at(j["completed_at"])) for j in done)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans
 
 
 def scenario_retrieve_during_delete(c: httpx.Client, ref: dict[str, Any]) -> None:

@@ -12,6 +12,8 @@ import yaml
 
 from server_helpers import SPEC_PATH, api, upload, wait_job
 
+pytestmark = pytest.mark.both_backends
+
 PREFIX = "/api/v1"
 
 

@@ -10,6 +10,8 @@ from collections import defaultdict
 import pytest
 from server_helpers import api
 
+from llamaeval.engine._models import default_model_reference, read_packaged
+
 MODES = ("fast", "accurate", "advanced")
 
 
@@ -84,13 +86,13 @@ def test_result_metadata_and_server_timing(server, adi_synced):
         assert m["end_char"] - m["start_char"] == len(res["text"])
         assert m["chunk_id"] and {"bm25", "dense"} <= set(m["scores"])
     assert body["retrieval_config"]["bm25_k1"] > 0
-    # every search carries the parameters and a digest of the learned weights, not the weights
+    # every search carries the parameters and the learned model's reference (name, version, SHA-256 of
+    # the shipped file), as the pipeline does: never the weights
     with api(server) as c:
         full = c.get(f"/pipelines/{adi_synced['pipeline_id']}").json()["retrieval_config"]
-    assert full["ltr_model"]["models"] and "models" not in body["retrieval_config"]["ltr_model"]
-    assert len(r.content) < 20_000 < len(json.dumps(full))
-    canonical = json.dumps(full["ltr_model"], sort_keys=True, separators=(",", ":"))
-    assert body["retrieval_config"]["ltr_model"]["sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
+    assert body["retrieval_config"]["ltr_model"] == full["ltr_model"] == default_model_reference()
+    assert len(r.content) < 20_000 and len(json.dumps(full)) < 4096
+    assert full["ltr_model"]["sha256"] == hashlib.sha256(read_packaged(full["ltr_model"]["version"])).hexdigest()
     stages = {}
     for part in r.headers["Server-Timing"].split(","):
         name, _, dur = part.strip().partition(";dur=")

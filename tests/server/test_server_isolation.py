@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from server_helpers import api, upload
 
 from llamaeval.server import create_api_key_in
+
+pytestmark = pytest.mark.both_backends
 
 
 def test_accounts_are_isolated(server, account_sources):
     (account_sources / "iso").mkdir(exist_ok=True)
     (account_sources / "iso" / "plans.txt").write_text("the secret plans in a folder")
-    other_key, record = create_api_key_in(server.data_dir, name="mallory")
+    other_key, record = create_api_key_in(server.data_dir, name="mallory", database=server.database)
     with api(server) as a, api(server, other_key) as b:
         project = a.post("/projects", json={"name": "secret"}).json()["id"]
         file_id = upload(a, project, "s.txt", b"the secret plans").json()["id"]
@@ -57,9 +60,10 @@ def test_accounts_are_isolated(server, account_sources):
 def test_second_key_of_same_account_sees_the_same_objects(server):
     with api(server) as a:
         project = a.post("/projects", json={"name": "shared"}).json()["id"]
-    from llamaeval.server import SQLiteStorage, create_api_key
+    from llamaeval.server import create_api_key
+    from llamaeval.server._database import open_storage
 
-    storage = SQLiteStorage(server.data_dir / "llamaeval.db")
+    storage = open_storage(server.database, server.data_dir)
     try:
         first = next(k for k in storage.list_api_keys() if k.name == "embedded")
         key, rec = create_api_key(storage, "laptop", account_id=first.account_id)

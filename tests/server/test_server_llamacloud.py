@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from llamaeval.engine import RetrievalConfig
 from llamaeval.server import EmbeddedServer
 
 QUERY = "computerized information retrieval systems for scientific documents"
@@ -61,7 +62,8 @@ def test_alpha_zero_is_the_sparse_ranking_and_one_the_dense_ranking(cloud, adi_s
 def test_no_reranking_with_mode_pools_is_the_fast_mode(cloud, c, adi_synced):
     """The modes are presets of the same engine request: fast = hybrid, no second stage, pools of 100."""
     pid = adi_synced["pipeline_id"]
-    real = retrieve(cloud, pid, alpha=0.5, enable_reranking=False, dense_similarity_top_k=100,
+    alpha = RetrievalConfig().dense_weight  # the pipeline's (default) fusion weight
+    real = retrieve(cloud, pid, alpha=alpha, enable_reranking=False, dense_similarity_top_k=100,
                     sparse_similarity_top_k=100)
     fast = c.post(f"/pipelines/{pid}/retrieve", json={"query": QUERY, "mode": "fast", "top_k": 100}).json()
     assert [n["node"]["id_"] for n in real["retrieval_nodes"]] == [r["metadata"]["chunk_id"] for r in fast["results"]]

@@ -6,9 +6,11 @@ import time
 
 import httpx
 import pytest
-from server_helpers import api, upload, wait_job
+from server_helpers import api, database_for, upload, wait_job
 
 from llamaeval.server import EmbeddedServer
+
+pytestmark = pytest.mark.both_backends
 
 DOCS = {
     "wing.txt": b"Swept wings delay the onset of compressibility drag at high subsonic speeds.",
@@ -35,8 +37,10 @@ def _setup(c) -> tuple[str, str]:
 
 
 @pytest.fixture()
-def own_server(tmp_path, sources_root):
-    srv = EmbeddedServer(data_dir=tmp_path / "data", sources_root=sources_root, shared_sources_root=False)
+def own_server(tmp_path, sources_root, backend, request):
+    srv = EmbeddedServer(data_dir=tmp_path / "data", sources_root=sources_root, shared_sources_root=False,
+                         database=database_for(backend, request),
+                         settings={"LLAMAEVAL_JOB_LEASE_S": "2"} if backend == "postgres" else None)
     srv.start()
     yield srv
     srv.stop()
@@ -68,7 +72,7 @@ def test_restart_keeps_everything_searchable(own_server):
         assert _retrieve(c, pipeline, "turbofan bypass", 1)[0][0] == "engine.txt"
 
 
-def test_killed_sync_keeps_the_last_completed_index(own_server, adi_corpus):
+def test_killed_sync_keeps_the_last_completed_index(own_server, adi_corpus, backend):
     with api(own_server) as c:
         project, pipeline = _setup(c)
         baseline = _retrieve(c, pipeline, "turbofan engines bypass air", 3)
@@ -87,6 +91,18 @@ def test_killed_sync_keeps_the_last_completed_index(own_server, adi_corpus):
         assert _retrieve(c, pipeline, "turbofan engines bypass air", 3) == baseline
     own_server.kill()
     own_server.start()
+    if backend == "postgres":  # the job queue: a killed worker's job is claimed again once its lease expires
+        with api(own_server) as c:
+            done = wait_job(c, pipeline, job["id"])
+            assert done["status"] == "completed", done
+            p = c.get(f"/pipelines/{pipeline}").json()
+            assert p["status"] == "active" and p["num_files"] == len(DOCS) + len(more) and p["error"] is None
+            assert p["num_chunks"] > len(DOCS)
+            assert {f["status"] for f in c.get(f"/pipelines/{pipeline}/files").json()} == {"completed"}
+            assert _retrieve(c, pipeline, "turbofan engines bypass air", 1)[0] == baseline[0]
+            indexes = own_server.data_dir / "pipelines" / pipeline / "indexes"
+            assert not [d for d in indexes.iterdir() if d.name.startswith(".build")]  # the killed build is gone
+        return
     with api(own_server) as c:
         killed = c.get(f"/pipelines/{pipeline}/jobs/{job['id']}").json()
         assert killed["status"] == "failed" and "interrupted" in killed["error"]

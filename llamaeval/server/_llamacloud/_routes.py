@@ -147,7 +147,10 @@ def router() -> APIRouter:
                         acct: str = acct_dep) -> Any:
         svc = _svc(request)
         files = svc.storage.list_files(acct, svc.project_or_default(acct, project_id).id)
-        start = int(page_token) if page_token and page_token.isdigit() else 0
+        # the tokens this server hands out are offsets in ASCII digits ('²'.isdigit() is true too, and
+        # int() refuses it and numbers of thousands of digits); any other token starts at the beginning
+        offset = page_token is not None and page_token.isascii() and page_token.isdigit() and len(page_token) <= 18
+        start = int(page_token) if offset else 0
         page = files[start:start + page_size]
         more = start + page_size < len(files)
         return {"items": [W.file_out(f) for f in page], "next_page_token": str(start + page_size) if more else None,

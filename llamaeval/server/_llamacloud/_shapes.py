@@ -168,4 +168,6 @@ def job_out(j: Job, project_id: str) -> dict[str, Any]:
                            "ended_at": iso(j.completed_at), "updated_at": iso(j.completed_at or j.created_at),
                            "parameters": {"trigger": j.trigger, "num_files": j.num_files,
                                           "num_processed": j.num_processed, "num_failed": j.num_failed,
-                                          "num_chunks": j.num_chunks}}}
+                                          "num_chunks": j.num_chunks, "num_chunks_total": j.num_chunks_total,
+                                          "num_chunks_done": j.num_chunks_done,
+                                          "num_chunks_cached": j.num_chunks_cached}}}

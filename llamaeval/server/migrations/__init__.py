@@ -1,0 +1,1 @@
+"""Versioned schema migrations of the server's databases (numbered SQL files, applied in order)."""
