@@ -166,3 +166,22 @@ def test_03_compare_and_report(browser, lab, artifacts):
     page = browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
     assert "adi-convex" in page and "adi-rrf" in page and "Ship " in page
     assert "-4" not in page.split("Ship ")[0][-40:]  # names, not UUIDs, in the recommendation
+
+
+def test_04_simulated_queries_and_the_judging_widget(browser, lab, artifacts):
+    result = run_notebook(browser, lab, "04_your_own_documents.ipynb", artifacts)
+    _record(artifacts, "04", result)
+    _check(result, "04")
+    page = browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
+    assert "pooled documents judged" in page and "same text as the source: True" in page
+    judge = browser.find_element(By.CSS_SELECTOR, ".le-judge")
+    _shot(browser, judge, artifacts / "04-judge-done.png")
+    done = judge.text
+    undo = next(b for b in judge.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "undo")
+    undo.click()  # the last grade is taken back: the widget shows that document again
+    _wait(lambda: judge.text != done, 30, "the judging widget to follow undo")
+    _shot(browser, judge, artifacts / "04-judge-undone.png")
+    again = judge.text
+    grade = next(b for b in judge.find_elements(By.CSS_SELECTOR, "button") if b.text.strip().startswith("0 "))
+    grade.click()  # judged again: back to done
+    _wait(lambda: judge.text != again, 30, "the judging widget to follow a grade")
