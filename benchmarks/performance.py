@@ -202,7 +202,7 @@ def phase_padding(raw: dict) -> None:
         per_doc_lengths = [[next(lengths) for _ in doc] for doc in per_doc]
         ideal_attn = sum(x * x for doc in per_doc_lengths for x in doc)
         rows = {"former (pools of 32 files / 128 chunks, 32 rows per call)": former_plan(per_doc_lengths)}
-        for budget in (2048, 4096, 8192):
+        for budget in (1024, 2048, 4096, 8192):
             label = f"sync: windows of {SyncService.WINDOW_CHUNKS} chunks, {budget} tokens per call"
             if budget == emb.batch_tokens:
                 label += " (default)"
@@ -305,7 +305,8 @@ def phase_sweep(raw: dict) -> None:
                          "wall_s": wall, "cpu_s": cpu}
         print(f"re-sync overlap 16: {out['resync']}", flush=True)
         out["cache"] = h.cache.stats()
-        out["cache_file_bytes"] = sum(p.stat().st_size for p in Path(tmp).glob("embedding-cache.sqlite*"))
+        out["cache_file_bytes"] = (Path(tmp) / "embedding-cache.sqlite").stat().st_size
+        out["cache_wal_bytes"] = sum(p.stat().st_size for p in Path(tmp).glob("embedding-cache.sqlite-wal"))
         h.close()
     raw["sweep"] = out
 
@@ -359,6 +360,7 @@ def phase_onnx(raw: dict, queries: int, rounds: int) -> None:
 
     embedders = {"2 threads, spinning on": variants["2 threads, spinning on"],
                  "2 threads, spinning off": variants["2 threads, spinning off"],
+                 "2 threads, spinning off, 4,096 tokens per call": Embedder(num_threads=2, batch_tokens=4096).load(),
                  "1 thread, arena shrink (after each call: default)": Embedder(num_threads=1, arena="shrink").load(),
                  "1 thread, arena keep": Embedder(num_threads=1, arena="keep").load(),
                  "1 thread, arena off": Embedder(num_threads=1, arena="off").load()}
@@ -384,27 +386,36 @@ warnings.simplefilter("ignore")
 sys.path.insert(0, {bench!r})
 from performance import chunk_texts, corpus_docs, rss_mb, peak_mb
 from llamaeval.engine import Embedder
-mode, n = sys.argv[1], int(sys.argv[2])
-e = Embedder(arena=mode, num_threads=1).load()
+mode, n, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+every = mode == "shrink after every run"
+e = Embedder(arena="shrink" if every else mode, num_threads=1, batch_tokens=budget).load()
 texts = [t for doc in chunk_texts(corpus_docs("scifact", n), e) for t in doc][:n]
 loaded = rss_mb()
-w = time.perf_counter()
-e.embed_passages(texts)
-wall = time.perf_counter() - w
+w, c = time.perf_counter(), time.process_time()
+if every:
+    seqs = e._token_ids(texts, e.max_passage_tokens)
+    for idx in e.plan_passages(texts).batches:
+        e._run([seqs[i] for i in idx], shrink=True)
+else:
+    e.embed_passages(texts)
+wall, cpu = time.perf_counter() - w, time.process_time() - c
 q = [e.embed_query("what is the effect of x on y") for _ in range(20)]
-print(json.dumps({{"mode": mode, "chunks": len(texts), "rss_loaded_mb": loaded, "rss_after_mb": rss_mb(),
-                  "peak_mb": peak_mb(), "wall_s": wall}}))
+print(json.dumps({{"mode": mode, "budget": budget, "chunks": len(texts), "rss_loaded_mb": loaded,
+                  "rss_after_mb": rss_mb(), "peak_mb": peak_mb(), "wall_s": wall, "cpu_s": cpu}}))
 """
+#: (arena mode, tokens per call) run by the arena phase, each in a fresh process
+ARENA_RUNS = (("keep", 1024), ("shrink", 1024), ("off", 1024), ("shrink after every run", 1024),
+              ("shrink", 2048), ("shrink", 4096), ("keep", 4096))
 
 
 def phase_arena(raw: dict, chunks: int) -> None:
     code = _ARENA_CHILD.format(bench=str(Path(__file__).resolve().parent))
     out = []
-    for mode in ("keep", "shrink", "off"):
-        proc = subprocess.run([sys.executable, "-c", code, mode, str(chunks)], capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+    for mode, budget in ARENA_RUNS:
+        proc = subprocess.run([sys.executable, "-c", code, mode, str(chunks), str(budget)], capture_output=True,
+                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
         out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"arena {mode}: {out[-1]}", flush=True)
+        print(f"arena {mode} {budget}: {out[-1]}", flush=True)
     raw["arena"] = out
 
 
@@ -535,8 +546,9 @@ def report(raw: dict) -> str:
         lines += ["", f"The sweep embedded {embedded:,} chunks: <= the sum of its distinct chunks ({sum_distinct:,}; "
                       f"target met: {embedded <= sum_distinct}); without the cache it embeds {total_chunks:,} (today: "
                       f"every chunk of every pipeline). The cache then held {cache['entries']:,} vectors charged "
-                      f"{cache['bytes'] / 2**20:.1f} MB (file on disk {sweep['cache_file_bytes'] / 2**20:.1f} MB; "
-                      f"{sweep['cache_file_bytes'] / max(cache['entries'], 1):.0f} bytes per vector).", ""]
+                      f"{cache['bytes'] / 2**20:.1f} MB against its budget (its file on disk "
+                      f"{sweep['cache_file_bytes'] / 2**20:.1f} MB, {sweep['cache_file_bytes'] / max(cache['entries'], 1):.0f} "
+                      f"bytes per vector; write-ahead log {sweep.get('cache_wal_bytes', 0) / 2**20:.1f} MB).", ""]
     onnx = raw.get("onnx")
     if onnx:
         lat = onnx["latency_ms"]
@@ -570,28 +582,36 @@ def report(raw: dict) -> str:
         p = onnx["passages"]
         base = "2 threads, spinning off"
         lines += [f"Passages: {p['chunks']} Cranfield chunks per run, {p['rounds']} alternated rounds, medians "
-                  f"(load average {p['load']:.1f}).", "",
+                  f"(load average {p['load']:.1f}); 1,024 tokens per call unless said.", "",
                   "| setting | wall s | CPU s |", "|---|---:|---:|"]
         for k, v in p["runs"].items():
             lines.append(f"| {k} | {statistics.median(v['wall_s']):.2f} | {statistics.median(v['cpu_s']):.2f} |")
         runs = p["runs"]
         shrink = next(k for k in runs if k.startswith("1 thread, arena shrink ("))
+        big = "2 threads, spinning off, 4,096 tokens per call"
         lines += ["", f"Medians, wall (CPU): spinning on / off "
                       f"{_ratio(runs['2 threads, spinning on']['wall_s'], runs[base]['wall_s']):.2f} "
                       f"({_ratio(runs['2 threads, spinning on']['cpu_s'], runs[base]['cpu_s']):.2f}); "
+                      + (f"4,096 / 1,024 tokens per call {_ratio(runs[big]['wall_s'], runs[base]['wall_s']):.2f} "
+                         f"({_ratio(runs[big]['cpu_s'], runs[base]['cpu_s']):.2f}); " if big in runs else "")
                       + "; ".join(f"{k.removeprefix('1 thread, ')} / arena shrink after each call "
                                   f"{_ratio(runs[k]['wall_s'], runs[shrink]['wall_s']):.2f} "
                                   f"({_ratio(runs[k]['cpu_s'], runs[shrink]['cpu_s']):.2f})"
                                   for k in runs if k.startswith("1 thread") and k != shrink) + ".", ""]
     arena = raw.get("arena")
     if arena:
-        lines += ["## onnxruntime: the CPU memory arena", "",
-                  f"A fresh process per mode embeds {arena[0]['chunks']:,} SciFact chunks (1 thread), then 20 queries.", "",
-                  "| arena | RSS loaded MB | RSS after MB | peak MB | wall s |", "|---|---:|---:|---:|---:|"]
+        lines += ["## onnxruntime: the CPU memory arena and the size of a call", "",
+                  f"A fresh process per row embeds {arena[0]['chunks']:,} SciFact chunks in one call of "
+                  f"`embed_passages` (1 thread), then 20 queries; RSS when the model is loaded, after, and the peak. "
+                  f"Rows ran one after the other (not alternated): CPU seconds within ~10% are noise here.", "",
+                  "| arena | tokens per ONNX call | RSS loaded MB | RSS after MB | peak MB | peak - loaded MB | CPU s |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for a in arena:
-            lines.append(f"| {a['mode']} | {a['rss_loaded_mb']:.0f} | {a['rss_after_mb']:.0f} | {a['peak_mb']:.0f} | "
-                         f"{a['wall_s']:.1f} |")
-        lines.append("")
+            lines.append(f"| {a['mode']} | {a.get('budget', 4096):,} | {a['rss_loaded_mb']:.0f} | {a['rss_after_mb']:.0f} | "
+                         f"{a['peak_mb']:.0f} | {a['peak_mb'] - a['rss_loaded_mb']:.0f} | {a.get('cpu_s', a['wall_s']):.1f} |")
+        lines += ["", "\"shrink\" releases the arena after each `embed_passages` / `iter_passage_batches` call (in a "
+                      "sync: after each window); \"shrink after every run\" does it after every ONNX run instead, "
+                      "which leaves glibc's heap fragmented (RSS stays high) for no gain.", ""]
     server = raw.get("server")
     if server:
         s = server
@@ -605,7 +625,7 @@ def report(raw: dict) -> str:
                   f"| server peak RSS (during the sync) | | {s['peak_mb']:.0f} MB | |",
                   f"| RSS of the idle server (model loaded) | | {s['rss_idle_mb']:.0f} MB | |",
                   f"| index on disk | ~50 MB | {s['index_mb']:.1f} MB | |",
-                  f"| embedding cache on disk | | {s['cache_file_mb']:.1f} MB | |",
+                  f"| embedding cache on disk (file + write-ahead log) | | {s['cache_file_mb']:.1f} MB | |",
                   f"| sync job: seconds / chunks per second | 302.8 / 31.7 | {s['sync_s']:.1f} / "
                   f"{s['chunks'] / s['sync_s']:.1f} | |", ""]
     lines += projections(raw)
@@ -655,9 +675,10 @@ def projections(raw: dict) -> list[str]:
 
 CHOICES = [
     "## Settings chosen", "",
-    "- **Batching**: `Embedder.batch_tokens = 4096` padded tokens per ONNX call, windows of "
-    "`SyncService.WINDOW_CHUNKS = 8192` chunks (texts + vectors + token ids of a window: ~30 MB). 2,048 pads "
-    "less and 8,192 more; 4,096 keeps padding ~1% with a moderate arena peak (see the arena table).",
+    "- **Batching**: `Embedder.batch_tokens = 1024` padded tokens per ONNX call (four 256-token chunks), "
+    "windows of `SyncService.WINDOW_CHUNKS = 8192` chunks (texts + vectors + token ids of a window: ~30 MB). "
+    "Smaller calls pad less and need a smaller arena (arena table) at the same speed (passage table: "
+    "2 threads, 1,024 vs 4,096 tokens per call).",
     "- **Spinning off** (`Embedder(spinning=False)`, session options `session.intra_op.allow_spinning` and "
     "`session.inter_op.allow_spinning` = 0) for the one session that serves queries and syncs: a waiting "
     "thread sleeps instead of burning the core another job (or the sync) needs.",

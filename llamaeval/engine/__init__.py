@@ -24,7 +24,7 @@ cuts the text into windows of ``chunk_size`` MiniLM word pieces overlapping by
 ``Embedder`` — all-MiniLM-L6-v2 int8 ONNX, 384 dimensions, mean pooling + L2 norm,
 passages truncated at 256 word pieces (queries 128), loaded lazily, thread-safe. Passages
 are sorted by token length over each call and cut into ONNX calls of at most ``batch_tokens``
-(4,096) padded tokens (``iter_passage_batches`` yields call by call); onnxruntime runs without
+(1,024) padded tokens (``iter_passage_batches`` yields call by call); onnxruntime runs without
 spinning threads and releases its memory arena after every passage call (``spinning``,
 ``arena``: measured in ``benchmarks/results/performance.md``).
 

@@ -28,7 +28,7 @@ def _default_tokenizer_path() -> Path:
 
 
 #: Padded tokens (rows x the longest row, special tokens included) per ONNX call of passages.
-DEFAULT_BATCH_TOKENS = 4096
+DEFAULT_BATCH_TOKENS = 1024
 #: What the embedder does with onnxruntime's CPU memory arena (see ``Embedder``).
 ARENA_MODES = ("shrink", "keep", "off")
 _ENCODE_PIECE = 512  # texts tokenized at once (their Encoding objects are dropped right after)
@@ -90,16 +90,18 @@ class Embedder:
     onnxruntime settings, chosen on measurements (``benchmarks/results/performance.md``):
 
     - ``num_threads``: intra-op threads (None: onnxruntime's default, one per core).
-    - ``spinning`` (default False): whether idle intra-op threads spin waiting for work. A
-      spinning pool made one query embedding ~3x slower when another job held the other core;
-      off, a query keeps most of the two-thread gain on a quiet machine and passages embed at
-      the same speed.
+    - ``spinning`` (default False): whether idle intra-op threads spin waiting for work
+      (session options ``session.intra_op.allow_spinning`` / ``inter_op``). With another job
+      on the other core a spinning pool made one query embedding up to 1.6x slower than a
+      sleeping one (3x slower than one thread in the issue's measurement) and passages embed
+      faster without it; on a lightly loaded machine spinning saves ~1.5 ms of a ~7 ms query.
+      Off is the choice for a server whose cores are shared between the sync and the searches.
     - ``arena``: ``"shrink"`` (default) keeps onnxruntime's CPU memory arena while a call of
       :meth:`embed_passages` / :meth:`iter_passage_batches` runs and releases its unused memory
       after the call's last ONNX run (run option ``memory.enable_memory_arena_shrinkage=cpu:0``;
-      shrinking after every run re-grows the arena each time, ~5-10% slower); ``"keep"`` lets
-      the arena keep its peak for the life of the process (~1.2 GB after a server's sync of
-      256-token passages); ``"off"`` allocates per run (slower).
+      same speed as ``"keep"``); ``"keep"`` lets the arena keep its peak for the life of the
+      process (+650 MB after 2,000 SciFact chunks; ~1.2 GB in a server before this setting);
+      ``"off"`` allocates per run (~1.2x slower, and a higher peak).
     """
 
     model_name: str = DEFAULT_MODEL_NAME

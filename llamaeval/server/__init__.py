@@ -66,7 +66,7 @@ ingestion keeps a core under any query load.
 
 Embedding in a sync: every changed file is parsed and cut first (the job's ``num_chunks_total``);
 then their chunks, up to 8,192 at a time, are sorted by token length and embedded in calls of at
-most 4,096 padded tokens (about 1% padding), a file completing as soon as its last chunk has a
+most 1,024 padded tokens (under 1% padding), a file completing as soon as its last chunk has a
 vector; the job's ``num_chunks_done`` follows call by call (cancels take effect between calls).
 Vectors are kept by content in ``<data_dir>/embedding-cache.sqlite``, per account (key: account,
 model name and the hash of its files, passage truncation, exact chunk text): a chunk the account

@@ -41,7 +41,7 @@ CACHE_FILE = "embedding-cache.sqlite"
 #: vectors take 1,697 bytes each on disk), so the budget bounds the file's size.
 ENTRY_OVERHEAD = 160
 _PAGE_SIZE = 8192  # 4 KB pages hold two 1.5 KB vectors and waste a quarter of each page
-_WAL_LIMIT = 8 * 1024 * 1024  # the write-ahead log is cut back to this after a checkpoint
+_WAL_PAGES = 256  # the write-ahead log is checkpointed at 2 MB and cut back to that size
 _MB = 1024 * 1024
 _PARAMS = 500  # keys per SQL statement (SQLite's variable limit is 999 on old builds)
 _SCHEMA = """
@@ -104,7 +104,8 @@ class EmbeddingCache:
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 db.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # only takes effect on a new file
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+                db.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+                db.execute(f"PRAGMA journal_size_limit={_WAL_PAGES * _PAGE_SIZE}")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
                 self._count, self._clock = db.execute("SELECT COUNT(*), COALESCE(MAX(used), 0) FROM vectors").fetchone()
