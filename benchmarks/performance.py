@@ -683,9 +683,10 @@ CHOICES = [
     "`session.inter_op.allow_spinning` = 0) for the one session that serves queries and syncs: a waiting "
     "thread sleeps instead of burning the core another job (or the sync) needs.",
     "- **Arena shrink** (`Embedder(arena=\"shrink\")`, run option `memory.enable_memory_arena_shrinkage = cpu:0` "
-    "on every passage call): the arena's free memory goes back to the system after each call, queries keep "
-    "the arena. `arena=\"keep\"` holds its peak for the life of the process; `arena=\"off\"` allocates "
-    "per call.",
+    "on the last ONNX run of each passage call, i.e. once per sync window): the arena's free memory goes back to "
+    "the system after each call at no cost in speed; shrinking after every run instead leaves the heap "
+    "fragmented (RSS stays high). `arena=\"keep\"` holds its peak for the life of the process; "
+    "`arena=\"off\"` allocates per run (slower, higher peak).",
     "- **Embedding cache**: SQLite beside the metadata, 1,536 bytes of float32 per vector plus key and "
     "overhead, 1,024 MB by default (`LLAMAEVAL_EMBED_CACHE_MB`), least recently used dropped first; keys "
     "are SHA-256 of (account, model name, hash of the model and tokenizer files, truncation, text), so an "

@@ -84,8 +84,10 @@ class Embedder:
     Batching: the passages of one call are sorted by token length over the whole call and cut
     into ONNX calls of at most ``batch_tokens`` padded tokens (rows x longest row) and
     ``batch_size`` rows (:func:`plan_batches`). The local server hands it thousands of chunks
-    at a time, so about 1% of the tokens fed are padding (23% with the former per-32-file pools
-    on Cranfield); :meth:`iter_passage_batches` yields batch by batch for progress and cancel.
+    at a time, so under 1% of the tokens fed are padding (0.3% on Cranfield, where the former
+    per-32-file pools padded 23%); :meth:`iter_passage_batches` yields batch by batch for
+    progress and cancel. Small calls cost no speed and bound onnxruntime's arena (its peak grows
+    with the tokens of a call).
 
     onnxruntime settings, chosen on measurements (``benchmarks/results/performance.md``):
 
@@ -99,9 +101,10 @@ class Embedder:
     - ``arena``: ``"shrink"`` (default) keeps onnxruntime's CPU memory arena while a call of
       :meth:`embed_passages` / :meth:`iter_passage_batches` runs and releases its unused memory
       after the call's last ONNX run (run option ``memory.enable_memory_arena_shrinkage=cpu:0``;
-      same speed as ``"keep"``); ``"keep"`` lets the arena keep its peak for the life of the
-      process (+650 MB after 2,000 SciFact chunks; ~1.2 GB in a server before this setting);
-      ``"off"`` allocates per run (~1.2x slower, and a higher peak).
+      same speed as ``"keep"``; shrinking after every run instead leaves the heap fragmented);
+      ``"keep"`` lets the arena keep its peak for the life of the process (+200 MB after 2,000
+      SciFact chunks at 1,024 tokens per call, +650 MB at 4,096; ~1.2 GB in a server before this
+      work); ``"off"`` allocates per run (~1.2x the CPU, and a higher peak).
     """
 
     model_name: str = DEFAULT_MODEL_NAME
