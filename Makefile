@@ -14,7 +14,7 @@ install-server: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[server]'
 
 install-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[server,postgres,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[server,postgres,fast-embed,dev]'
 
 ## The main job: embedded server, bundled Cranfield, mode x top_k grid, HTML report.
 demo: install-server

@@ -155,6 +155,10 @@ def main() -> None:
         f"| pgvector HNSW ef_search=200 | {p50_ms(t_ann[200]):.2f} |",
         f"| in-memory `fast` mode, top 10 (embedding + BM25 + dense + fusion) | {p50_ms(t_fast):.2f} |",
         "",
+        "At 100k-1M chunks, `fast` on the pgvector path vs the in-memory path (p50/p95, HNSW build time and "
+        "size, recall@100, load time): [scale_out_pgvector.md](scale_out_pgvector.md) "
+        "(`benchmarks/scale_out_pgvector.py`).",
+        "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llamaeval.server import ServerConfig
@@ -87,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="metadata database: sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DBNAME "
                             "(default $LLAMAEVAL_DATABASE or SQLite in the data dir); PostgreSQL's schema is "
                             "created and migrated at start")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="API processes answering the port (default 1); more than one needs a PostgreSQL "
+                            "--database, which they share (each also ingests unless $LLAMAEVAL_INGEST=0)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="server log level (default info)")
     serve.set_defaults(func=_serve)
@@ -111,8 +116,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-
     import uvicorn
 
     from llamaeval._errors import ConfigurationError
@@ -127,16 +130,62 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         print(f"llamaeval serve: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
     from llamaeval.server._database import parse_database
 
-    shown = parse_database(config.database, config.data_dir).shown
-    print(f"llamaeval serve: data dir {config.data_dir}; database {shown}; http://{args.host}:{args.port}/docs",
+    database = parse_database(config.database, config.data_dir)
+    if args.workers < 1:
+        print(f"llamaeval serve: error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not database.is_postgres:
+        print(f"llamaeval serve: error: --workers {args.workers} needs a PostgreSQL --database "
+              "(postgresql://USER:PASSWORD@HOST:PORT/DBNAME): an SQLite database is one process's, with its "
+              "ingest thread; run one process, or move the metadata to PostgreSQL", file=sys.stderr)
+        return 2
+    _configure_logging(args.log_level)
+    print(f"llamaeval serve: data dir {config.data_dir}; database {database.shown}; "
+          f"http://{args.host}:{args.port}/docs" + (f"; {args.workers} API processes" if args.workers > 1 else ""),
           flush=True)
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.log_level == "debug")
+    options = {"host": args.host, "port": args.port, "log_level": args.log_level,
+               "access_log": args.log_level == "debug"}
+    if args.workers == 1:
+        uvicorn.run(create_app(config), **options)
+        return 0
+    # uvicorn's supervisor: the parent binds the port, spawns N processes that accept on it (each
+    # builds its app with worker_app from the settings passed in the environment), restarts one
+    # that dies, and stops them all on SIGTERM / SIGINT
+    os.environ[_CONFIG_VAR] = json.dumps({"config": _config_fields(config), "log_level": args.log_level})
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
     return 0
+
+
+#: The settings of ``serve --workers N`` handed to its API processes (JSON, in their environment).
+_CONFIG_VAR = "LLAMAEVAL_SERVE_WORKER_CONFIG"
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+def _config_fields(config: "ServerConfig") -> dict[str, Any]:
+    from dataclasses import fields
+
+    return {f.name: (str(v) if isinstance(v := getattr(config, f.name), Path) else v) for f in fields(config)}
+
+
+def worker_app() -> Any:
+    """The app of one API process of ``serve --workers N`` (uvicorn calls it in each process)."""
+    from llamaeval.server import ServerConfig, create_app
+
+    raw = os.environ.get(_CONFIG_VAR)
+    if not raw:
+        raise RuntimeError(f"{_CONFIG_VAR} is not set: worker_app runs in the API processes of "
+                           "`llamaeval serve --workers N`")
+    settings = json.loads(raw)
+    _configure_logging(settings["log_level"])
+    return create_app(ServerConfig(**settings["config"]))
 
 
 def _keys_target(args: argparse.Namespace, command: str) -> Path | None:

@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker.add_argument("--database", default=None, metavar="URL",
                         help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME (default $LLAMAEVAL_DATABASE)")
     worker.add_argument("--data-dir", type=Path, default=None,
-                        help="where uploaded files, chunks and indexes live; the same folder as the servers' "
-                             "(default $LLAMAEVAL_DATA_DIR or ./.llamaeval)")
+                        help="this worker's chunks, embedding cache and indexes: a folder of its own (uploaded "
+                             "files come from the database) (default $LLAMAEVAL_DATA_DIR or ./.llamaeval)")
     worker.add_argument("--sources-root", type=Path, default=None,
                         help="folder of 'directory' data sources, as the servers' (default $LLAMAEVAL_SOURCES_ROOT)")
     worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
@@ -57,7 +57,7 @@ def _worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     with threadpool_limits(limits=1):
-        embedder = engine.Embedder(num_threads=config.onnx_threads)
+        embedder = engine.Embedders(num_threads=config.onnx_threads)  # one per model its pipelines name
         indexes = index_cache_for(storage, layout, embedder, config.load_reranker(), config.index_cache_bytes)
         sync = QueuedSyncService(storage, layout, config, embedder, indexes, url=database.url or "")
         sync.start()

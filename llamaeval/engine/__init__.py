@@ -28,10 +28,22 @@ are sorted by token length over each call and cut into ONNX calls of at most ``b
 spinning threads and releases its memory arena after every passage call (``spinning``,
 ``arena``: measured in ``benchmarks/results/performance.md``).
 
+``StaticEmbedder`` — the optional fast model (``wordllama-l2-supercat-256``: WordLlama's static
+token vectors, 256 dimensions, mean pooling + L2 norm; the ``fast-embed`` extra): the same
+interface, ~100x MiniLM's passages/s on one core, lower relevance (``benchmarks/results/
+embedders.md``). ``EMBEDDING_MODELS`` names the models, ``embedder_for(name)`` makes one,
+``embedding_model_name(alias)`` gives the canonical name (ConfigurationError naming the allowed
+ones), ``Embedders`` holds a server's (one per model, on first use).
+
 ``build_index(entries, embeddings, config, directory)`` writes a self-contained
-directory: ``bm25/`` (bm25s), ``embeddings.npy`` (float32, exact search),
-``entries.jsonl``, ``config.json`` (the RetrievalConfig), ``manifest.json``.
-``Index.load(directory, embedder, reranker=None)`` reads it back.
+directory (format 2): ``segments/<id>.seg`` — one per file: its entries, float32 vectors and
+analysed terms (term sequences, BM25 term frequencies and lengths) —, ``config.json`` (the
+RetrievalConfig) and ``manifest.json`` (the segments in chunk order). ``IndexWriter`` writes one
+segment by segment and hard-links the unchanged segments of a previous version, so a sync of
+k files writes k segments (``_segments``). ``Index.load(directory, embedder, reranker=None,
+previous=None)`` reads it back — reusing ``previous``'s segments in memory and merging its BM25
+postings, the scores bm25s would give (exact for lucene/robertson/atire) — and still reads
+format 1 (``bm25/``, ``entries.jsonl``, ``embeddings.npy``).
 
 Search requests and modes
 -------------------------
@@ -46,7 +58,8 @@ and aggregate) with pools and ``alpha`` = ``dense_weight`` from the pipeline con
 Modes (``Index.search(query, mode, top_k)``, ``top_k`` in 1..MAX_TOP_K=200)
 -------------------------------------------------------------------------------
 Every mode first embeds the query (stage ``embed``), scores every chunk with BM25
-(``bm25``) and with exact cosine similarity (``dense``), then fuses (``fuse``).
+(``bm25``) and with exact cosine similarity (``dense``; past ``ann_threshold`` chunks only the
+HNSW graph's candidates, rescored exactly), then fuses (``fuse``).
 Candidate pools and the rerank depth are raised to ``top_k`` when it is larger, so
 a search returns ``min(top_k, number of chunks)`` hits.
 
@@ -101,7 +114,8 @@ fusion ("convex"|"rrf", default convex), dense_weight (0..1, 0.6), rrf_k (60),
 fast_candidates (100), accurate_candidates (100), rerank_depth (100),
 second_stage ("ltr"|"none"), reranker_weight (0..1, 1.0), prf_docs (5), prf_terms (20),
 prf_weight (0..1, 0.5), rocchio_beta (0.5), doc_aggregation ("max"|"max+sum", max),
-doc_sum_weight (0.0), documents_first (true), ltr_model (the learned second stage *by reference*:
+doc_sum_weight (0.0), documents_first (true), ann_threshold (100000: chunks from which dense search
+uses an HNSW graph), ann_expansion (128: the graph's search breadth, HNSW ef), ltr_model (the learned second stage *by reference*:
 ``{"name": "llamaeval-ltr", "version": 2, "sha256": ...}``; or inline weights ``{"models": {"accurate":
 ..., "advanced": ...}, "stages": {...}}``, each model {"features", "weights", "mean", "std", "bias"} and
 optionally trees or an MLP layer — see ``LearnedRanker``). Defaults after the BM25 block were chosen
@@ -122,7 +136,15 @@ BM25 query terms are summed in sorted order. Numpy BLAS runs single-threaded
 during a search (threadpoolctl, per Index), so it does not fight onnxruntime for the
 cores; a server with concurrent searches should also call
 ``threadpoolctl.threadpool_limits(1, "blas")`` once at start-up (limits are process-wide).
-Dense search is exact (one matrix-vector product); see benchmarks/results/scale.md.
+Dense search is exact (one matrix-vector product) below ``ann_threshold`` chunks (100,000; the
+bundled collections are far below it). From it on (``llamaeval.engine._dense``), ``build_index`` also
+writes an HNSW graph (usearch, ``dense.usearch`` + ``dense.json``; ``Index.load`` reads it, or builds it
+when missing; an in-memory ``Index`` builds it on first search): the graph proposes 4x the dense pool,
+whose cosine is recomputed exactly; BM25 candidates come from the postings and the union is fused as
+below the threshold, without any pass over every chunk's scores. Filters: a filter allowing <= 5% of
+the chunks is searched exactly over them; a wider one oversamples the graph (x4 more until the pool
+fills, exact search over the allowed chunks as the last resort). Recall@100 vs exact, latency,
+build time and memory per chunk: benchmarks/results/dense_ann.md.
 """
 
 from __future__ import annotations
@@ -130,7 +152,9 @@ from __future__ import annotations
 from llamaeval.engine._chunk import Chunk, ChunkingConfig, chunk_document
 from llamaeval.engine._config import MAX_TOP_K, MODES, RetrievalConfig
 from llamaeval.engine._embed import Embedder
-from llamaeval.engine._index import Index, IndexEntry, SearchHit, SearchResponse, build_index
+from llamaeval.engine._embedders import EMBEDDING_MODELS, Embedders, embedder_for, embedding_model_name
+from llamaeval.engine._static_embed import StaticEmbedder
+from llamaeval.engine._index import Index, IndexEntry, IndexWriter, SearchHit, SearchResponse, build_index
 from llamaeval.engine._models import ModelStore, default_model_reference
 from llamaeval.engine._parse import SUPPORTED_EXTENSIONS, ParsedDocument, ParseError, parse_document
 from llamaeval.engine._rerank import LearnedRanker, Reranker
@@ -154,11 +178,17 @@ __all__ = [
     "Chunk",
     "chunk_document",
     "Embedder",
+    "StaticEmbedder",
+    "Embedders",
+    "EMBEDDING_MODELS",
+    "embedder_for",
+    "embedding_model_name",
     "RetrievalConfig",
     "ModelStore",
     "default_model_reference",
     "IndexEntry",
     "build_index",
+    "IndexWriter",
     "Index",
     "SearchHit",
     "SearchResponse",

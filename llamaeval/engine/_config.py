@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from llamaeval.engine._dense import DenseConfig
 from llamaeval.engine._models import (
     MODEL_NAME, ModelStore, check_reference, default_model_reference, is_reference, packaged_versions,
     read_packaged, reference_of, resolve_model,
@@ -58,6 +59,11 @@ class RetrievalConfig:
     doc_sum_weight: float = 0.0
     # accurate/advanced: every document's best chunk ranks ahead of any document's second chunk
     documents_first: bool = True
+    # dense search: exact below ann_threshold chunks, from it on an approximate HNSW graph (usearch)
+    # whose candidates are rescored exactly; ann_expansion = its search breadth (HNSW ef). Defaults and
+    # the graph's build parameters live in llamaeval.engine._dense.DenseConfig.
+    ann_threshold: int = DenseConfig.threshold
+    ann_expansion: int = DenseConfig.expansion_search
     # the learned second stage: a reference {"name", "version", "sha256"} to a model document
     # (shipped in llamaeval/engine/data/ or kept in a model store), or inline weights {"models": ...}
     ltr_model: dict[str, Any] = field(default_factory=default_model_reference)
@@ -102,6 +108,8 @@ class RetrievalConfig:
         num("doc_sum_weight", 0.0, 10.0)
         if not isinstance(self.documents_first, bool):
             raise ValueError(f"retrieval_config.documents_first must be true or false, got {self.documents_first!r}")
+        num("ann_threshold", 1, 2**40, integer=True)
+        num("ann_expansion", 8, 4096, integer=True)
         self._validate_ltr_model()
         if self.stemmer != "none":
             import Stemmer
@@ -139,6 +147,10 @@ class RetrievalConfig:
         doc = resolve_model(self.ltr_model, stores)
         check_model_document(doc, f"model {self.ltr_model['name']} version {self.ltr_model['version']}")
         return doc
+
+    def dense_config(self) -> DenseConfig:
+        """How this config's dense search runs (exact or HNSW, see ``ann_threshold``)."""
+        return DenseConfig(threshold=self.ann_threshold, expansion_search=self.ann_expansion)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every parameter (``ltr_model`` as given: a reference, or inline weights)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +17,22 @@ import numpy as np
 
 from llamaeval.engine._analyze import Analyzer
 from llamaeval.engine._config import RetrievalConfig
+from llamaeval.engine._dense import Allowed, DenseSearch, build_dense
 from llamaeval.engine._embed import Embedder
 from llamaeval.engine._models import ModelStore, is_reference, packaged_document
 from llamaeval.engine._rerank import LearnedRanker, Reranker, stage_parameters
 from llamaeval.engine._search import SearchRequest
+from llamaeval.engine._segments import (
+    Segment, SegmentSet, make_segment, read_segment, segment_id, write_segment,
+)
 
-__all__ = ["IndexEntry", "SearchHit", "SearchResponse", "Index", "build_index"]
+__all__ = ["IndexEntry", "SearchHit", "SearchResponse", "Index", "IndexWriter", "build_index", "read_index_data"]
 
-FORMAT_VERSION = 1
+#: 2: segments (``segments/<id>.seg``: one file's chunks, vectors and analysed terms) named by a
+#: manifest; 1 (still loaded): ``bm25/`` (bm25s), ``entries.jsonl``, ``embeddings.npy``
+FORMAT_VERSION = 2
+_FORMATS = (1, 2)
+_SEGMENTS = "segments"
 _ENTRIES = "entries.jsonl"
 _EMBEDDINGS = "embeddings.npy"
 _CONFIG = "config.json"
@@ -116,8 +127,11 @@ def _build_bm25(terms: list[list[str]], config: RetrievalConfig) -> Any:
 
 
 def build_index(entries: list[IndexEntry], embeddings: np.ndarray, config: RetrievalConfig, directory: Path,
-                model_store: ModelStore | None = None) -> None:
+                model_store: ModelStore | None = None, *, embedding_model: str | None = None) -> None:
     """Write a complete, self-contained index of ``entries`` into ``directory`` (created if missing).
+
+    ``embedding_model``: the model that made ``embeddings`` (default MiniLM's name), recorded in the
+    manifest: ``Index.load`` refuses an embedder of another model.
 
     ``embeddings[i]`` is the L2-normalised passage vector of ``entries[i]``. The caller
     swaps the directory in atomically; nothing outside it is written. When ``config`` names a
@@ -128,25 +142,110 @@ def build_index(entries: list[IndexEntry], embeddings: np.ndarray, config: Retri
     emb = _check_entries(entries, embeddings)
     if not isinstance(config, RetrievalConfig):
         raise TypeError("config must be a RetrievalConfig")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _keep_model(config, directory, model_store)
-    analyzer = Analyzer(config.stemmer, config.stopwords)
-    bm25 = _build_bm25(analyzer.analyze_many([e.text for e in entries]), config)
-    bm25.save(str(directory / _BM25_DIR), show_progress=False)
-    np.save(directory / _EMBEDDINGS, emb)
-    with open(directory / _ENTRIES, "w", encoding="utf-8") as fh:
-        for e in entries:
-            fh.write(json.dumps(asdict(e), ensure_ascii=False) + "\n")
-    (directory / _CONFIG).write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "num_chunks": len(entries),
-        "dimensions": int(emb.shape[1]),
-        "embedding_model": Embedder.model_name,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (directory / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    writer = IndexWriter(directory, config, model_store=model_store, embedding_model=embedding_model)
+    for lo, hi in _file_runs(entries):  # a segment per file (per run of one file's chunks)
+        records = json.dumps([vars(e) for e in entries[lo:hi]], ensure_ascii=False, sort_keys=True)
+        content = hashlib.sha256(records.encode("utf-8") + emb[lo:hi].tobytes()).hexdigest()
+        writer.add(segment_id(content, config), entries[lo:hi], emb[lo:hi])
+    writer.finish()
+    build_dense(emb, Path(directory), config.dense_config())  # the HNSW graph, past config.ann_threshold
+
+
+def _file_runs(entries: list[IndexEntry]) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive entries of one file."""
+    runs: list[tuple[int, int]] = []
+    lo = 0
+    for i in range(1, len(entries) + 1):
+        if i == len(entries) or entries[i].file_id != entries[lo].file_id:
+            runs.append((lo, i))
+            lo = i
+    return runs
+
+
+class IndexWriter:
+    """Writes an index (format 2) into ``directory`` segment by segment, in chunk order:
+    ``add`` a new segment, ``link`` one of the ``reuse`` index directories (a hard link, a copy
+    where the filesystem has none), then ``finish`` (config and manifest). A sync of k changed
+    files therefore writes k segments and links the others. Nothing outside ``directory`` is
+    written; the caller swaps the directory in atomically."""
+
+    def __init__(self, directory: Path, config: RetrievalConfig, *, reuse: tuple[Path, ...] = (),
+                 model_store: ModelStore | None = None, embedding_model: str | None = None) -> None:
+        if not isinstance(config, RetrievalConfig):
+            raise TypeError("config must be a RetrievalConfig")
+        self.directory = Path(directory)
+        (self.directory / _SEGMENTS).mkdir(parents=True, exist_ok=True)
+        self._folder = str(self.directory / _SEGMENTS)
+        _keep_model(config, self.directory, model_store)
+        self.config = config
+        self.embedding_model = embedding_model or Embedder.model_name
+        self._analyzer = Analyzer(config.stemmer, config.stopwords)
+        self._known: dict[str, tuple[str, list[Any]]] = {}  # segment id -> (file, manifest row)
+        self._dims: set[int] = set()
+        for d in reuse:
+            try:
+                manifest = json.loads((Path(d) / _MANIFEST).read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            if manifest.get("format_version") != 2 or manifest.get("embedding_model") != self.embedding_model:
+                continue
+            folder = os.path.join(d, _SEGMENTS)
+            for row in manifest.get("segments", []):
+                self._known.setdefault(row[0], (os.path.join(folder, f"{row[0]}.seg"), row))
+        self.rows: list[list[Any]] = []
+        self.written = 0
+        self.linked = 0
+
+    def link(self, sid: str) -> bool:
+        """Take segment ``sid`` from a reused index; False when none has it (``add`` it then)."""
+        known = self._known.get(sid)
+        if known is None:
+            return False
+        src, row = known
+        dst = os.path.join(self._folder, f"{sid}.seg")
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            pass
+        except OSError:
+            try:
+                shutil.copyfile(src, dst)  # a filesystem without hard links
+            except OSError:
+                return False  # gone meanwhile: the caller writes it anew
+        self.rows.append(list(row))
+        self._dims.add(int(row[3]))
+        self.linked += 1
+        return True
+
+    def add(self, sid: str, entries: list[IndexEntry], vectors: np.ndarray) -> Segment:
+        """Analyse and write a new segment ``sid`` of ``entries`` and their ``vectors``."""
+        emb = _check_entries(entries, vectors)
+        seg = make_segment(sid, entries, emb, self._analyzer)
+        size = write_segment(self.directory / _SEGMENTS / f"{sid}.seg", seg)
+        entry_bytes = sum(len(e.text) + 200 for e in entries)  # ~ the entries' JSON
+        self.rows.append([sid, len(entries), size, int(emb.shape[1]), entry_bytes])
+        self._dims.add(int(emb.shape[1]))
+        self.written += 1
+        return seg
+
+    def finish(self) -> dict[str, Any]:
+        """Write config and manifest (the segments in the order they were added); the manifest."""
+        if not self.rows:
+            raise ValueError("cannot build an index with no entries")
+        if len(self._dims) != 1:
+            raise ValueError(f"segments of different dimensions {sorted(self._dims)}: rebuild the index")
+        (self.directory / _CONFIG).write_text(json.dumps(self.config.to_dict(), indent=1), encoding="utf-8")
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "num_chunks": sum(int(r[1]) for r in self.rows),
+            "dimensions": self._dims.pop(),
+            "embedding_model": self.embedding_model,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "bytes": {"segments": sum(int(r[2]) for r in self.rows), "entries": sum(int(r[4]) for r in self.rows)},
+            "segments": self.rows,  # [id, chunks, bytes, dimensions, entry bytes] in chunk order
+        }
+        (self.directory / _MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+        return manifest
 
 
 def _keep_model(config: RetrievalConfig, directory: Path, model_store: ModelStore | None) -> None:
@@ -167,6 +266,34 @@ def _keep_model(config: RetrievalConfig, directory: Path, model_store: ModelStor
                 path.unlink(missing_ok=True)
         if keep is None:
             local.directory.rmdir()
+
+
+def _load_segments(directory: Path, manifest: dict[str, Any], config: RetrievalConfig,
+                   previous: "Index | None") -> SegmentSet:
+    """The segments a format 2 manifest names, those ``previous`` holds taken from it."""
+    prev = getattr(previous, "_segset", None)
+    known = prev.by_id() if prev is not None else {}
+    segments = []
+    for row in manifest["segments"]:
+        seg = known.get(row[0])
+        if seg is None:
+            seg = read_segment(directory / _SEGMENTS / f"{row[0]}.seg")
+            if len(seg) != int(row[1]):
+                raise ValueError(f"segment {row[0]} holds {len(seg)} chunks, the manifest says {row[1]}")
+        segments.append(seg)
+    return SegmentSet.of(segments, config.bm25_k1, config.bm25_b, config.bm25_method, previous=prev)
+
+
+def read_index_data(directory: Path) -> tuple[list[IndexEntry], np.ndarray]:
+    """The entries and vectors of an index directory (either format), in chunk order."""
+    directory = Path(directory)
+    manifest = json.loads((directory / _MANIFEST).read_text("utf-8"))
+    if manifest.get("format_version") == 2:
+        segments = [read_segment(directory / _SEGMENTS / f"{row[0]}.seg") for row in manifest["segments"]]
+        return [e for s in segments for e in s.entries], np.concatenate([s.vectors for s in segments])
+    with open(directory / _ENTRIES, encoding="utf-8") as fh:
+        entries = [IndexEntry(**json.loads(line)) for line in fh if line.strip()]
+    return entries, np.load(directory / _EMBEDDINGS)
 
 
 class Index:
@@ -199,20 +326,46 @@ class Index:
         self.reranker = reranker
         self.num_chunks = len(entries)
         self._analyzer = Analyzer(config.stemmer, config.stopwords)
-        if bm25 is None:
-            bm25 = _build_bm25(self._analyzer.analyze_many([e.text for e in entries]), config)
+        if bm25 is None:  # one in-memory segment: the chunks are analysed once, here
+            segment = make_segment("memory", entries, self._emb, self._analyzer)
+            bm25 = SegmentSet.of([segment], config.bm25_k1, config.bm25_b, config.bm25_method)
         self._init_bm25(bm25)
-        files: dict[str, int] = {}
-        self._file_of = np.array([files.setdefault(e.file_id, len(files)) for e in entries], dtype=np.int64)
+        self._file_of = self._file_numbers(entries)
         self._title_terms: dict[int, frozenset[str]] = {}
         self._blas: Any = None
         self._chunk_terms: dict[int, list[str]] = {}
         self._chunk_numbers: dict[int, frozenset[str]] = {}
         self._file_meta_terms: dict[str, tuple[int, frozenset[str]]] | None = None
         self._stores = () if model_store is None else (model_store,)
+        self._dense = DenseSearch(self._emb, config.dense_config())  # exact, or HNSW past ann_threshold
         self._set_model(config)
 
+    def _file_numbers(self, entries: list[IndexEntry]) -> np.ndarray:
+        """Each chunk's file, numbered in order of first appearance (per segment when the index
+        has segments: each knows its own files, so a new version pays per segment, not per chunk)."""
+        if self._segset is None:
+            files: dict[str, int] = {}
+            return np.array([files.setdefault(e.file_id, len(files)) for e in entries], dtype=np.int64)
+        numbers: dict[str, int] = {}
+        parts = []
+        for seg in self._segset.segments:
+            ids, codes = seg.files()
+            parts.append(np.array([numbers.setdefault(f, len(numbers)) for f in ids], dtype=np.int64)[codes])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def _init_bm25(self, bm25: Any) -> None:
+        """BM25 postings from a ``SegmentSet`` (format 2, in-memory) or a bm25s model (format 1)."""
+        self._segset: SegmentSet | None = None
+        if isinstance(bm25, SegmentSet):
+            if bm25.postings.num_docs != self.num_chunks:
+                raise ValueError(f"segments hold {bm25.postings.num_docs} chunks, entries {self.num_chunks}")
+            self._segset = bm25
+            self._b_data = bm25.data
+            self._b_indices = bm25.postings.docs
+            self._b_indptr = bm25.postings.indptr
+            self._vocab = bm25.live_vocab()
+            self._idf = np.log(1.0 + (self.num_chunks - bm25.df + 0.5) / (bm25.df + 0.5))
+            return
         s = bm25.scores
         self._b_data = np.asarray(s["data"], dtype=np.float32)
         self._b_indices = np.asarray(s["indices"], dtype=np.int64)
@@ -229,23 +382,26 @@ class Index:
         embedder: Embedder,
         reranker: Reranker | None = None,
         config: RetrievalConfig | None = None,
+        previous: "Index | None" = None,
     ) -> "Index":
-        """Load an index written by ``build_index``.
+        """Load an index written by ``build_index`` or ``IndexWriter`` (format 2), or a format 1 one.
 
         ``reranker``: optional plug-in second stage (see ``Reranker``). ``config``: optional
         override of the stored config; parameters that shape the BM25 index (bm25_*,
         stemmer, stopwords) must match the stored ones (ValueError otherwise). A second-stage
         model the package does not ship is read from the index's own ``models/`` store.
+        ``previous``: a loaded index (e.g. the version this one replaces) whose segments are
+        reused in memory instead of read again, and whose BM25 postings are merged with the
+        new segments' (linear, no re-analysis): a version that differs by k files loads in
+        O(k) reads plus that merge. The result is the same as without it.
         """
-        import bm25s
-
         directory = Path(directory)
         try:
             manifest = json.loads((directory / _MANIFEST).read_text("utf-8"))
             stored = RetrievalConfig.from_dict(json.loads((directory / _CONFIG).read_text("utf-8")))
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"not an index directory (missing {Path(exc.filename).name}): {directory}") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
+        if manifest.get("format_version") not in _FORMATS:
             raise ValueError(f"unsupported index format {manifest.get('format_version')!r}")
         if embedder is not None and manifest.get("embedding_model") != embedder.model_name:
             raise ValueError(
@@ -256,6 +412,17 @@ class Index:
                 if getattr(config, key) != getattr(stored, key):
                     raise ValueError(f"{key} differs from the built index; rebuild the index to change it")
             stored = config
+        model_store = ModelStore(directory / _MODELS_DIR)
+        if manifest["format_version"] == 2:
+            segset = _load_segments(directory, manifest, stored, previous)
+            entries = [e for seg in segset.segments for e in seg.entries]
+            emb = np.concatenate([seg.vectors for seg in segset.segments])
+            for seg, start in zip(segset.segments, segset.starts.tolist()):
+                seg.vectors = emb[start:start + len(seg)]  # one copy of the vectors in memory, not two
+            return _with_dense(cls(entries, emb, stored, embedder, bm25=segset, reranker=reranker,
+                                   model_store=model_store), directory)
+        import bm25s
+
         entries = []
         with open(directory / _ENTRIES, encoding="utf-8") as fh:
             for line in fh:
@@ -263,8 +430,14 @@ class Index:
                     entries.append(IndexEntry(**json.loads(line)))
         emb = np.load(directory / _EMBEDDINGS, mmap_mode=None)
         bm25 = bm25s.BM25.load(str(directory / _BM25_DIR), show_progress=False)
-        return cls(entries, emb, stored, embedder, bm25=bm25, reranker=reranker,
-                   model_store=ModelStore(directory / _MODELS_DIR))
+        return _with_dense(cls(entries, emb, stored, embedder, bm25=bm25, reranker=reranker, model_store=model_store),
+                           directory)
+
+    def save_graph(self, directory: Path) -> bool:
+        """Write the approximate dense graph this index searches into ``directory`` (an index
+        version's, before it is served), so later loads read it instead of building it; removes a
+        stale one below ``ann_threshold``. Whether a graph was written."""
+        return self._dense.save(Path(directory))
 
     def with_config(self, config: RetrievalConfig) -> "Index":
         """A view of this index searching with another config (same BM25 parameters required)."""
@@ -275,6 +448,8 @@ class Index:
         clone.__dict__.update(self.__dict__)
         clone.config = config
         clone.config_summary = config.summary()
+        if config.ann_threshold != self.config.ann_threshold:  # exact <-> HNSW (a graph is built on first use)
+            clone._dense = DenseSearch(self._emb, config.dense_config())
         clone._set_model(config)
         return clone
 
@@ -303,7 +478,11 @@ class Index:
             scores[self._b_indices[lo:hi]] += np.float32(weights[term]) * self._b_data[lo:hi]
         return scores
 
-    def _dense_scores(self, qv: np.ndarray) -> np.ndarray:
+    def _dense_scores(self, qv: np.ndarray) -> "np.ndarray | _CosineScores":
+        """Cosine of every chunk (exact search), or, past ``ann_threshold``, a view computing it
+        only for the chunks asked (``scores[ids]``): no pass over every chunk."""
+        if self._dense.approximate:
+            return _CosineScores(self._emb, qv)
         return self._emb @ qv.astype(np.float32)
 
     def _fuse(self, sparse: np.ndarray, dense: np.ndarray, req: SearchRequest, allowed: np.ndarray | None
@@ -313,17 +492,16 @@ class Index:
         their fused scores; a retriever with fusion weight 0 contributes no candidates."""
         cfg = self.config
         empty = np.zeros(0, dtype=np.int64)
-        keep_s = sparse > 0 if allowed is None else (sparse > 0) & allowed
-        top_s = _top(sparse, max(req.sparse_top_k, req.top_k), keep_s) if req.uses_sparse else empty
-        top_d = _top(dense, max(req.dense_top_k, req.top_k), allowed) if req.uses_dense else empty
+        if isinstance(dense, _CosineScores):  # past ann_threshold: pools from candidate sets
+            top_s, top_d = self._approximate_pools(sparse, dense, req, allowed)
+        else:
+            keep_s = sparse > 0 if allowed is None else (sparse > 0) & allowed
+            top_s = _top(sparse, max(req.sparse_top_k, req.top_k), keep_s) if req.uses_sparse else empty
+            top_d = _top(dense, max(req.dense_top_k, req.top_k), allowed) if req.uses_dense else empty
         cand = np.union1d(top_s, top_d)
         w = req.alpha
         if cfg.fusion == "rrf":
-            rank_s = np.full(self.num_chunks, np.inf)
-            rank_s[top_s] = np.arange(1, top_s.size + 1)
-            rank_d = np.full(self.num_chunks, np.inf)
-            rank_d[top_d] = np.arange(1, top_d.size + 1)
-            fused = (1 - w) / (cfg.rrf_k + rank_s[cand]) + w / (cfg.rrf_k + rank_d[cand])
+            fused = (1 - w) / (cfg.rrf_k + _pool_ranks(top_s, cand)) + w / (cfg.rrf_k + _pool_ranks(top_d, cand))
             fused = fused * 2.0  # equal weights give plain RRF
         else:
             fused = (1 - w) * _pool_minmax(sparse, top_s, cand, 0.0) + w * _pool_minmax(dense, top_d, cand, 1.0)
@@ -334,7 +512,10 @@ class Index:
         """Analysed terms of chunk ``i`` (cached: analysis costs ~0.2 ms per chunk)."""
         terms = self._chunk_terms.get(i)
         if terms is None:
-            terms = [sys.intern(t) for t in self._analyzer(self.entries[i].text)]
+            if self._segset is not None:  # analysed at index time
+                terms = self._segset.terms_of(i)
+            else:
+                terms = [sys.intern(t) for t in self._analyzer(self.entries[i].text)]
             self._chunk_terms[i] = terms
         return terms
 
@@ -350,30 +531,17 @@ class Index:
         """Second-stage features of the candidates (all computed over the candidate set),
         given their fused scores and the query context of ``_candidates``.
 
-        ``ctx["chunk_match"]``: per-query cache of the per-chunk term matching, which depends
-        only on the query and the chunk: advanced scores overlapping candidate sets twice
-        (feedback, then its own second stage) and matches each chunk once."""
-        q_weights, sparse, dense = ctx["q_weights"], ctx["sparse"], ctx["dense"]
-        q_order, memo, q_numbers = ctx["q_terms"], ctx["chunk_match"], ctx["q_numbers"]
-        qterms = sorted(t for t in q_weights if t in self._vocab)
-        idf = {t: float(self._idf[self._vocab[t]]) for t in qterms}
-        idf_total = sum(idf.values()) or 1.0
-        idf_max = max(idf.values()) if idf else 1.0
-        bigrams = list(dict.fromkeys(zip(q_order, q_order[1:])))
-        qset = set(qterms)
-        rows = []
-        for i in cand:
-            i = int(i)
-            row = memo.get(i)
-            if row is None:
-                row = memo[i] = self._match(i, qset, idf, idf_total, idf_max, bigrams, q_numbers)
-            rows.append(row)
+        ``ctx["chunk_match"]``: per-query cache of the query side of the term matching
+        (``_query_match``; advanced matches twice: feedback, then its own second stage). The
+        chunk side (``_match``) runs over all candidates at once on their cached term ids."""
+        sparse, dense = ctx["sparse"], ctx["dense"]
+        query = ctx["chunk_match"].get("query")
+        if query is None:  # the query side of the matching, once per query (advanced matches twice)
+            query = ctx["chunk_match"]["query"] = self._query_match(ctx["q_weights"], ctx["q_terms"])
+        qterms, idf = query["terms"], query["idf"]
         n = cand.size
-        nterms = np.array([r[0] for r in rows], dtype=np.float64)
-        tfs: list[dict[str, int]] = [r[1] for r in rows]
-        coverage, missing, proximity, phrase, title, numbers = (
-            np.array([r[k] for r in rows], dtype=np.float64) for k in range(2, 8))
-        length = np.array([math.log1p(r[0]) for r in rows], dtype=np.float64)
+        nterms, tf, coverage, missing, proximity, phrase, title, numbers = self._match(cand, query, ctx["q_numbers"])
+        length = np.log1p(nterms)
         bm25_raw = sparse[cand].astype(np.float64)
         bm25_mm = _minmax(bm25_raw)
         dense_raw = dense[cand].astype(np.float64)
@@ -384,14 +552,14 @@ class Index:
         # BM25 variants recomputed over the candidates (avgdl = the candidates' mean length):
         # k1=0.9/b=0.4 (the Anserini default) and b=0 (no length normalisation)
         avgdl = float(nterms.mean()) if n else 1.0
+        # summed term by term in sorted term order (a missing term adds exactly 0)
         bm25_v = np.zeros(n)
         bm25_flat = np.zeros(n)
-        for row, tf in enumerate(tfs):
-            norm = 0.6 + 0.4 * nterms[row] / max(avgdl, 1.0)
-            for t in sorted(tf):
-                f = tf[t]
-                bm25_v[row] += idf[t] * f * 1.9 / (f + 0.9 * norm)
-                bm25_flat[row] += idf[t] * f * 2.2 / (f + 1.2)
+        norm = 0.6 + 0.4 * nterms / max(avgdl, 1.0)
+        for col in range(len(qterms)):
+            f = tf[:, col]
+            bm25_v += idf[col] * f * 1.9 / (f + 0.9 * norm)
+            bm25_flat += idf[col] * f * 2.2 / (f + 1.2)
         bm25_z, dense_z = _zscore(bm25_raw), _zscore(dense_raw)
         # how much the two retrievers agree on this query: shared share of their top 10 candidates
         top = min(10, n)
@@ -416,7 +584,7 @@ class Index:
             "agree_dense_z": agree * dense_z,
             "bm25_k09b04": _minmax(bm25_v),
             "bm25_flat": _minmax(bm25_flat),
-            "match_frac": np.array([len(tf) for tf in tfs], dtype=np.float64) / max(len(qset), 1),
+            "match_frac": (tf > 0).sum(axis=1) / max(len(qterms), 1),
             "bm25": bm25_mm,
             "dense": dense_raw,
             "dense_mm": dense_mm,
@@ -441,35 +609,90 @@ class Index:
             "q_dense_top": np.full(n, float(dense_raw.max()) if n else 0.0),
         }
 
-    def _match(self, i: int, qset: set[str], idf: dict[str, float], idf_total: float, idf_max: float,
-               bigrams: list[tuple[str, str]], q_numbers: frozenset[str]
-               ) -> tuple[int, dict[str, int], float, float, float, float, float, float]:
-        """How chunk ``i`` matches the query: (number of terms, query-term frequencies,
-        idf coverage, rarest missing idf, proximity, bigram phrase share, title idf share,
-        share of the query's numbers found verbatim)."""
-        terms = self._terms_of(i)
-        tf: dict[str, int] = {}
-        for t in terms:
-            if t in qset:
-                tf[t] = tf.get(t, 0) + 1
-        present = set(tf)
-        coverage = sum(idf[t] for t in present) / idf_total
-        missing = max((idf[t] for t in qset - present), default=0.0) / idf_max
-        proximity = phrase = title = 0.0
-        if len(present) >= 2:
-            proximity = _proximity(terms, present)
-            if bigrams:
-                pairs = set(zip(terms, terms[1:]))
-                phrase = sum(1 for bg in bigrams if bg in pairs) / len(bigrams)
+    def _term_ids(self, i: int) -> np.ndarray:
+        """Vocabulary ids of chunk ``i``'s terms in text order (-1 for a term outside the
+        vocabulary), cached per chunk on first use (int32, 4 bytes a term)."""
+        cache = self.__dict__.get("_term_id_cache")
+        if cache is None:
+            cache = self.__dict__.setdefault("_term_id_cache", {})
+        ids = cache.get(i)
+        if ids is None:
+            segments = getattr(self, "_segset", None)
+            if segments is not None:  # stored at index time
+                ids = segments.term_ids_of(i)
+            else:
+                vocab = self._vocab
+                ids = np.fromiter((vocab.get(t, -1) for t in self._terms_of(i)), dtype=np.int32)
+            cache[i] = ids
+        return ids
+
+    def _query_match(self, q_weights: dict[str, float], q_order: list[str]) -> dict[str, Any]:
+        """The query side of ``_match``: its terms in the vocabulary (sorted), their ids and idf,
+        and its distinct bigrams as pairs of term slots (-1: a bigram no chunk can hold)."""
+        terms = sorted(t for t in q_weights if t in self._vocab)
+        ids = np.array([self._vocab[t] for t in terms], dtype=np.int64)
+        idf = self._idf[ids].astype(np.float64) if terms else np.zeros(0)
+        slot = {t: k for k, t in enumerate(terms)}
+        m = len(terms)
+        bigrams = list(dict.fromkeys(zip(q_order, q_order[1:])))
+        codes = [slot[a] * m + slot[b] if a in slot and b in slot else -1 for a, b in bigrams]
+        return {"terms": terms, "ids": ids, "idf": idf, "set": frozenset(terms),
+                "idf_total": float(sum(float(x) for x in idf)) or 1.0, "idf_max": float(idf.max()) if m else 1.0,
+                "bigrams": len(bigrams), "bigram_codes": np.unique([c for c in codes if c >= 0]).astype(np.int64)}
+
+    def _match(self, cand: np.ndarray, query: dict[str, Any], q_numbers: frozenset[str]) -> tuple[np.ndarray, ...]:
+        """How each candidate matches the query (``_query_match``), all candidates at once:
+        (number of terms, query-term frequencies (candidates x query terms), idf coverage, rarest
+        missing idf, proximity, bigram phrase share, title idf share, share of the query's numbers
+        found verbatim). Proximity: distinct query terms matched / the smallest window holding all
+        of them (0 under two); phrase: share of the query's distinct bigrams found (0 under two terms)."""
+        n, m = cand.size, len(query["terms"])
+        seqs = [self._term_ids(int(i)) for i in cand]
+        lengths = np.array([s.size for s in seqs], dtype=np.int64)
+        nterms = lengths.astype(np.float64)
+        flat = np.concatenate(seqs) if n else np.zeros(0, dtype=np.int32)
+        starts = np.cumsum(lengths) - lengths
+        # positions (in ``flat``) of query terms, their chunk (row) and query-term slot
+        sorter = np.argsort(query["ids"], kind="stable")
+        sorted_ids = query["ids"][sorter]
+        hit = np.flatnonzero(np.isin(flat, sorted_ids)) if m else np.zeros(0, dtype=np.int64)
+        slot = sorter[np.searchsorted(sorted_ids, flat[hit])] if hit.size else np.zeros(0, dtype=np.int64)
+        row = np.searchsorted(starts, hit, side="right") - 1 if hit.size else np.zeros(0, dtype=np.int64)
+        tf = np.bincount(row * m + slot, minlength=n * m).reshape(n, m).astype(np.float64)
+        present = tf > 0
+        n_present = present.sum(axis=1)
+        idf = query["idf"]
+        coverage = (present * idf).sum(axis=1) / query["idf_total"]
+        missing = np.where(present, 0.0, idf).max(axis=1, initial=0.0) / query["idf_max"]
+        best = _min_windows(hit, slot, row, starts, present, n)
+        proximity = np.where((n_present >= 2) & (best > 0), n_present / np.maximum(best, 1), 0.0)
+        phrase = np.zeros(n)
+        codes = query["bigram_codes"]
+        if codes.size and hit.size > 1:
+            nxt = (hit[1:] == hit[:-1] + 1) & (row[1:] == row[:-1])  # adjacent query terms in one chunk
+            pair_rows, pair_codes = row[:-1][nxt], slot[:-1][nxt] * m + slot[1:][nxt]
+            keep = np.isin(pair_codes, codes)
+            found = np.unique(pair_rows[keep] * (m * m) + pair_codes[keep]) // (m * m)
+            phrase = np.bincount(found, minlength=n) / query["bigrams"]
+            phrase[n_present < 2] = 0.0
+        title = np.zeros(n)
+        qset = query["set"]
         if qset:
-            title = sum(idf[t] for t in qset & self._title_terms_of(i)) / idf_total
-        numbers = 0.0
+            idf_of = dict(zip(query["terms"], idf.tolist()))
+            total = query["idf_total"]
+            title = np.array([sum(idf_of[t] for t in qset & self._title_terms_of(int(i))) / total for i in cand],
+                             dtype=np.float64)
+        numbers = np.zeros(n)
         if q_numbers:
-            found = self._chunk_numbers.get(i)
-            if found is None:
-                found = self._chunk_numbers[i] = self._analyzer.numbers(self.entries[i].text)
-            numbers = len(q_numbers & found) / len(q_numbers)
-        return len(terms), tf, coverage, missing, proximity, phrase, title, numbers
+            numbers = np.array([len(q_numbers & self._numbers_of(int(i))) / len(q_numbers) for i in cand],
+                               dtype=np.float64)
+        return nterms, tf, coverage, missing, proximity, phrase, title, numbers
+
+    def _numbers_of(self, i: int) -> frozenset[str]:
+        found = self._chunk_numbers.get(i)
+        if found is None:
+            found = self._chunk_numbers[i] = self._analyzer.numbers(self.entries[i].text)
+        return found
 
     # ------------------------------------------------------------------ search
     def search(self, query: "str | SearchRequest", mode: str = "fast", top_k: int = 10) -> SearchResponse:
@@ -552,8 +775,30 @@ class Index:
         ranked.sort(key=lambda r: (-r[1], r[2]))
         return [(file_id, score) for file_id, score, _ in ranked]
 
-    def _allowed(self, req: SearchRequest, dense: np.ndarray) -> np.ndarray | None:
-        """Chunks a request may return (filters and dense cutoff), or None for all."""
+    def _approximate_pools(self, sparse: np.ndarray, dense: "_CosineScores", req: SearchRequest,
+                           allowed: Allowed | None) -> tuple[np.ndarray, np.ndarray]:
+        """Each retriever's pool, best first, past ``ann_threshold``: the best allowed chunks among
+        those with a positive BM25 score, and the dense search's (HNSW candidates rescored exactly;
+        see ``llamaeval.engine._dense`` for filters)."""
+        empty = np.zeros(0, dtype=np.int64)
+        top_s = top_d = empty
+        if req.uses_sparse:
+            ids = np.flatnonzero(sparse > 0)
+            top_s = _top_kept(ids, sparse[ids], max(req.sparse_top_k, req.top_k),
+                              None if allowed is None else allowed.keep)
+        if req.uses_dense:
+            top_d, _ = self._dense.search(dense.qv, max(req.dense_top_k, req.top_k), allowed,
+                                          expansion=self.config.ann_expansion)
+        return top_s, top_d
+
+    def _allowed(self, req: SearchRequest, dense: "np.ndarray | _CosineScores") -> "np.ndarray | Allowed | None":
+        """Chunks a request may return (filters and dense cutoff), or None for all: a boolean mask,
+        or past ``ann_threshold`` an ``Allowed`` (the filter mask; the cutoff checked per chunk)."""
+        if isinstance(dense, _CosineScores):
+            if req.filters is None and req.dense_cutoff is None:
+                return None
+            mask = None if req.filters is None else self._filter_mask(req.filters)
+            return Allowed(self._emb, mask, req.dense_cutoff, dense.qv if req.dense_cutoff is not None else None)
         mask = None
         if req.filters is not None:
             mask = self._filter_mask(req.filters)
@@ -679,18 +924,31 @@ class Index:
     def _feedback_terms(self, fb: np.ndarray, fb_scores: np.ndarray, n_terms: int) -> list[tuple[str, float]]:
         """The ``n_terms`` best expansion terms of feedback chunks ``fb`` (their min-max scores
         ``fb_scores``): relevance-model weights (term share of each chunk x chunk weight), idf-weighted."""
-        term_w: dict[str, float] = {}
-        for i, w in zip(fb, fb_scores + 1e-3):  # relevance model weight per feedback doc
-            terms = self._terms_of(int(i))
-            if not terms:
-                continue
-            inv = float(w) / len(terms)
-            for t in terms:
-                term_w[t] = term_w.get(t, 0.0) + inv
-        for t in list(term_w):  # idf-weight so that common terms do not dominate
-            tid = self._vocab.get(t)
-            term_w[t] = term_w[t] * (float(self._idf[tid]) if tid is not None else 0.0)
-        return sorted(term_w.items(), key=lambda kv: (-kv[1], kv[0]))[:n_terms]
+        seqs = [self._term_ids(int(i)) for i in fb]
+        lengths = np.array([ids.size for ids in seqs], dtype=np.float64)
+        if n_terms <= 0 or not lengths.any():
+            return []
+        # relevance model weight per feedback doc, shared by its terms; summed in text order
+        share = (fb_scores + 1e-3)[lengths > 0] / lengths[lengths > 0]
+        seqs = [ids for ids in seqs if ids.size]
+        ids = np.concatenate(seqs).astype(np.int64)
+        known = ids >= 0  # a term outside the vocabulary has idf 0: it adds nothing to a query
+        uniq, inv = np.unique(ids[known], return_inverse=True)
+        weights = np.bincount(inv, weights=np.repeat(share, [x.size for x in seqs])[known], minlength=uniq.size)
+        weights = weights * self._idf[uniq].astype(np.float64)  # idf-weighted: common terms do not dominate
+        if uniq.size > n_terms:  # the n_terms best, and every term tied with the last of them
+            keep = weights >= np.partition(weights, uniq.size - n_terms)[uniq.size - n_terms]
+            uniq, weights = uniq[keep], weights[keep]
+        names = self._vocab_names(uniq)
+        return sorted(zip(names, weights.tolist()), key=lambda kv: (-kv[1], kv[0]))[:n_terms]
+
+    def _vocab_names(self, ids: np.ndarray) -> list[str]:
+        """The terms of vocabulary ids (the reverse vocabulary is built once, on first use)."""
+        names = self.__dict__.get("_vocab_terms")
+        if names is None:
+            names = {tid: t for t, tid in self._vocab.items()}
+            self.__dict__["_vocab_terms"] = names
+        return [names[int(i)] for i in ids]
 
     def _aggregate(self, cand: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Document-aware scores: each chunk gains ``doc_sum_weight`` x its siblings' scores."""
@@ -742,6 +1000,52 @@ def _flat_values(metadata: dict[str, Any]) -> list[Any]:
     return [v for v in out if v is not None and not isinstance(v, (dict, list, tuple))]
 
 
+class _CosineScores:
+    """Cosine of chunks to the query vector ``qv``, computed for the chunks asked
+    (``scores[ids]``, float32): what an index past ``ann_threshold`` holds instead of every
+    chunk's cosine."""
+
+    def __init__(self, emb: np.ndarray, qv: np.ndarray) -> None:
+        self._emb = emb
+        self.qv = np.asarray(qv, dtype=np.float32)
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        return self._emb[ids] @ self.qv
+
+
+def _with_dense(index: "Index", directory: Path) -> "Index":
+    """``index`` with the HNSW graph saved in ``directory`` attached (built now when the index is
+    past ``ann_threshold`` and the directory holds no graph of these vectors)."""
+    if index._dense.approximate and not index._dense.load(directory):
+        index._dense.graph()
+    return index
+
+
+def _top_kept(ids: np.ndarray, values: np.ndarray, n: int, keep: Any = None) -> np.ndarray:
+    """The ``n`` best of ``ids`` (sorted chunk indices) by ``values`` among those ``keep(ids)``
+    allows (all when None), best first, ties by chunk order. Looks at 4x more each round until
+    ``n`` pass, so a permissive filter checks few chunks."""
+    m = n
+    while True:
+        pos = _top(values, m)
+        if keep is None:
+            return ids[pos]
+        sel = pos[keep(ids[pos])]
+        if sel.size >= n or pos.size == values.size:
+            return ids[sel[:n]]
+        m *= 4
+
+
+def _pool_ranks(pool: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """1-based rank of each of ``cand`` in ``pool`` (chunk indices, best first); inf where absent."""
+    if pool.size == 0:
+        return np.full(cand.size, np.inf)
+    order = np.argsort(pool, kind="stable")
+    keys = pool[order]
+    pos = np.clip(np.searchsorted(keys, cand), 0, keys.size - 1)
+    return np.where(keys[pos] == cand, order[pos] + 1.0, np.inf)
+
+
 def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """values[keys == w] for each w of ``wanted`` (sorted ``keys``), 0 where absent."""
     pos = np.clip(np.searchsorted(keys, wanted), 0, keys.size - 1)
@@ -786,24 +1090,32 @@ def _group_max(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
     return best[inv]
 
 
-def _proximity(terms: list[str], present: set[str]) -> float:
-    """Distinct query terms matched / length of the smallest window holding all of them."""
-    need = len(present)
-    counts: dict[str, int] = {}
-    have = 0
-    best = math.inf
-    left = 0
-    for right, t in enumerate(terms):
-        if t in present:
-            counts[t] = counts.get(t, 0) + 1
-            if counts[t] == 1:
-                have += 1
-        while have == need:
-            best = min(best, right - left + 1)
-            lt = terms[left]
-            if lt in present:
-                counts[lt] -= 1
-                if counts[lt] == 0:
-                    have -= 1
-            left += 1
-    return need / best if best < math.inf else 0.0
+#: Cells of the (matched positions x query terms) table ``_min_windows`` works on at once.
+_WINDOW_CELLS = 1 << 20
+
+
+def _min_windows(hit: np.ndarray, slot: np.ndarray, row: np.ndarray, starts: np.ndarray, present: np.ndarray,
+                 n: int) -> np.ndarray:
+    """Per chunk (row), the length in terms of its smallest window holding every query term it
+    contains (0 without any). ``hit``: positions of query terms in the chunks' concatenated terms
+    (ascending), ``slot``: which query term, ``row``: which chunk, ``starts``: where each chunk
+    begins, ``present``: chunk x query term. The smallest window ending at a matched position
+    starts at the latest occurrence of the query term seen longest ago."""
+    none = np.iinfo(np.int64).max
+    best = np.full(n, none, dtype=np.int64)
+    m = present.shape[1]
+    block = max(1, _WINDOW_CELLS // max(m, 1))
+    lo = 0
+    while lo < hit.size:  # blocks of whole chunks
+        hi = int(np.searchsorted(row, row[min(lo + block, hit.size) - 1], side="right"))
+        h, s, r = hit[lo:hi], slot[lo:hi], row[lo:hi]
+        last = np.full((h.size, m), -1, dtype=np.int64)
+        last[np.arange(h.size), s] = h
+        np.maximum.accumulate(last, axis=0, out=last)
+        need = present[r]
+        complete = ((last >= starts[r][:, None]) | ~need).all(axis=1)
+        window = h - np.where(need, last, none).min(axis=1) + 1
+        np.minimum.at(best, r[complete], window[complete])
+        lo = hi
+    best[best == none] = 0
+    return best

@@ -87,6 +87,17 @@ definitions (created and attached) or ``{"data_source_id": ...}`` references.
 The data sink is the embedded index (``sink_type: "embedded"``; config: location relative to
 the data dir — never a server path —, num_chunks, embedding_model, dimensions).
 
+Embedding models (``engine.EMBEDDING_MODELS``, listed by ``/health``): a pipeline embeds its chunks
+and queries with ``embedding_config: {"model_name": ...}`` of its creation (simplified dialect; real
+dialect: create, upsert or update, above) — ``all-MiniLM-L6-v2-onnx-int8`` (default, 384 dimensions)
+or ``wordllama-l2-supercat-256`` (static, 256 dimensions, ~100x faster ingestion on a core, lower
+relevance; the ``fast-embed`` extra, else the request is a 400/422 naming it). Chunking uses MiniLM's
+word pieces for every model, so two pipelines differing only in model hold the same chunks. An index
+records its model; its queries are embedded by that model (also while a pipeline that changed model is
+still served by its previous index, until the next sync re-embeds). The embedding cache keys vectors
+by model name and version. On PostgreSQL the 256-dimension vectors are stored zero-padded in the
+``vector(384)`` column (same norms, inner products and rankings).
+
 Retrieve: ``{"query", "mode": "fast|accurate|advanced", "top_k": 1..engine.MAX_TOP_K}``;
 each result's ``metadata`` holds the file's custom metadata plus ``file_id, file_name,
 pipeline_id, chunk_id, chunk_index, start_char, end_char, scores`` (stage -> score)
@@ -114,8 +125,10 @@ resources (a sink is recorded; the index stays on this server's disk); ``GET /jo
 Retrieve takes the real knobs (``llamaeval.server._llamacloud._retrieve`` documents how each
 maps onto one engine ``SearchRequest``) and answers ``retrieval_nodes`` with the chunk in
 ``node.text``, its metadata in ``node.extra_info``, ``retrieval_latency`` per stage.
-Validation errors there are 422 in FastAPI's shape. Embeddings are always MiniLM whatever
-``embedding_config`` says (it is recorded). The v2 index API (``/indexes``,
+Validation errors there are 422 in FastAPI's shape. ``embedding_config`` ``{"type":
+"HUGGINGFACE_API_EMBEDDING", "component": {"model_name": ...}}`` chooses one of the server's models
+(below; another name is a 422 naming them); a hosted provider's config (OpenAI, Cohere, ...) is
+recorded and embedded with MiniLM. The v2 index API (``/indexes``,
 ``/retrieval/retrieve``) is not served.
 
 Settings: each ``serve`` flag wins over its environment variable, which wins over the default
@@ -126,10 +139,11 @@ Settings: each ``serve`` flag wins over its environment variable, which wins ove
 beyond it are unloaded, least recently used first), ``LLAMAEVAL_SHARED_SOURCES_ROOT`` (0),
 ``LLAMAEVAL_EMBED_CACHE_MB`` (1024; 0: no embedding cache),
 ``LLAMAEVAL_DATABASE`` / ``--database``: ``sqlite:///PATH`` or ``postgresql://USER:PW@HOST:PORT/DB``
-(the ``postgres`` extra; schema created and migrated at start; see ``docs/scale-out.md``).
+(the ``postgres`` extra; schema created and migrated at start; uploaded file bytes in the
+database too; ``serve --workers N`` for N API processes; see ``docs/scale-out.md``).
 Data dir layout:
 ``llamaeval.db`` (SQLite metadata behind the :class:`Storage` protocol, so another
-database can replace it), ``files/``, ``pipelines/<id>/chunks/``, ``pipelines/<id>/indexes/``,
+database can replace it), ``files/`` (SQLite servers), ``pipelines/<id>/chunks/``, ``pipelines/<id>/indexes/``,
 ``embedding-cache.sqlite``.
 """
 

@@ -98,6 +98,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
 
         from llamaeval import engine
         from llamaeval.server._database import open_storage
+        from llamaeval.server._file_store import file_store
         from llamaeval.server._queue import sync_service_for
         from llamaeval.server._shared_index import index_cache_for
 
@@ -108,11 +109,14 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
         if layout.remove_partial_writes():  # a killed server's cut-short writes: garbage, never objects
             log.info("removed the partial writes a previous run left in %s", config.data_dir)
         store = storage if storage is not None else open_storage(config.database, config.data_dir)
-        emb = embedder if embedder is not None else engine.Embedder(num_threads=config.onnx_threads)
+        # the default embedder, plus one per other model a pipeline names (created on first use)
+        emb = engine.Embedders(embedder, num_threads=config.onnx_threads)
         indexes = index_cache_for(store, layout, emb, config.load_reranker(), config.index_cache_bytes)
         sync = sync_service_for(store, layout, config, emb, indexes, work=config.ingest)
         services = Services(config=config, storage=store, layout=layout, embedder=emb, indexes=indexes, sync=sync)
         store_inline_models(store, layout)  # pipelines of earlier releases: model weights -> reference
+        if copied := file_store(store, layout).import_disk_files():  # stored on disk before migration 005
+            log.info("copied %d files of %s into the database", copied, layout.files_dir)
         app.state.llamaeval = real.state.llamaeval = services
         sync.start()
         log.info("llamaeval server ready: data dir %s", config.data_dir)
@@ -147,7 +151,8 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
 
         return {"status": "ok", "version": __version__, "max_top_k": engine.MAX_TOP_K,
                 "supported_extensions": sorted(engine.SUPPORTED_EXTENSIONS),
-                "supported_source_types": list(SUPPORTED_SOURCE_TYPES)}
+                "supported_source_types": list(SUPPORTED_SOURCE_TYPES),
+                "embedding_models": list(engine.EMBEDDING_MODELS)}
 
     app.include_router(_simplified.router())
     if static_docs:

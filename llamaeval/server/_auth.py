@@ -33,8 +33,10 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="bearerAuth", bearerFormat="A
                      description="An API key from `llamaeval keys create`, as `Authorization: Bearer <key>`.")
 
 
-def account_id(request: Request, _creds: HTTPAuthorizationCredentials | None = Security(_bearer)) -> str:
-    """The caller's account; the gatekeeper middleware has already answered 401 otherwise."""
+async def account_id(request: Request, _creds: HTTPAuthorizationCredentials | None = Security(_bearer)) -> str:
+    """The caller's account; the gatekeeper middleware has already answered 401 otherwise.
+    A coroutine, so that FastAPI does not hand it to a worker thread on every request (a
+    thread hop costs more than this lookup)."""
     acct = request.scope.get("state", {}).get("account_id")
     if acct is None:  # pragma: no cover - the middleware guarantees it
         raise HTTPException(401, "missing API key", headers={"WWW-Authenticate": "Bearer"})

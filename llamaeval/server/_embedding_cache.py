@@ -131,16 +131,17 @@ class EmbeddingCache:
         return out
 
     # -- reading and writing ------------------------------------------------------------
-    def get_many(self, keys: Sequence[bytes]) -> dict[int, np.ndarray]:
+    def get_many(self, keys: Sequence[bytes], dimensions: int | None = None) -> dict[int, np.ndarray]:
         """Position in ``keys`` -> its vector, for the keys the cache holds (they become the most
-        recently used). A cache that cannot be read answers nothing (a warning is logged)."""
+        recently used); only vectors of ``dimensions`` (default the cache's) count. A cache that
+        cannot be read answers nothing (a warning is logged)."""
         try:
-            return self._get_many(keys)
+            return self._get_many(keys, dimensions or self.dimensions)
         except sqlite3.Error as exc:
             log.warning("embedding cache unreadable (%s): embedding every chunk", exc)
             return {}
 
-    def _get_many(self, keys: Sequence[bytes]) -> dict[int, np.ndarray]:
+    def _get_many(self, keys: Sequence[bytes], dimensions: int) -> dict[int, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
         unique = list(dict.fromkeys(keys))
         with self._lock:
@@ -149,7 +150,7 @@ class EmbeddingCache:
                 marks = ",".join("?" * len(part))
                 for key, blob in self._db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", part):
                     vector = np.frombuffer(blob, dtype=np.float32)
-                    if vector.shape == (self.dimensions,):
+                    if vector.shape == (dimensions,):
                         found[bytes(key)] = vector
             if found:
                 self._clock += 1
@@ -165,12 +166,15 @@ class EmbeddingCache:
         return out
 
     def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
-        """Store ``vectors`` (one row per key, float32) as the most recently used; then drop the
-        least recently used entries while the cache is over its budget. A cache that cannot be
-        written keeps what it had (a warning is logged)."""
+        """Store ``vectors`` (one row per key, float32, at most the cache's ``dimensions`` wide: a
+        model with fewer, e.g. the static model's 256, is charged as many entries and so stays
+        within the budget) as the most recently used; then drop the least recently used entries
+        while the cache is over its budget. A cache that cannot be written keeps what it had (a
+        warning is logged)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(keys), self.dimensions):
-            raise ValueError(f"expected {len(keys)} vectors of {self.dimensions} dimensions, got {vectors.shape}")
+        if vectors.ndim != 2 or vectors.shape[0] != len(keys) or not 1 <= vectors.shape[1] <= self.dimensions:
+            raise ValueError(f"expected {len(keys)} vectors of at most {self.dimensions} dimensions, "
+                             f"got {vectors.shape}")
         if not keys:
             return
         with self._lock:

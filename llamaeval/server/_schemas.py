@@ -40,6 +40,10 @@ class CreatePipelineRequest(_In):
         None, description="Partial retrieval parameters merged over the defaults (see the engine docs).")
     chunking_config: dict[str, Any] | None = Field(
         None, description="Partial chunking parameters: chunk_size, chunk_overlap (word pieces).")
+    embedding_config: dict[str, Any] | None = Field(
+        None, description='{"model_name": ...}: the model embedding the chunks and queries, one of the server\'s '
+                          '(GET /health lists them; default all-MiniLM-L6-v2-onnx-int8; '
+                          'wordllama-l2-supercat-256 with the fast-embed extra).')
 
 
 class PipelineFileInput(_In):
@@ -181,3 +185,6 @@ class HealthOut(BaseModel):
     max_top_k: int | None = None
     supported_extensions: list[str] | None = None
     supported_source_types: list[str] | None = None
+    embedding_models: list[str] | None = Field(
+        None, description="Models a pipeline's embedding_config may name (a model whose extra is not installed is "
+                          "refused with a message naming the extra).")

@@ -9,16 +9,16 @@ import hashlib
 import math
 import mimetypes
 import os
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-from typing import Any, BinaryIO, Callable, TypeVar
+from pathlib import PurePath
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
 from llamaeval.server._boundary import INT64_MAX, INT64_MIN, text_problem
-from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
+from llamaeval.server._config import DataLayout, ServerConfig
+from llamaeval.server._file_store import FileStore, file_store
 from llamaeval.server._storage import (
     DataSink,
     DataSource,
@@ -129,47 +129,47 @@ class Services:
         return self.project(acct, project_id) if project_id else self.default_project(acct)
 
     # -- files ------------------------------------------------------------------------------
+    @property
+    def files(self) -> FileStore:
+        """Where file bytes live: the data dir, or PostgreSQL on a PostgreSQL server."""
+        return file_store(self.storage, self.layout)
+
     def upload(self, acct: str, project_id: str, file_name: str | None, stream: BinaryIO,
                content_type: str | None, **extra: str | None) -> StoredFile:
-        """Store an uploaded file (bytes on disk, record in storage)."""
+        """Store an uploaded file (bytes in the file store, record in storage)."""
         self.project(acct, project_id)
         name = check_file_name(file_name)
         for key, value in extra.items():
             if value is not None:
                 check_text(value, key)
         limit = self.config.max_upload_bytes
-        self.layout.files_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.layout.files_dir, prefix=".upload-")
-        tmp = Path(tmp_name)
         digest = hashlib.sha256()
         size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:  # piece by piece: an upload is never whole in memory
-                while True:
-                    piece = stream.read(UPLOAD_CHUNK)
-                    if not piece:
-                        break
-                    size += len(piece)
-                    if size > limit:
-                        raise TooLarge(f"file {name!r} is larger than the server's upload limit of "
-                                       f"{limit / 1024 / 1024:.2f} MB ({limit} bytes; see --max-upload-mb)")
-                    digest.update(piece)
-                    out.write(piece)
-                out.flush()
-                os.fsync(out.fileno())
+
+        def pieces() -> Iterator[bytes]:  # piece by piece: an upload is never whole in memory
+            nonlocal size
+            while True:
+                piece = stream.read(UPLOAD_CHUNK)
+                if not piece:
+                    break
+                size += len(piece)
+                if size > limit:
+                    raise TooLarge(f"file {name!r} is larger than the server's upload limit of "
+                                   f"{limit / 1024 / 1024:.2f} MB ({limit} bytes; see --max-upload-mb)")
+                digest.update(piece)
+                yield piece
             if size == 0:
                 raise InvalidInput(f"file {name!r} is empty")
-            record = self._file_record(acct, project_id, name, size, digest.hexdigest(), content_type, None,
-                                       **extra)
-            path = self.layout.file_path(record.id)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        file_id = str(uuid.uuid4())
+        files = self.files
+        files.write(file_id, pieces())  # all or nothing: a refused upload leaves no bytes
+        record = self._file_record(acct, project_id, name, size, digest.hexdigest(), content_type, file_id,
+                                   **extra)
         try:
             self.storage.create_file(record)
         except BaseException:
-            path.unlink(missing_ok=True)
+            files.delete(record.id)
             raise
         return record
 
@@ -190,12 +190,12 @@ class Services:
             raise InvalidInput(f"file {name!r} is empty")
         record = self._file_record(acct, project_id, name, len(data), hashlib.sha256(data).hexdigest(),
                                    content_type, file_id, **extra)
-        path = self.layout.file_path(record.id)
-        write_atomic(path, data)
+        files = self.files
+        files.write(record.id, [data])
         try:
             self.storage.create_file(record)
         except BaseException:
-            path.unlink(missing_ok=True)
+            files.delete(record.id)
             raise
         return record
 
@@ -203,7 +203,7 @@ class Services:
         return found(self.storage.get_file(acct, file_id), "file", file_id)
 
     def read_file(self, acct: str, file_id: str) -> bytes:
-        return self.layout.file_path(self.file(acct, file_id).id).read_bytes()
+        return self.files.read(self.file(acct, file_id).id)
 
     def delete_file(self, acct: str, file_id: str) -> None:
         """Delete a file and take it out of every pipeline of its project (they resync)."""
@@ -212,7 +212,7 @@ class Services:
             if self.storage.get_pipeline_file(pipeline.id, f.id) is not None:
                 self.remove_pipeline_file(acct, pipeline.id, f.id)
         self.storage.delete_file(f.id)
-        self.layout.file_path(f.id).unlink(missing_ok=True)
+        self.files.delete(f.id)
 
     # -- pipelines --------------------------------------------------------------------------
     def pipeline(self, acct: str, pipeline_id: str) -> Pipeline:
@@ -224,27 +224,33 @@ class Services:
 
     def create_pipeline(self, acct: str, project_id: str, name: str, *, retrieval_config: Any = None,
                         chunking_config: Any = None, sync_interval: int | None = None,
-                        attributes: dict[str, Any] | None = None) -> Pipeline:
+                        attributes: dict[str, Any] | None = None, embedding_model: str | None = None) -> Pipeline:
+        """A new pipeline; ``embedding_model`` (a name or alias of ``engine.EMBEDDING_MODELS``, default
+        the server's default model) embeds its chunks and queries."""
         name = check_name(name, "pipeline name")
         self.project(acct, project_id)
         retrieval, chunking = check_configs(retrieval_config, chunking_config)
+        model = self.embedding_model(embedding_model)
         retrieval = self._model_by_reference(retrieval)
         check_value(attributes or {}, "pipeline settings")
         now = utc_now()
         pipeline = Pipeline(id=str(uuid.uuid4()), account_id=acct, project_id=project_id, name=name,
                             status="idle", sync_interval=check_sync_interval(sync_interval),
                             retrieval_config=retrieval, chunking_config=chunking,
-                            embedding_model=self.embedder.model_name, created_at=now, updated_at=now,
+                            embedding_model=model, created_at=now, updated_at=now,
                             attributes=dict(attributes or {}))
         self.storage.create_pipeline(pipeline)
         return pipeline
 
     def update_pipeline(self, acct: str, pipeline_id: str, *, name: str | None = None,
                         retrieval_config: Any = None, chunking_config: Any = None,
-                        attributes: dict[str, Any] | None = None) -> Pipeline:
-        """Change a pipeline; a new chunking config marks its files for processing again."""
+                        attributes: dict[str, Any] | None = None, embedding_model: str | None = None) -> Pipeline:
+        """Change a pipeline; a new chunking config or embedding model marks its files for processing
+        again (the current index keeps being served, with its own model, until the next sync)."""
         pipeline = self.pipeline(acct, pipeline_id)
         changes: dict[str, Any] = {}
+        if embedding_model is not None and (model := self.embedding_model(embedding_model)) != pipeline.embedding_model:
+            changes["embedding_model"] = model
         if name is not None:
             changes["name"] = check_name(name, "pipeline name")
         retrieval, chunking = check_configs(
@@ -261,6 +267,20 @@ class Services:
         if changes:
             self.storage.update_pipeline(pipeline.id, updated_at=utc_now(), **changes)
         return self.pipeline(acct, pipeline_id)
+
+    def embedding_model(self, requested: Any) -> str:
+        """The canonical name of the embedding model ``requested`` (None: the server's default) once
+        this server can embed with it; InvalidInput naming the allowed models, or the extra to install."""
+        from llamaeval.engine._embedders import embedder_of
+
+        if requested is None:
+            return self.embedder.model_name
+        if not isinstance(requested, str) or not requested.strip():
+            raise InvalidInput(f"embedding model must be a non-empty string, got {requested!r}")
+        try:
+            return embedder_of(self.embedder, requested).model_name
+        except ValueError as exc:  # ConfigurationError: unknown model, or its package is not installed
+            raise InvalidInput(str(exc)) from None
 
     def _model_by_reference(self, retrieval: dict[str, Any]) -> dict[str, Any]:
         """A validated retrieval config whose second-stage model is a reference: inline weights go to
@@ -391,7 +411,7 @@ class Services:
                 self.store_bytes(acct, pipeline.project_id, "document.txt", data, "text/plain", file_id=file_id,
                                  external_file_id=doc_id, purpose=DOCUMENT_PURPOSE)
             elif current.sha256 != hashlib.sha256(data).hexdigest():
-                write_atomic(self.layout.file_path(file_id), data)
+                self.files.write(file_id, [data])
                 self.storage.update_file(file_id, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                                          updated_at=utc_now())
             items.append((file_id, metadata))
@@ -518,8 +538,16 @@ class Services:
         return {"location": location.relative_to(self.layout.root).as_posix(),
                 "index_version": pipeline.index_version,
                 "num_chunks": pipeline.num_chunks, "embedding_model": pipeline.embedding_model,
-                "dimensions": int(self.embedder.dimensions), "sparse": "bm25s",
+                "dimensions": self._dimensions(pipeline.embedding_model), "sparse": "bm25s",
                 "last_synced_at": pipeline.last_synced_at.isoformat() if pipeline.last_synced_at else None}
+
+    def _dimensions(self, model: str) -> int:
+        from llamaeval.engine._embedders import embedder_of
+
+        try:
+            return int(embedder_of(self.embedder, model).dimensions)
+        except ValueError:  # a model this process cannot load: its index manifest says
+            return 0
 
     # -- search -------------------------------------------------------------------------------
     def _load_index(self, acct: str, pipeline_id: str, version: str) -> Any:

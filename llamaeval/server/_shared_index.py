@@ -23,8 +23,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from llamaeval.server._config import DataLayout
 from llamaeval.server._storage import Storage
 from llamaeval.server._sync import IndexCache
@@ -55,7 +53,7 @@ class IndexPublisher:
         self.layout = layout
 
     def __call__(self, conn: Any, pipeline_id: str, version: str | None) -> None:
-        from llamaeval.engine import IndexEntry
+        from llamaeval.engine._index import read_index_data
         from llamaeval.server._vectors import ChunkVectors
 
         row = conn.execute("SELECT index_version FROM pipelines WHERE id = %s FOR UPDATE", (pipeline_id,)).fetchone()
@@ -70,9 +68,7 @@ class IndexPublisher:
         if version is None:
             return
         directory = self.layout.index_dir(pipeline_id, version)
-        with open(directory / "entries.jsonl", encoding="utf-8") as fh:
-            entries = [IndexEntry(**json.loads(line)) for line in fh if line.strip()]
-        vectors = np.load(directory / "embeddings.npy")
+        entries, vectors = read_index_data(directory)  # either index format
         ChunkVectors.write(conn, pipeline_id, version, entries, vectors)
         conn.execute("INSERT INTO index_versions (pipeline_id, index_version, files) VALUES (%s, %s, %s) "
                      "ON CONFLICT (pipeline_id, index_version) DO UPDATE SET files = excluded.files",
@@ -112,7 +108,8 @@ class SharedIndexCache(IndexCache):
         if row is None:
             raise FileNotFoundError(f"index version {version} of pipeline {pipeline_id} is not in the database")
         files: dict[str, str] = json.loads(row[0])
-        entries, vectors = ChunkVectors(self._url).load(pipeline_id, version)
+        dimensions = json.loads(files.get("manifest.json", "{}")).get("dimensions")  # a narrower model: unpadded
+        entries, vectors = ChunkVectors(self._url).load(pipeline_id, version, dimensions)
         build = self._layout.new_build_dir(pipeline_id)
         try:
             for name, text in files.items():  # the kept model first: build_index looks it up there
@@ -120,9 +117,11 @@ class SharedIndexCache(IndexCache):
                     (build / name).parent.mkdir(parents=True, exist_ok=True)
                     (build / name).write_text(text, encoding="utf-8")
             config = engine.RetrievalConfig.from_dict(json.loads(files["config.json"]))
-            engine.build_index(entries, vectors, config, build)
+            published = json.loads(files.get("manifest.json", "{}"))
+            engine.build_index(entries, vectors, config, build, embedding_model=published.get("embedding_model"))
             for name, text in files.items():
-                (build / name).write_text(text, encoding="utf-8")
+                if name != "manifest.json":  # build_index's names the segments it wrote
+                    (build / name).write_text(text, encoding="utf-8")
             final = self._layout.index_dir(pipeline_id, version)
             os.replace(build, final)
         except BaseException:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from llamaeval.server import _schemas as S
 from llamaeval.server._auth import account_id
 from llamaeval.server._boundary import unknown_fields_warning
-from llamaeval.server._services import Services
+from llamaeval.server._services import InvalidInput, Services
 from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Project, StoredFile
 
 __all__ = ["API_PREFIX", "router", "server_timing"]
@@ -30,6 +30,17 @@ def _svc(request: Request) -> Services:
 def _warn(response: Response, *bodies: Any) -> None:
     """Name the request's unknown fields in a ``Warning`` header (accepted, never applied)."""
     response.headers.update(unknown_fields_warning(*bodies))
+
+
+def _embedding_model(config: dict[str, Any] | None) -> str | None:
+    """The model an ``embedding_config`` ``{"model_name": ...}`` names (None: the default)."""
+    if config is None:
+        return None
+    unknown = sorted(set(config) - {"model_name"})
+    if unknown or "model_name" not in config:
+        raise InvalidInput("embedding_config must be {\"model_name\": <model>}"
+                           + (f"; unknown key(s): {', '.join(unknown)}" if unknown else ""))
+    return config["model_name"]
 
 
 def server_timing(timings: dict[str, float], total_s: float) -> str:
@@ -137,7 +148,8 @@ def router() -> APIRouter:
         _warn(response, body)
         return _pipeline_out(_svc(request).create_pipeline(
             acct, body.project_id, body.name, retrieval_config=body.retrieval_config,
-            chunking_config=body.chunking_config, sync_interval=body.sync_interval))
+            chunking_config=body.chunking_config, sync_interval=body.sync_interval,
+            embedding_model=_embedding_model(body.embedding_config)))
 
     @r.get("/pipelines/{pipelineId}", operation_id="getPipeline", summary="Get a pipeline", tags=["Pipelines"],
            response_model=S.PipelineOut, responses={404: _E404})

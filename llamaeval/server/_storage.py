@@ -4,8 +4,9 @@ Every object belongs to an account; every getter takes the caller's ``account_id
 and returns None for objects of other accounts, so the API answers 404 and ids do
 not leak. SQLite implements it (``_sqlite.SQLiteStorage``, the default) and so does
 PostgreSQL (``_postgres.PostgresStorage``, ``--database postgresql://...``); the tests of the
-server's contract run on both. File contents, processed chunks and indexes are NOT stored
-here but on disk (``_config.DataLayout``).
+server's contract run on both (their SQL is one, ``_sql_storage.SQLStorage``). File contents are
+kept by ``_file_store`` (the data dir, or PostgreSQL); processed chunks and indexes are on disk
+(``_config.DataLayout``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ UPDATABLE: dict[str, frozenset[str]] = {
     "files": frozenset({"name", "file_size", "content_type", "sha256", "updated_at"}),
     "pipelines": frozenset({"status", "updated_at", "num_chunks", "last_synced_at", "index_version", "error",
                             "last_sync_started_at", "name", "sync_interval", "attributes", "retrieval_config",
-                            "chunking_config"}),
+                            "chunking_config", "embedding_model"}),
     "pipeline_files": frozenset({"name", "status", "metadata", "error", "num_chunks", "processed_key",
                                  "updated_at"}),
     "data_sources": frozenset({"name", "config", "updated_at"}),
@@ -68,7 +69,7 @@ class Project:
 
 @dataclass
 class StoredFile:
-    """An uploaded file (or a file copied from a data source); bytes live on disk by ``id``."""
+    """An uploaded file (or a file copied from a data source); its bytes are in the file store by ``id``."""
 
     id: str
     account_id: str

@@ -4,10 +4,17 @@ A job: scan the pipeline's data sources into pipeline files, parse and chunk eac
 pending or changed file once (chunks kept on disk per file), embed the chunks of up to
 ``WINDOW_CHUNKS`` of them at a time sorted by token length (vectors kept beside the chunks;
 vectors the account's embedding cache already holds are not computed again), then build
-a NEW complete index from every completed file in a temporary directory, rename it
-into place and only then point the pipeline at it (one metadata update). Retrieval
-therefore only ever reads the last completed index, also after a failed or killed
-sync; dead build directories are removed at the next start.
+a NEW complete index version in a temporary directory, rename it into place and only then
+point the pipeline at it (one metadata update). Retrieval therefore only ever reads the last
+completed index, also after a failed or killed sync; dead build directories are removed at
+the next start.
+
+A version is a manifest and one segment per file (``engine.IndexWriter``): a file whose
+segment the previous version holds (same content key, name, metadata and analysis settings)
+is a hard link to it, not read again; only added or changed files are read back and analysed.
+The new version loads from the previous loaded one (``Index.load(previous=)``): its segments
+are reused in memory and the BM25 postings merged, so a sync of k files costs O(k) plus a
+linear merge (``benchmarks/results/incremental_index.md``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import numpy as np
 
 from llamaeval.server._config import DataLayout, ServerConfig, write_atomic
 from llamaeval.server._embedding_cache import EmbeddingCache, model_scope
+from llamaeval.server._file_store import file_store
 from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Storage, StoredFile, utc_now
 
 __all__ = ["SyncService", "SearchGate", "IndexCache", "resolve_source_dir", "SUPPORTED_SOURCE_TYPES", "CANCELLED",
@@ -139,8 +147,9 @@ class IndexCache:
                     return hit[1]
             from llamaeval import engine
 
-            index = engine.Index.load(self._layout.index_dir(pipeline_id, version), self._embedder,
-                                      reranker=self._reranker)
+            directory = self._layout.index_dir(pipeline_id, version)
+            index = engine.Index.load(directory, self._index_embedder(directory),
+                                      reranker=self._reranker, previous=self.loaded(pipeline_id))
             self.put(pipeline_id, version, index)
             return index
 
@@ -148,9 +157,36 @@ class IndexCache:
     def reranker(self) -> Any:
         return self._reranker
 
+    def loaded(self, pipeline_id: str) -> Any:
+        """The pipeline's loaded index, whatever its version (None when none is): a new version
+        loads from it, reusing its unchanged segments (``Index.load(previous=)``)."""
+        with self._lock:
+            hit = self._loaded.get(pipeline_id)
+        return hit[1] if hit else None
+
+    def _index_embedder(self, directory: Path) -> Any:
+        """The embedder of the model an index was built with (its manifest's ``embedding_model``):
+        its queries must be embedded by that model, also while a pipeline that changed model is
+        still served by its previous index. ``Index.load`` checks the pair (name and dimensions)."""
+        from llamaeval.engine._embedders import embedder_of
+
+        try:
+            model = json.loads((directory / "manifest.json").read_text("utf-8")).get("embedding_model")
+        except (OSError, ValueError):
+            model = None  # Index.load names what is missing
+        return embedder_of(self._embedder, model if isinstance(model, str) else None)
+
     def estimate(self, pipeline_id: str, version: str) -> int:
-        """Estimated bytes in memory of a loaded index (from its files on disk)."""
+        """Estimated bytes in memory of a loaded index (from its files on disk; for a segmented
+        index from the sizes its manifest records)."""
         total = 0
+        try:
+            sizes = json.loads((self._layout.index_dir(pipeline_id, version) / "manifest.json").read_text("utf-8"))
+            sizes = sizes.get("bytes") if isinstance(sizes, dict) else None
+        except (OSError, ValueError):
+            sizes = None
+        if isinstance(sizes, dict):
+            return int(sizes.get("segments", 0)) + (self.ENTRIES_FACTOR - 1) * int(sizes.get("entries", 0))
         for path in self._layout.index_dir(pipeline_id, version).rglob("*"):
             try:
                 size = path.stat().st_size if path.is_file() else 0
@@ -260,6 +296,7 @@ class SyncService:
         self._threads: list[threading.Thread] = []
         self._cancelled: set[str] = set()  # pipelines whose running job should stop
         self._running = 0  # jobs running now (0 or 1): while one runs, searches leave it a core
+        self._accounts: dict[str, str] = {}  # pipeline -> account, for the cheap check between files
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -404,7 +441,12 @@ class SyncService:
     def _check(self, pipeline_id: str) -> None:
         if self._stop.is_set():
             raise _Stop("interrupted: the server stopped during this sync")
-        if self.storage.get_pipeline_any(pipeline_id) is None:
+        # (status, index version) only: decoding the whole pipeline row (configs, learned weights)
+        # for every file cost ~1.6 ms a file
+        account = self._accounts.get(pipeline_id)
+        gone = (self.storage.get_pipeline_index(account, pipeline_id) is None if account is not None
+                else self.storage.get_pipeline_any(pipeline_id) is None)
+        if gone:
             raise _Stop("the pipeline was deleted during this sync")
         if pipeline_id in self._cancelled:
             raise _Stop(CANCELLED)
@@ -436,7 +478,11 @@ class SyncService:
         pipeline = self.storage.get_pipeline_any(job.pipeline_id)
         if pipeline is None:
             return
+        self._accounts[pipeline.id] = pipeline.account_id
         with self._lock:  # a cancel flag left by a job that ended before it was seen is stale
+            current = self.storage.get_job(job.id)
+            if current is None or current.status in ("completed", "failed"):
+                return  # cancelled between the queue and here (cancel holds this lock too)
             self._cancelled.discard(pipeline.id)
             now = utc_now()
             self.storage.update_job_and_pipeline(job.id, {"status": "running", "started_at": now}, pipeline.id,
@@ -471,7 +517,7 @@ class SyncService:
 
         chunking = engine.ChunkingConfig.from_dict(pipeline.chunking_config)
         config_key = _sha256(json.dumps(chunking.to_dict(), sort_keys=True).encode()
-                             + self.embedder.model_name.encode())[:16]
+                             + self._pipeline_embedder(pipeline.id).model_name.encode())[:16]
         removed = False
         for source in self.storage.list_pipeline_data_sources(pipeline.id):
             self._check(pipeline.id)
@@ -517,7 +563,7 @@ class SyncService:
                 if reused is not None:
                     self._file_done(job, pipeline.id, pf, key, progress, n_chunks=reused)
                     continue
-                doc = engine.parse_document(self.layout.file_path(stored.id).read_bytes(), stored.name)
+                doc = engine.parse_document(file_store(self.storage, self.layout).read(stored.id), stored.name)
                 chunks = engine.chunk_document(doc, chunking, self.embedder)
                 if not chunks:
                     raise engine.ParseError("document has no text to index")
@@ -606,14 +652,23 @@ class SyncService:
         if window:
             self._embed_window(job, pipeline_id, window, progress)
 
-    def _passage_batches(self, texts: list[str]) -> Any:
-        """(indices into ``texts``, vectors) batch by batch from the embedder (one call for an
-        embedder without ``iter_passage_batches``)."""
-        batches = getattr(self.embedder, "iter_passage_batches", None)
+    def _pipeline_embedder(self, pipeline_id: str) -> Any:
+        """The embedder of the pipeline's ``embedding_model`` (ConfigurationError, naming the extra to
+        install, when this process cannot embed with it: the job fails with that message)."""
+        from llamaeval.engine._embedders import embedder_of
+
+        current = self.storage.get_pipeline_any(pipeline_id)
+        return embedder_of(self.embedder, current.embedding_model if current is not None else None)
+
+    def _passage_batches(self, texts: list[str], embedder: Any = None) -> Any:
+        """(indices into ``texts``, vectors) batch by batch from ``embedder`` (default the server's;
+        one call for an embedder without ``iter_passage_batches``)."""
+        embedder = self.embedder if embedder is None else embedder
+        batches = getattr(embedder, "iter_passage_batches", None)
         if batches is not None:
             yield from batches(texts)
         elif texts:
-            yield np.arange(len(texts)), self.embedder.embed_passages(texts)
+            yield np.arange(len(texts)), embedder.embed_passages(texts)
 
     def _embed_window(self, job: Job, pipeline_id: str, window: list["_Chunked"], progress: dict[str, int]) -> None:
         """Embed the chunks of ``window``'s files together, longest first in token-budget batches;
@@ -641,7 +696,8 @@ class SyncService:
             texts.extend(own)
             owner.extend([i] * len(own))
             remaining.append(len(own))
-        dim = int(self.embedder.dimensions)
+        embedder = self._pipeline_embedder(pipeline_id)
+        dim = int(embedder.dimensions)
         vectors = np.zeros((len(texts), dim), dtype=np.float32)
 
         def settle(positions: list[int]) -> None:
@@ -656,8 +712,8 @@ class SyncService:
         keys: list[bytes] = []
         hits: dict[int, np.ndarray] = {}
         if self.embed_cache is not None and texts:
-            keys = self.embed_cache.keys(job.account_id, model_scope(self.embedder), texts)
-            hits = self.embed_cache.get_many(keys)
+            keys = self.embed_cache.keys(job.account_id, model_scope(embedder), texts)
+            hits = self.embed_cache.get_many(keys, dimensions=dim)
             for p, vector in hits.items():
                 vectors[p] = vector
             progress["chunks_cached"] += len(hits)
@@ -674,7 +730,7 @@ class SyncService:
                 first[text] = p
                 todo.append(p)
         try:
-            for idx, got in self._passage_batches([texts[p] for p in todo]):
+            for idx, got in self._passage_batches([texts[p] for p in todo], embedder):
                 got = np.asarray(got, dtype=np.float32)
                 if got.shape != (len(idx), dim):
                     raise ValueError(f"the embedder returned vectors of shape {got.shape} for {len(idx)} chunks")
@@ -726,6 +782,16 @@ class SyncService:
         except OSError:
             return None
 
+    @staticmethod
+    def _segment_id(pf: PipelineFile, config: Any) -> str:
+        """The index segment of a completed file: named by what its entries are made of (file,
+        processed content key — content, chunking and embedding model —, name, metadata) and
+        the config's analysis settings, so an unchanged file's segment is reused by the next version."""
+        from llamaeval.engine._segments import segment_id
+
+        source = json.dumps([pf.file_id, pf.processed_key, pf.name, pf.metadata], sort_keys=True, ensure_ascii=False)
+        return segment_id(source, config)
+
     def _read_chunks(self, pipeline_id: str, pf: PipelineFile) -> tuple[dict[str, Any], np.ndarray]:
         """A completed file's chunks and vectors from disk; OSError/ValueError/KeyError when unusable."""
         json_path, npy_path = self.layout.chunks_paths(pipeline_id, pf.file_id)
@@ -747,7 +813,7 @@ class SyncService:
         try:
             if stored is None:
                 raise engine.ParseError("the uploaded file no longer exists")
-            doc = engine.parse_document(self.layout.file_path(stored.id).read_bytes(), stored.name)
+            doc = engine.parse_document(file_store(self.storage, self.layout).read(stored.id), stored.name)
             chunks = engine.chunk_document(doc, chunking, self.embedder)
             if not chunks:
                 raise engine.ParseError("document has no text to index")
@@ -762,12 +828,19 @@ class SyncService:
     def _build_and_swap(self, job: Job, pipeline: Pipeline, chunking: Any, progress: dict[str, int]) -> None:
         from llamaeval import engine
 
-        entries: list[Any] = []
-        vectors: list[np.ndarray] = []
         used: list[PipelineFile] = []  # what this index is built from (files may change meanwhile)
+        config = engine.RetrievalConfig.from_dict(pipeline.retrieval_config)
+        build_dir = self.layout.new_build_dir(pipeline.id)
+        embedder = self._pipeline_embedder(pipeline.id)
+        # a segment per file: the unchanged ones are hard links to the previous version's
+        reuse = (self.layout.index_dir(pipeline.id, pipeline.index_version),) if pipeline.index_version else ()
+        writer = engine.IndexWriter(build_dir, config, reuse=reuse, embedding_model=embedder.model_name)
         files = self.storage.list_pipeline_files(pipeline.id)
         for pf in files:
             if pf.status != "completed":
+                continue
+            if writer.link(self._segment_id(pf, config)):
+                used.append(pf)
                 continue
             try:
                 record, emb = self._read_chunks(pipeline.id, pf)
@@ -780,35 +853,40 @@ class SyncService:
                 record, emb = self._read_chunks(pipeline.id, fresh)
                 pf = fresh
             used.append(pf)
-            for c in record["chunks"]:
-                entries.append(engine.IndexEntry(
-                    chunk_id=f"{pf.file_id}:{c['chunk_index']}", file_id=pf.file_id, file_name=pf.name,
-                    chunk_index=c["chunk_index"], start_char=c["start_char"], end_char=c["end_char"],
-                    text=c["text"], title=record.get("title"), metadata=dict(pf.metadata)))
-            vectors.append(emb)
-        files = self.storage.list_pipeline_files(pipeline.id)
-        if not entries:
+            entries = [engine.IndexEntry(
+                chunk_id=f"{pf.file_id}:{c['chunk_index']}", file_id=pf.file_id, file_name=pf.name,
+                chunk_index=c["chunk_index"], start_char=c["start_char"], end_char=c["end_char"],
+                text=c["text"], title=record.get("title"), metadata=dict(pf.metadata)) for c in record["chunks"]]
+            writer.add(self._segment_id(pf, config), entries, emb)
+        if not used:
+            files = self.storage.list_pipeline_files(pipeline.id)
             errors = [f"{pf.name}: {pf.error}" for pf in files if pf.status == "error"]
             detail = f"; first: {errors[0]}" if errors else ""
             raise _NothingToIndex(f"no file could be indexed ({len(errors)} of {len(files)} failed{detail})")
-        config = engine.RetrievalConfig.from_dict(pipeline.retrieval_config)
-        build_dir = self.layout.new_build_dir(pipeline.id)
-        engine.build_index(entries, np.vstack(vectors), config, build_dir)
-        (build_dir / self.INPUTS_FILE).write_text(self._fingerprint(pipeline, used))
+        n_chunks = int(writer.finish()["num_chunks"])
+        log.info("pipeline %s: index of %d files, %d segments written, %d reused", pipeline.id, len(used),
+                 writer.written, writer.linked)
+        inputs = self._fingerprint(pipeline, used)
+        (build_dir / self.INPUTS_FILE).write_text(inputs)
         self._check(pipeline.id)
         version = f"v{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         final = self.layout.index_dir(pipeline.id, version)
         os.replace(build_dir, final)
-        index = engine.Index.load(final, self.embedder, reranker=self.indexes.reranker)  # warm: first query after the swap is fast
+        # warm: the first query after the swap is fast; the loaded previous version's segments are reused
+        index = engine.Index.load(final, embedder, reranker=self.indexes.reranker,
+                                  previous=self.indexes.loaded(pipeline.id))
+        # past ann_threshold the load built the HNSW graph (from all vectors: not incremental);
+        # kept with the version so restarts and other processes read it instead of building it
+        index.save_graph(final)
         now = utc_now()
         previous = pipeline.index_version
         # the swap: one transaction makes the new index the current one and completes the job
         self.storage.update_job_and_pipeline(
-            job.id, {"status": "completed", "completed_at": now, "num_chunks": len(entries)}, pipeline.id,
-            {"index_version": version, "num_chunks": len(entries), "last_synced_at": now, "status": "active",
+            job.id, {"status": "completed", "completed_at": now, "num_chunks": n_chunks}, pipeline.id,
+            {"index_version": version, "num_chunks": n_chunks, "last_synced_at": now, "status": "active",
              "error": None, "updated_at": now})
         self.indexes.put(pipeline.id, version, index)
-        if self._fingerprint(pipeline) != self._fingerprint(pipeline, used):
+        if self._fingerprint(pipeline) != inputs:
             self.request_sync(pipeline, trigger=job.trigger)  # files changed during the build: catch up
         current = self.storage.get_pipeline_any(pipeline.id)
         keep = {version} | ({previous} if previous else set())
@@ -848,10 +926,10 @@ class SyncService:
                                     content_type=mimetypes.guess_type(rel)[0] or "application/octet-stream",
                                     sha256=digest, created_at=now, updated_at=now,
                                     data_source_id=source.id, source_path=rel)
-                write_atomic(self.layout.file_path(stored.id), data)
+                file_store(self.storage, self.layout).write(stored.id, [data])
                 self.storage.create_file(stored)
             elif stored.sha256 != digest:
-                write_atomic(self.layout.file_path(stored.id), data)
+                file_store(self.storage, self.layout).write(stored.id, [data])
                 self.storage.update_file(stored.id, sha256=digest, file_size=len(data), updated_at=now)
             seen.add(stored.id)
             if self.storage.get_pipeline_file(pipeline.id, stored.id) is None:

@@ -19,8 +19,22 @@ import numpy as np
 
 __all__ = ["ChunkVectors", "DIMENSIONS"]
 
-#: MiniLM's vector size (the ``vector(384)`` column of migration 002).
+#: MiniLM's vector size (the ``vector(384)`` column of migration 002). A model with fewer dimensions
+#: (the static model's 256) is stored zero-padded to this width: padding changes neither a unit
+#: vector's norm nor any inner product, so cosine ranking, exact or HNSW, is the same; ``load``
+#: cuts the padding off again. A model with more dimensions cannot be stored (ValueError).
 DIMENSIONS = 384
+
+
+def _padded(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` (n, d <= DIMENSIONS) as (n, DIMENSIONS), zero-padded on the right."""
+    width = vectors.shape[1]
+    if not 1 <= width <= DIMENSIONS:
+        raise ValueError(f"vectors of {width} dimensions cannot be stored in PostgreSQL: the chunks table holds "
+                         f"at most {DIMENSIONS} (MiniLM's) per vector")
+    if width == DIMENSIONS:
+        return vectors
+    return np.hstack([vectors, np.zeros((vectors.shape[0], DIMENSIONS - width), dtype=vectors.dtype)])
 
 
 def _vector_text(v: Sequence[float]) -> str:
@@ -48,8 +62,8 @@ class ChunkVectors:
     # -- writing ------------------------------------------------------------------------
     def store(self, pipeline_id: str, version: str, entries: Sequence[Any], vectors: np.ndarray) -> int:
         """Write an index version's ``entries`` (engine ``IndexEntry``) and ``vectors`` (one row each,
-        float32, ``DIMENSIONS`` wide) in one transaction; returns the rows written. Writing a version
-        again replaces it."""
+        float32, at most ``DIMENSIONS`` wide: narrower ones are zero-padded) in one transaction; returns
+        the rows written. Writing a version again replaces it."""
         with self._connect() as conn:
             return self.write(conn, pipeline_id, version, entries, vectors)
 
@@ -59,8 +73,9 @@ class ChunkVectors:
         from llamaeval.server._postgres import _text
 
         vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (len(entries), DIMENSIONS):
-            raise ValueError(f"expected {len(entries)} vectors of {DIMENSIONS} dimensions, got {vectors.shape}")
+        if vectors.ndim != 2 or vectors.shape[0] != len(entries):
+            raise ValueError(f"expected {len(entries)} vectors of at most {DIMENSIONS} dimensions, got {vectors.shape}")
+        vectors = _padded(vectors)
         conn.execute("DELETE FROM chunks WHERE pipeline_id = %s AND index_version = %s", (pipeline_id, version))
         with conn.cursor().copy(
                 "COPY chunks (pipeline_id, index_version, position, chunk_id, file_id, file_name, chunk_index, "
@@ -113,8 +128,9 @@ class ChunkVectors:
             return int(conn.execute("SELECT COUNT(*) FROM chunks WHERE pipeline_id = %s AND index_version = %s",
                                     (pipeline_id, version)).fetchone()[0])
 
-    def load(self, pipeline_id: str, version: str) -> tuple[list[Any], np.ndarray]:
-        """The version's entries and vectors, in the order they were stored."""
+    def load(self, pipeline_id: str, version: str, dimensions: int | None = None) -> tuple[list[Any], np.ndarray]:
+        """The version's entries and vectors, in the order they were stored; ``dimensions``: the
+        model's width (the zero padding of a narrower model's vectors is cut off; None: ``DIMENSIONS``)."""
         from llamaeval.engine import IndexEntry
 
         entries, vectors = [], []
@@ -129,16 +145,19 @@ class ChunkVectors:
                                           metadata=json.loads(r[8])))
                 vectors.append(_parse_vector(r[9]))
         matrix = np.vstack(vectors) if vectors else np.zeros((0, DIMENSIONS), dtype=np.float32)
-        return entries, matrix
+        return entries, np.ascontiguousarray(matrix[:, :dimensions])
 
     def nearest(self, pipeline_id: str, version: str, query: Sequence[float], k: int, *,
                 exact: bool = False, ef_search: int | None = None) -> list[tuple[int, float]]:
         """The ``k`` chunks of the version closest to ``query``: (position, cosine similarity), best
         first. ``exact``: a full scan (no index); else the version's HNSW index when it has one,
-        searched with ``ef_search`` candidates (default ``max(2k, 100)``)."""
+        searched with ``ef_search`` candidates (default ``max(4k, 400)``: recall@100 0.99 at 100k
+        chunks, 0.91 at 1M, ``benchmarks/results/scale_out_pgvector.md``; at most 1,000)."""
         if not 1 <= k <= 10_000:
             raise ValueError(f"k must be in 1..10000, got {k}")
-        with self._connect() as conn:
+        # never prepared: the exact and the approximate search have the same SQL text, and a
+        # prepared plan chosen under one setting would answer the other (a reused connection)
+        with self._connect(prepare_threshold=None) as conn:
             self._settings(conn, k, exact, ef_search)
             return [(int(p), float(s)) for p, s in conn.execute(self._nearest_sql(pipeline_id, version, query, k))]
 
@@ -162,13 +181,13 @@ class ChunkVectors:
         else:  # the HNSW index whenever the version has one, however small the table
             conn.execute("SET LOCAL enable_seqscan = off")
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                sql.Literal(int(min(1000, ef_search or max(2 * k, 100))))))
+                sql.Literal(int(min(1000, ef_search or max(4 * k, 400))))))
 
     @staticmethod
     def _nearest_sql(pipeline_id: str, version: str, query: Sequence[float], k: int) -> Any:
         from psycopg import sql
 
-        vector = sql.Literal(_vector_text(np.asarray(query, dtype=np.float32)))
+        vector = sql.Literal(_vector_text(_padded(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]))
         # the partial index is used only when the planner sees the version's literal values
         return sql.SQL("SELECT position, 1 - (embedding <=> {v}::vector) AS score FROM chunks "
                        "WHERE pipeline_id = {p} AND index_version = {ver} ORDER BY embedding <=> {v}::vector "

@@ -49,10 +49,13 @@ def mean_recall_at_10(index: Index, adi, mode: str) -> float:
     return float(np.mean(vals))
 
 
-def test_directory_is_self_contained(adi_index_dir):
+def test_directory_is_self_contained(adi_index_dir, adi):
     names = {p.name for p in adi_index_dir.iterdir()}
-    assert {"bm25", "embeddings.npy", "entries.jsonl", "config.json", "manifest.json"} <= names
+    assert {"segments", "config.json", "manifest.json"} <= names
     manifest = json.loads((adi_index_dir / "manifest.json").read_text())
+    segments = {p.name for p in (adi_index_dir / "segments").iterdir()}
+    assert segments == {f"{row[0]}.seg" for row in manifest["segments"]}  # one per file, nothing else
+    assert len(segments) == len({e.file_id for e in adi["entries"]})
     assert manifest["embedding_model"] == "all-MiniLM-L6-v2-onnx-int8" and manifest["dimensions"] == 384
 
 
@@ -205,10 +208,10 @@ _SEED_SCRIPT = """
 import json, sys
 from pathlib import Path
 from llamaeval.engine import Embedder, Index, IndexEntry, RetrievalConfig, build_index
+from llamaeval.engine._index import read_index_data
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
-entries = [IndexEntry(**json.loads(l)) for l in (src / "entries.jsonl").read_text().splitlines()]
-import numpy as np
-build_index(entries, np.load(src / "embeddings.npy"), RetrievalConfig(), out)  # bm25s vocab ids follow the hash seed
+entries, vectors = read_index_data(src)
+build_index(entries, vectors, RetrievalConfig(), out)
 idx = Index.load(out, Embedder())
 queries = json.loads(sys.argv[3])
 print(json.dumps({m: [[(h.entry.chunk_id, round(h.score, 9)) for h in idx.search(q, m, 20).hits] for q in queries]
@@ -228,8 +231,8 @@ def test_rankings_do_not_depend_on_the_hash_seed(adi_index_dir, adi, tmp_path):
                               env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         outs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        vocab[seed] = json.loads((out_dir / "bm25" / "vocab.index.json").read_text())
-    assert vocab["1"] != vocab["12345"]  # the trap is real: term ids differ between seeds
+        vocab[seed] = {p.name: p.read_bytes() for p in (out_dir / "segments").iterdir()}
+    assert vocab["1"] == vocab["12345"]  # segments (term ids included) do not depend on the seed
     assert outs[0] == outs[1]
 
 

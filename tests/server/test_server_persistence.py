@@ -153,6 +153,9 @@ def test_damaged_chunks_on_disk_are_processed_again(own_server):
         baseline = _retrieve(c, pipeline, "oleo struts", 3)
         for chunk_json in (own_server.data_dir / "pipelines" / pipeline / "chunks").glob("*.json"):
             chunk_json.write_text("{not json")
+        # a sync reads an unchanged file's chunks only when its index segment is gone too
+        for segment in (own_server.data_dir / "pipelines" / pipeline / "indexes").glob("*/segments/*.seg"):
+            segment.unlink()
         extra = upload(c, project, "rotor.txt", b"Helicopter rotors change pitch cyclically.").json()["id"]
         c.put(f"/pipelines/{pipeline}/files", json=[{"file_id": extra}]).raise_for_status()
         job = wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])

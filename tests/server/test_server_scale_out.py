@@ -1,15 +1,18 @@
 """Several processes on one PostgreSQL: two servers with their own data dirs (as on two hosts) —
 what one ingests, the other retrieves with the very same rankings, following each new version —
-and two API processes with two ingest workers sharing the work, surviving a worker killed mid-job."""
+and two API processes with two ingest workers sharing the work, surviving a worker killed mid-job,
+each with a data dir of its own (file bytes come from the database)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import psutil
 import psycopg
 from server_helpers import api, upload, wait_job
 
@@ -65,18 +68,20 @@ def _job_row(database: str, job_id: str) -> tuple[str, str | None, int]:
 
 def test_two_api_processes_and_two_workers_share_the_work_and_survive_a_killed_worker(tmp_path, new_database,
                                                                                         adi_corpus):
-    database, shared = new_database(), tmp_path / "shared"  # one data dir on one host: the workers read uploads
+    database = new_database()
     queries = ("compressibility of air flow", "information retrieval systems", "library catalog indexing")
     api_only = {"LLAMAEVAL_INGEST": "0"}
     log = open(tmp_path / "workers.log", "ab")
-    workers = [_start_worker(database, shared, log) for _ in range(2)]
+    # every process has a data dir of its own, as on four hosts: the workers read uploads from the database
+    workers = [_start_worker(database, tmp_path / f"worker{n}", log) for n in range(2)]
     try:
-        with EmbeddedServer(data_dir=shared, database=database, settings=api_only) as one, \
-                EmbeddedServer(data_dir=shared, database=database, settings=api_only, api_key=one.api_key) as two, \
+        with EmbeddedServer(data_dir=tmp_path / "api1", database=database, settings=api_only) as one, \
+                EmbeddedServer(data_dir=tmp_path / "api2", database=database, settings=api_only,
+                               api_key=one.api_key) as two, \
                 api(one) as a, api(two) as b:
             project = a.post("/projects", json={"name": "team"}).json()["id"]
-            ids = [upload(a, project, f"adi{d['_id']}.txt", f"{d['title']}\n\n{d['text']}".encode()).json()["id"]
-                   for d in adi_corpus[:60]]
+            ids = [upload((a, b)[n % 2], project, f"adi{d['_id']}.txt", f"{d['title']}\n\n{d['text']}".encode()
+                          ).json()["id"] for n, d in enumerate(adi_corpus[:60])]  # through either API process
             pipelines = [a.post("/pipelines", json={"name": f"p{n}", "project_id": project}).json()["id"]
                          for n in range(2)]
             for n, pipeline in enumerate(pipelines):
@@ -105,9 +110,112 @@ def test_two_api_processes_and_two_workers_share_the_work_and_survive_a_killed_w
                 {q: _ranking(b, pipelines[0], q) for q in queries}
             hits = b.post(f"/pipelines/{pipelines[0]}/retrieve", json={"query": "x", "top_k": 100}).json()["results"]
             assert len({h["metadata"]["file_id"] for h in hits}) > 10  # files of the retried job are searchable
+            for folder in ("api1", "api2", "worker0", "worker1"):  # no file's bytes on any host's disk
+                assert not any((tmp_path / folder / "files").iterdir()), folder
     finally:
         for w in workers:
             if w.poll() is None:
                 w.terminate()
                 w.wait(15)
         log.close()
+
+
+def _owner_of_connection(processes: list, server_port: int, client_port: int) -> int | None:
+    """The pid of the process among ``processes`` holding the server end of a TCP connection."""
+    for proc in processes:
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.laddr and conn.raddr and conn.laddr.port == server_port and conn.raddr.port == client_port:
+                    return proc.pid
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def test_serve_workers_runs_api_processes_on_one_port_replaces_a_killed_one_and_stops_on_sigterm(
+        tmp_path, new_database, capsys):
+    from llamaeval.cli import main
+
+    assert main(["serve", "--data-dir", str(tmp_path / "lite"), "--workers", "2"]) == 2  # SQLite: refused
+    assert "--workers 2 needs a PostgreSQL --database" in capsys.readouterr().err
+    assert main(["serve", "--data-dir", str(tmp_path / "lite"), "--workers", "0"]) == 2
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+    database = new_database()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "LLAMAEVAL_INGEST": "0", "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "serve.log", "ab")
+    serve = subprocess.Popen([sys.executable, "-m", "llamaeval", "serve", "--database", database, "--data-dir",
+                              str(tmp_path / "srv"), "--port", str(port), "--workers", "2"],
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    held: list[socket.socket] = []
+    try:
+        parent = psutil.Process(serve.pid)
+        deadline = time.monotonic() + 60
+        while (tmp_path / "serve.log").read_text().count("Application startup complete") < 2:
+            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        children = parent.children(recursive=True)
+        answered: dict[int, int] = {}  # pid -> connections it answered
+        while len(answered) < 2 and sum(answered.values()) < 200:  # the kernel hands connections to either
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            held.append(client)  # kept open, so the server's end can be found
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200"), "no answer"
+            pid = _owner_of_connection(children, port, client.getsockname()[1])
+            assert pid is not None and pid != serve.pid
+            answered[pid] = answered.get(pid, 0) + 1
+        assert len(answered) == 2, answered  # two API processes answer the one port
+        for client in held:
+            client.close()
+        victim = next(iter(answered))
+        os.kill(victim, signal.SIGKILL)  # an API process dies: the other keeps answering ...
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        while (tmp_path / "serve.log").read_text().count("Application startup complete") < 3:  # ... it is replaced
+            assert time.monotonic() < deadline + 60, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        children = parent.children(recursive=True)
+        assert victim not in {p.pid for p in children}
+        serve.send_signal(signal.SIGTERM)  # stops them all
+        assert serve.wait(30) == 0
+        # helpers of the process pool (e.g. multiprocessing's resource tracker) exit when they see
+        # the parent gone, a moment after it: wait for them, bounded, rather than sample once
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not [(p.pid, p.cmdline()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        for client in held:
+            client.close()
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        log.close()
+
+
+def test_the_server_answers_again_after_postgresql_restarts(tmp_path, new_database, pg_cluster, adi_corpus):
+    from pgserver._commands import pg_ctl
+
+    database = new_database()
+
+    def started_at():
+        with psycopg.connect(database) as conn:
+            return conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+
+    with EmbeddedServer(data_dir=tmp_path / "srv", database=database) as srv, api(srv) as c:
+        project = c.post("/projects", json={"name": "before"}).json()["id"]
+        before = started_at()
+        ids = [upload(c, project, f"adi{d['_id']}.txt", f"{d['title']}\n\n{d['text']}".encode()).json()["id"]
+               for d in adi_corpus[:4]]
+        pg_ctl(["-w", "-m", "fast", "-l", str(pg_cluster.log), "restart"], pgdata=pg_cluster.pgdata,
+               user=pg_cluster.system_user, timeout=60)  # every connection of the server is cut
+        assert started_at() > before
+        assert c.get(f"/projects/{project}").json()["name"] == "before"  # reconnected
+        pipeline = c.post("/pipelines", json={"name": "after", "project_id": project}).json()["id"]
+        c.put(f"/pipelines/{pipeline}/files", json=[{"file_id": i} for i in ids]).raise_for_status()
+        job = wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])  # the queue's pool too
+        assert job["status"] == "completed", job
+        hits = c.post(f"/pipelines/{pipeline}/retrieve", json={"query": "information retrieval", "top_k": 4})
+        assert hits.status_code == 200 and len(hits.json()["results"]) == 4

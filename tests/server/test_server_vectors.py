@@ -45,8 +45,26 @@ def test_chunks_round_trip_and_search_exact_and_approximate(new_database):
         assert len(approx) == 10 and all(0 <= p < 400 for p, _ in approx)
         hits_total += len(truth & {p for p, _ in approx})
     assert hits_total / (10 * len(queries)) >= 0.9  # HNSW recall@10 on 400 vectors, ef_search 100
-    with pytest.raises(ValueError, match="400 vectors of 384"):
-        store.store("p1", "v2", _entries(400, "d"), vectors[:, :10])
+    with pytest.raises(ValueError, match="385 dimensions cannot be stored"):
+        store.store("p1", "v2", _entries(400, "d"), np.hstack([vectors, vectors[:, :1]]))
     store.store("p1", "v2", _entries(3, "n"), vectors[:3])
     store.drop("p1", keep={"v2"})
     assert store.count("p1", "v1") == 0 and store.count("p1", "v2") == 3 and store.count("p2", "v1") == 50
+
+
+def test_a_narrower_model_is_stored_zero_padded_and_ranks_the_same(new_database):
+    """The static model's 256-dimension vectors in the 384-wide column: read back exactly, ranked
+    exactly as their inner products rank them (padding changes neither norm nor inner product)."""
+    store = ChunkVectors(new_database())
+    v = np.random.default_rng(4).standard_normal((60, 256)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    store.store("p", "v1", _entries(60, "s"), v)
+    _, back = store.load("p", "v1", dimensions=256)
+    assert back.shape == (60, 256) and np.array_equal(back, v)
+    assert np.array_equal(store.load("p", "v1")[1][:, 256:], np.zeros((60, DIMENSIONS - 256), np.float32))
+    q = v[7] + 0.3 * v[11]
+    q /= np.linalg.norm(q)
+    truth = np.argsort(-(v @ q), kind="stable")[:5]
+    exact = store.nearest("p", "v1", q, 5, exact=True)
+    assert [p for p, _ in exact] == list(truth) and np.allclose([s for _, s in exact], (v @ q)[truth], atol=1e-5)
+

@@ -15,7 +15,8 @@ from llamaeval.server._boundary import unknown_fields_warning
 from llamaeval.server._llamacloud import _retrieve as R
 from llamaeval.server._llamacloud import _schemas as S
 from llamaeval.server._llamacloud import _shapes as W
-from llamaeval.server._services import NotFound, Services
+from llamaeval.server._llamacloud._shapes import LOCAL_EMBEDDING_TYPE
+from llamaeval.server._services import InvalidInput, NotFound, Services
 from llamaeval.server._simplified import API_PREFIX, server_timing
 from llamaeval.server._storage import Pipeline
 from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES
@@ -50,6 +51,24 @@ def _chunking(transform: dict[str, Any] | None) -> dict[str, Any] | None:
     if not isinstance(source, dict):
         return None
     return {k: source[k] for k in ("chunk_size", "chunk_overlap") if source.get(k) is not None} or None
+
+
+def _embedding_model(svc: Services, body: S.PipelineCreate | S.PipelineUpdate) -> str | None:
+    """The local model an ``embedding_config`` chooses: ``{"type": "HUGGINGFACE_API_EMBEDDING",
+    "component": {"model_name": ...}}`` names one of the server's models (422 naming the allowed
+    ones otherwise); a hosted provider's config (OpenAI, Cohere, ...) is only recorded: None, the
+    default model (or, on an update, the pipeline's current one)."""
+    config = body.embedding_config
+    if not isinstance(config, dict) or config.get("type") != LOCAL_EMBEDDING_TYPE:
+        return None
+    component = config.get("component")
+    name = component.get("model_name") if isinstance(component, dict) else None
+    if name is None:
+        return None
+    try:
+        return svc.embedding_model(name)
+    except InvalidInput as exc:
+        raise _unprocessable(["body", "embedding_config", "component", "model_name"], str(exc)) from None
 
 
 def _attributes(body: S.PipelineCreate | S.PipelineUpdate) -> dict[str, Any]:
@@ -193,7 +212,8 @@ def router() -> APIRouter:
         project = svc.project_or_default(acct, project_id)
         _check_sink(acct, svc, body.data_sink_id)
         return svc.create_pipeline(acct, project.id, body.name, retrieval_config=body.retrieval_config,
-                                   chunking_config=_chunking(body.transform_config), attributes=_attributes(body))
+                                   chunking_config=_chunking(body.transform_config), attributes=_attributes(body),
+                                   embedding_model=_embedding_model(svc, body))
 
     @r.post("/pipelines", tags=["Pipelines"], summary="Create a pipeline")
     def create_pipeline(body: S.PipelineCreate, request: Request, project_id: str | None = None,
@@ -212,7 +232,7 @@ def router() -> APIRouter:
         _check_sink(acct, svc, body.data_sink_id)
         updated = svc.update_pipeline(acct, same[0].id, retrieval_config=body.retrieval_config,
                                       chunking_config=_chunking(body.transform_config),
-                                      attributes=_attributes(body))
+                                      attributes=_attributes(body), embedding_model=_embedding_model(svc, body))
         return _pipeline_out(svc, acct, updated)
 
     @r.get("/pipelines/{pipeline_id}", tags=["Pipelines"], summary="Get a pipeline")
@@ -225,7 +245,8 @@ def router() -> APIRouter:
         svc = _svc(request)
         _check_sink(acct, svc, body.data_sink_id)
         updated = svc.update_pipeline(acct, pipeline_id, name=body.name, retrieval_config=body.retrieval_config,
-                                      chunking_config=_chunking(body.transform_config), attributes=_attributes(body))
+                                      chunking_config=_chunking(body.transform_config), attributes=_attributes(body),
+                                      embedding_model=_embedding_model(svc, body))
         return _pipeline_out(svc, acct, updated)
 
     @r.delete("/pipelines/{pipeline_id}", tags=["Pipelines"], summary="Delete a pipeline", status_code=204)
@@ -387,7 +408,7 @@ def router() -> APIRouter:
     def _docs_out(svc: Services, acct: str, pipeline_id: str) -> list[dict[str, Any]]:
         busy = _busy(svc, svc.pipeline(acct, pipeline_id).id)
         return [W.document_out(stored.external_file_id or stored.id,
-                               svc.layout.file_path(stored.id).read_text("utf-8"), pf.metadata,
+                               _text_of(svc.files.read(stored.id)), pf.metadata,
                                W.file_status(pf, busy))
                 for stored, pf in svc.documents(acct, pipeline_id)]
 
@@ -417,7 +438,7 @@ def router() -> APIRouter:
         svc = _svc(request)
         doc_id = _doc_id(svc, acct, pipeline_id, document_id)
         stored, pf = svc.document(acct, pipeline_id, doc_id)
-        return W.document_out(doc_id, svc.layout.file_path(stored.id).read_text("utf-8"), pf.metadata,
+        return W.document_out(doc_id, _text_of(svc.files.read(stored.id)), pf.metadata,
                               W.file_status(pf, _busy(svc, pf.pipeline_id)))
 
     @r.get("/pipelines/{pipeline_id}/documents/{document_id}/status", tags=["Pipeline Documents"],
@@ -567,10 +588,15 @@ def _first_entry(index: Any, file_id: str) -> Any:
     return next(e for e in index.entries if e.file_id == file_id)
 
 
+def _text_of(data: bytes) -> str:
+    """A stored text document as its text (UTF-8; line ends read as \\n, as a text file is read)."""
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _file_text(svc: Services, acct: str, file_id: str) -> str:
     """A whole file's text as the engine parsed it (what files_via_* return as one node)."""
     from llamaeval import engine
 
     stored = svc.file(acct, file_id)
-    return engine.parse_document(svc.layout.file_path(stored.id).read_bytes(), stored.name).text
+    return engine.parse_document(svc.files.read(stored.id), stored.name).text
 

@@ -49,7 +49,10 @@ class RetrieveRequest(RetrievalParams):
 class PipelineCreate(_In):
     name: str = Field(min_length=1, max_length=200)
     embedding_config: dict[str, Any] | None = Field(
-        None, description="Recorded; the local server always embeds with all-MiniLM-L6-v2 (int8 ONNX).")
+        None, description="Recorded. {\"type\": \"HUGGINGFACE_API_EMBEDDING\", \"component\": {\"model_name\": ...}} "
+                          "chooses one of the local server's models (all-MiniLM-L6-v2, the default, or "
+                          "wordllama-l2-supercat-256 with the fast-embed extra; another name is a 422); a hosted "
+                          "provider's config is recorded and embedded with the default.")
     transform_config: dict[str, Any] | None = Field(
         None, description='{"mode": "auto", "chunk_size", "chunk_overlap"} (MiniLM word pieces) or '
                           '{"mode": "advanced", "chunking_config": {"chunk_size", "chunk_overlap"}}.')

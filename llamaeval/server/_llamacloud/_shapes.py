@@ -10,7 +10,10 @@ from typing import Any
 from llamaeval.server._storage import DataSink, DataSource, Job, Pipeline, PipelineFile, Project, StoredFile
 from llamaeval.server._sync import CANCELLED, stopped
 
-#: What the local server embeds with, whatever ``embedding_config`` a client sends.
+#: What the local server embeds with by default: a hosted provider's ``embedding_config`` (OpenAI,
+#: Cohere, ...) is recorded and embedded with this; a ``HUGGINGFACE_API_EMBEDDING`` config chooses one
+#: of the server's own models by ``component.model_name`` (``LOCAL_EMBEDDING_TYPE``).
+LOCAL_EMBEDDING_TYPE = "HUGGINGFACE_API_EMBEDDING"
 LOCAL_EMBEDDING = {"type": "HUGGINGFACE_API_EMBEDDING",
                    "component": {"model_name": "sentence-transformers/all-MiniLM-L6-v2",
                                  "class_name": "HuggingFaceInferenceAPIEmbedding"}}
@@ -42,17 +45,22 @@ def transform_out(chunking: dict[str, Any]) -> dict[str, Any]:
     return {"mode": "auto", "chunk_size": chunking["chunk_size"], "chunk_overlap": chunking["chunk_overlap"]}
 
 
-def embedding_out(sent: Any) -> dict[str, Any]:
-    """The embedding config a client sent when it names a known type, else the local one."""
+def embedding_out(sent: Any, model: str | None = None) -> dict[str, Any]:
+    """The embedding config a client sent when it names a known type, else the local one of the
+    pipeline's ``model`` (default: MiniLM's)."""
+    from llamaeval.engine._embed import DEFAULT_MODEL_NAME
+
     if isinstance(sent, dict) and sent.get("type") in _EMBEDDING_TYPES:
         return sent
-    return LOCAL_EMBEDDING
+    if model is None or model == DEFAULT_MODEL_NAME:
+        return LOCAL_EMBEDDING
+    return {"type": LOCAL_EMBEDDING_TYPE, "component": {**LOCAL_EMBEDDING["component"], "model_name": model}}
 
 
 def pipeline_out(p: Pipeline, sink: DataSink | None = None) -> dict[str, Any]:
     a = p.attributes
     return {"id": p.id, "name": p.name, "project_id": p.project_id,
-            "embedding_config": embedding_out(a.get("embedding_config")),
+            "embedding_config": embedding_out(a.get("embedding_config"), p.embedding_model),
             "transform_config": transform_out(p.chunking_config),
             "pipeline_type": a.get("pipeline_type") or "MANAGED",
             "preset_retrieval_parameters": a.get("preset_retrieval_parameters") or {},
