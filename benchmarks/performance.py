@@ -696,12 +696,22 @@ CHOICES = [
 ]
 
 NOT_YET = [
-    "## Not yet (issue 17, other parts)", "",
-    "- Incremental index (a sync that changes k files costs O(k)): every sync still rebuilds the whole index.",
-    "- Approximate dense index past a configurable size: exact dense search only (see `scale.md`).",
-    "- A static-embedding second embedder (e.g. `wordllama`): MiniLM only.",
-    "- Search-stage speedups (HTTP overhead, the `accurate`/`advanced` feature stage): not in this work.",
-    "- Query-embedding cache: none (a benchmark's latency stays what users get).", "",
+    "## Issue 17's other parts (their own benchmarks)",
+    '',
+    '| figure | today | now | target | measured in |',
+    '|---|---:|---:|---:|---|',
+    '| one-file sync on a 50k-chunk pipeline, CPU s / share of a full rebuild | full rebuild (~6.5 s) | 0.25 s / 4.4% (wall 0.84-0.96 s at load 10) | <= 0.5 s, <= 5% | `incremental_index.md` |',
+    '| `fast` p50 at 1M chunks, approximate vs exact (interleaved) | 76.7 ms dense alone, exact | 14.7 ms vs 159 ms | <= 20 ms | `dense_ann.md` |',
+    '| dense recall@100 vs exact, HNSW (100k / 1M chunks) | exact only | 0.998 / 0.994 | >= 0.98 | `dense_ann.md` |',
+    '| `fast` p50 growth 100k -> 1M chunks | linear | x0.48 (ANN), x2.28 (exact) | sub-linear | `dense_ann.md` |',
+    '| `accurate` / `advanced` vs the floor at 1.8k-50k chunks | 2.1-2.7x | 1.18-1.40x / 1.16-1.37x | <= 1.6x / 2.0x | `search_overhead.md` |',
+    '| HTTP vs in-process `fast`, CPU (simplified / real dialect) | 1.3-1.7x | 1.38x / 1.44x | <= 1.2x (not met) | `search_overhead.md` |',
+    '| second embedder (static, wordllama weights): passages/s vs MiniLM, nDCG@10 fast | MiniLM only | 156x, -0.084 mean (7 collections) | measured side by side | `embedders.md` |',
+    '| relevance of every mode on the bundled collections | | unchanged (identical rankings; below the ANN threshold) | within 0.002 | `search_overhead.md`, tests |',
+    '',
+    "- Query-embedding cache: none (a benchmark's latency stays what users get).",
+    '- Past `ann_threshold` the HNSW graph of a new version is built from all its vectors (not incremental: 74 s at 100k, 693 s at 1M chunks on 2 shared cores); the sync keeps it with the version so restarts and other processes read it.',
+    '',
     "## Method", "",
     "- Padding is computed from the tokenizer's token counts (truncation and [CLS]/[SEP] included) with the same "
     "planning function the embedder uses (`llamaeval.engine._embed.plan_batches`), windows as "

@@ -91,6 +91,10 @@ def pipeline_json(p: dict[str, Any]) -> dict[str, Any]:
             out["chunking_config"] = {k: source[k] for k in ("chunk_size", "chunk_overlap") if k in source}
     if not isinstance(p.get("retrieval_config"), dict):
         out.pop("retrieval_config", None)
+    embedding = p.get("embedding_config")
+    component = embedding.get("component") if isinstance(embedding, dict) else None
+    if not out.get("embedding_model") and isinstance(component, dict) and component.get("model_name"):
+        out["embedding_model"] = component["model_name"]  # LlamaCloud names the model only there
     return out
 
 
@@ -231,8 +235,11 @@ def add_files_call(pipeline_id: str, items: list[dict[str, Any]]) -> Call:
 
 
 def create_pipeline_call(name: str, project_id: str, chunking: dict[str, Any] | None,
-                         retrieval: dict[str, Any] | None, presets: dict[str, Any] | None) -> Call:
+                         retrieval: dict[str, Any] | None, presets: dict[str, Any] | None,
+                         embedding: dict[str, Any] | None = None) -> Call:
     body: dict[str, Any] = {"name": name}
+    if embedding:  # a local model by name: the real API's shape for a Hugging Face model
+        body["embedding_config"] = {"type": "HUGGINGFACE_API_EMBEDDING", "component": embedding}
     if chunking:
         body["transform_config"] = {"mode": "auto", **chunking}
     if presets:

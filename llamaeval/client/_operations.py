@@ -296,10 +296,17 @@ def _all_pipelines(core: Core) -> Op[pd.DataFrame]:
 
 def create_pipeline(core: Core, name: str, project_id: str, sync_interval: int | None = None,
                     retrieval_config: Any = None, chunking_config: Any = None,
-                    preset_retrieval_parameters: Mapping[str, Any] | None = None) -> Op[Pipeline]:
+                    preset_retrieval_parameters: Mapping[str, Any] | None = None,
+                    embedding_model: str | None = None) -> Op[Pipeline]:
     """Create a pipeline. ``chunking_config`` becomes the real API's ``transform_config``;
-    ``preset_retrieval_parameters`` exist only there, ``sync_interval`` only in the simplified API."""
+    ``preset_retrieval_parameters`` exist only there, ``sync_interval`` only in the simplified API.
+    ``embedding_model``: the model that embeds the pipeline's chunks and queries (the local server's
+    names, e.g. ``wordllama-l2-supercat-256``; sent as ``embedding_config`` in either dialect)."""
     body: dict[str, Any] = {"name": _name(name), "project_id": as_id(project_id, "project_id")}
+    if embedding_model is not None:
+        if not isinstance(embedding_model, str) or not embedding_model.strip():
+            raise ConfigurationError(f"embedding_model must be a model name, got {embedding_model!r}")
+        body["embedding_config"] = {"model_name": embedding_model.strip()}
     if sync_interval is not None:
         body["sync_interval"] = _positive_int(sync_interval, "sync_interval (seconds)")
     for key, value in (("retrieval_config", retrieval_config), ("chunking_config", chunking_config)):
@@ -319,7 +326,7 @@ def create_pipeline(core: Core, name: str, project_id: str, sync_interval: int |
         if sync_interval is not None:
             raise ConfigurationError("sync_interval is not a pipeline setting of the real LlamaCloud API")
         call = real.create_pipeline_call(body["name"], body["project_id"], body.get("chunking_config"),
-                                         body.get("retrieval_config"), presets)
+                                         body.get("retrieval_config"), presets, body.get("embedding_config"))
         reply = yield from core.request(call)
         return Pipeline.from_json(real.pipeline_json(_object(reply)))
 

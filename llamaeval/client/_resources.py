@@ -191,12 +191,16 @@ class Pipelines(_Namespace):
     def create(self, name: str, project_id: str | Project, sync_interval: int | None = None,
                retrieval_config: Mapping[str, Any] | Any = None,
                chunking_config: Mapping[str, Any] | Any = None, *,
-               preset_retrieval_parameters: Mapping[str, Any] | None = None) -> Pipeline:
+               preset_retrieval_parameters: Mapping[str, Any] | None = None,
+               embedding_model: str | None = None) -> Pipeline:
         """Create a pipeline; configs are partial dicts (or have ``.to_dict()``). ``chunking_config``
         ({"chunk_size", "chunk_overlap"}) is the real API's ``transform_config``;
-        ``sync_interval`` (seconds) is simplified-API only, ``preset_retrieval_parameters`` real-API only."""
+        ``sync_interval`` (seconds) is simplified-API only, ``preset_retrieval_parameters`` real-API only;
+        ``embedding_model`` names the model that embeds its chunks and queries (the local server's
+        ``/health`` lists them; default MiniLM)."""
         return self._run(ops.create_pipeline(self._core, name, project_id, sync_interval,
-                                             retrieval_config, chunking_config, preset_retrieval_parameters))
+                                             retrieval_config, chunking_config, preset_retrieval_parameters,
+                                             embedding_model))
 
     def get(self, pipeline_id: str | Pipeline) -> Pipeline:
         """One pipeline by id."""

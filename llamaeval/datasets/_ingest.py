@@ -76,12 +76,13 @@ def ingest(client: Any, queryset: QuerySet, project: str = "llamaeval", pipeline
            concurrency: int = 4, sync: bool = True, timeout: float = 1800.0,
            retrieval_config: dict[str, Any] | None = None,
            chunking_config: dict[str, Any] | None = None,
+           embedding_model: str | None = None,
            on_sync_progress: Callable[[Any], None] | None = None) -> str:
     """Upload ``queryset``'s corpus into a pipeline, sync it, wait, and return the pipeline id.
 
     - The project and pipeline are found by name, or created (``pipeline`` defaults to
-      the query set's name; ``retrieval_config`` / ``chunking_config`` apply only when
-      creating it).
+      the query set's name; ``retrieval_config`` / ``chunking_config`` / ``embedding_model``
+      apply only when creating it).
     - One file per document: ``<doc_id>.txt`` holding the title, a blank line, the text;
       custom metadata ``{metadata_key: doc_id}`` (what :class:`DocumentMapping` reads back).
     - Idempotent and resumable: documents whose id is already among the pipeline's files
@@ -105,7 +106,8 @@ def ingest(client: Any, queryset: QuerySet, project: str = "llamaeval", pipeline
         raise ConfigurationError("timeout is in seconds and must be > 0")
     name = pipeline or queryset.name
     create_options = {k: v for k, v in (("retrieval_config", retrieval_config),
-                                        ("chunking_config", chunking_config)) if v is not None}
+                                        ("chunking_config", chunking_config),
+                                        ("embedding_model", embedding_model)) if v is not None}
     project_id = _resolve_project(client, project)
     pipeline_id = _resolve_pipeline(client, name, project_id, create_options)
 

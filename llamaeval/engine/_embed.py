@@ -75,6 +75,18 @@ def plan_batches(lengths: Sequence[int] | np.ndarray, batch_tokens: int = DEFAUL
     return BatchPlan(batches=tuple(batches), real_tokens=int(lengths.sum()), fed_tokens=fed)
 
 
+
+def files_version(paths: Any) -> str:
+    """SHA-256 (first 16 hex digits) of the concatenated bytes of ``paths``: an embedding model's
+    version (its weight and tokenizer files), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
 class Embedder:
     """MiniLM sentence embeddings (384 dimensions), loaded on first use; thread-safe.
 
@@ -202,12 +214,8 @@ class Embedder:
         """SHA-256 (first 16 hex digits) of the model and tokenizer files: changes whenever the
         weights or the vocabulary do (part of every embedding-cache key, with ``model_name``)."""
         if self._version is None:
-            h = hashlib.sha256()
-            for path in (self._model_path or _default_model_path(), self._tokenizer_path or _default_tokenizer_path()):
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-            self._version = h.hexdigest()[:16]
+            self._version = files_version((self._model_path or _default_model_path(),
+                                           self._tokenizer_path or _default_tokenizer_path()))
         return self._version
 
     # -- tokens -------------------------------------------------------------------

@@ -15,7 +15,6 @@ with ``importlib.util.find_spec``, never imported).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from llamaeval._errors import ConfigurationError
+from llamaeval.engine._embed import files_version
 
 __all__ = ["StaticEmbedder", "WORDLLAMA_MODEL_NAME", "FAST_EMBED_EXTRA"]
 
@@ -128,12 +128,7 @@ class StaticEmbedder:
         """SHA-256 (first 16 hex digits) of the weight and tokenizer files (part of every
         embedding-cache key, with ``model_name``)."""
         if self._version is None:
-            h = hashlib.sha256()
-            for path in self._paths():
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-            self._version = h.hexdigest()[:16]
+            self._version = files_version(self._paths())
         return self._version
 
     # -- tokens -----------------------------------------------------------------------------
