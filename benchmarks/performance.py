@@ -700,7 +700,7 @@ NOT_YET = [
     '',
     '| figure | today | now | target | measured in |',
     '|---|---:|---:|---:|---|',
-    '| one-file sync on a 50k-chunk pipeline, CPU s / share of a full rebuild | full rebuild (~6.5 s) | 0.25 s / 4.4% (wall 0.84-0.96 s at load 10) | <= 0.5 s, <= 5% | `incremental_index.md` |',
+    '| one-file sync on a 50k-chunk pipeline (add / change / remove; the first after a cold build), wall s and share of a full rebuild | full rebuild (~6.5 s) | 0.19 / 0.21 / 0.26 s; 0.35 s — 2.6-4.7% | <= 0.5 s, <= 5% | `incremental_index.md` |',
     '| `fast` p50 at 1M chunks, approximate vs exact (interleaved) | 76.7 ms dense alone, exact | 14.7 ms vs 159 ms | <= 20 ms | `dense_ann.md` |',
     '| dense recall@100 vs exact, HNSW (100k / 1M chunks) | exact only | 0.998 / 0.994 | >= 0.98 | `dense_ann.md` |',
     '| `fast` p50 growth 100k -> 1M chunks | linear | x0.48 (ANN), x2.28 (exact) | sub-linear | `dense_ann.md` |',
