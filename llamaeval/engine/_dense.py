@@ -158,6 +158,15 @@ class _Graph:
     def save(self, path: Path) -> None:
         self._graph.save(str(path))
 
+    def extended(self, emb: np.ndarray, start: int, config: DenseConfig) -> "_Graph":
+        """A copy of this graph with the rows of ``emb`` added under keys ``start``, ``start + 1``, ...
+        (this graph, which may still serve searches, is unchanged)."""
+        with self._lock:
+            graph = self._graph.copy()
+        graph.expansion_search = config.expansion_search
+        graph.add(np.arange(start, start + emb.shape[0], dtype=np.uint64), emb, threads=config.build_threads)
+        return _Graph(graph)
+
     @property
     def size(self) -> int:
         return int(self._graph.size)
@@ -246,6 +255,18 @@ class DenseSearch:
                 if self._graph is None:
                     self._graph = _Graph.build(self.emb, self.config)
         return self._graph
+
+    def extend(self, previous: "DenseSearch") -> bool:
+        """Take ``previous``'s graph and add this search's chunks past its end, instead of building
+        a graph of every chunk: for an index whose vectors begin with exactly ``previous``'s (one that
+        grew by appended files; the caller knows). Only when both are approximate, ``previous`` has
+        its graph and the graph parameters agree; whether it did."""
+        start = previous.emb.shape[0]
+        if (not self.approximate or not previous.approximate or previous._graph is None
+                or previous.config.graph_params() != self.config.graph_params() or start > self.emb.shape[0]):
+            return False
+        self._graph = previous._graph.extended(self.emb[start:], start, self.config)
+        return True
 
     def search(self, qv: np.ndarray, k: int, allowed: Allowed | None = None,
                expansion: int | None = None) -> tuple[np.ndarray, np.ndarray]:

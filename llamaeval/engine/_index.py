@@ -420,7 +420,7 @@ class Index:
             for seg, start in zip(segset.segments, segset.starts.tolist()):
                 seg.vectors = emb[start:start + len(seg)]  # one copy of the vectors in memory, not two
             return _with_dense(cls(entries, emb, stored, embedder, bm25=segset, reranker=reranker,
-                                   model_store=model_store), directory)
+                                   model_store=model_store), directory, previous)
         import bm25s
 
         entries = []
@@ -1013,12 +1013,25 @@ class _CosineScores:
         return self._emb[ids] @ self.qv
 
 
-def _with_dense(index: "Index", directory: Path) -> "Index":
-    """``index`` with the HNSW graph saved in ``directory`` attached (built now when the index is
-    past ``ann_threshold`` and the directory holds no graph of these vectors)."""
+def _with_dense(index: "Index", directory: Path, previous: "Index | None" = None) -> "Index":
+    """``index`` with the HNSW graph saved in ``directory`` attached; when the index is past
+    ``ann_threshold`` and the directory holds no graph of these vectors: ``previous``'s graph with
+    the appended chunks added when the index only grew by files appended to ``previous``'s (the
+    common sync: O(added chunks), not O(index)), else a graph built now from every chunk."""
     if index._dense.approximate and not index._dense.load(directory):
-        index._dense.graph()
+        if not (_grew_by_appending(previous, index) and index._dense.extend(previous._dense)):
+            index._dense.graph()
     return index
+
+
+def _grew_by_appending(previous: "Index | None", index: "Index") -> bool:
+    """Whether ``index``'s segments begin with exactly ``previous``'s (the same loaded objects, in
+    order): its first chunks and vectors are then ``previous``'s, at the same positions."""
+    old = getattr(previous, "_segset", None)
+    new = getattr(index, "_segset", None)
+    if old is None or new is None or len(new.segments) < len(old.segments):
+        return False
+    return all(a is b for a, b in zip(old.segments, new.segments))
 
 
 def _top_kept(ids: np.ndarray, values: np.ndarray, n: int, keep: Any = None) -> np.ndarray:

@@ -875,8 +875,9 @@ class SyncService:
         # warm: the first query after the swap is fast; the loaded previous version's segments are reused
         index = engine.Index.load(final, embedder, reranker=self.indexes.reranker,
                                   previous=self.indexes.loaded(pipeline.id))
-        # past ann_threshold the load built the HNSW graph (from all vectors: not incremental);
-        # kept with the version so restarts and other processes read it instead of building it
+        # past ann_threshold the load made the HNSW graph (the previous one plus the appended chunks
+        # when files were only added, else from all vectors); kept with the version so restarts and
+        # other processes read it instead of building it
         index.save_graph(final)
         now = utc_now()
         previous = pipeline.index_version

@@ -146,14 +146,22 @@ def test_one_file_syncs_write_one_segment_and_rank_as_a_full_build(harness, docs
             assert ranking(incremental, mode, q) == ranking(fresh, mode, q)
 
 
-def test_a_version_past_the_ann_threshold_keeps_its_graph_and_ranks_as_exact(harness, docs):
+def test_a_version_past_the_ann_threshold_keeps_its_graph_and_ranks_as_exact(harness, docs, monkeypatch):
+    from llamaeval.engine import _dense
+
+    builds = []
+    build = _dense._Graph.build.__func__
+    monkeypatch.setattr(_dense._Graph, "build", classmethod(lambda cls, *a: builds.append(1) or build(cls, *a)))
     pid = harness.services.create_pipeline(harness.acct, harness.project, "ann",
                                            chunking_config={"chunk_size": 64, "chunk_overlap": 8},
                                            retrieval_config={"ann_threshold": 1}).id
-    harness.upsert(pid, docs[:10])
+    harness.upsert(pid, docs[:9])
     harness.sync_now(pid)
-    version = harness.version_dir(pid)
-    assert (version / "dense.usearch").is_file()  # built once by the sync, not at every later load
+    assert len(builds) == 1 and (harness.version_dir(pid) / "dense.usearch").is_file()
+    harness.upsert(pid, [docs[9]])  # a file appended: the previous graph plus its chunks, no new build
+    harness.sync_now(pid)
+    assert len(builds) == 1 and (harness.version_dir(pid) / "dense.usearch").is_file()
+    assert harness.index(pid)._dense.graph().size == harness.storage.get_pipeline_any(pid).num_chunks
     exact_pid = harness.pipeline(docs[:10])
     harness.sync_now(exact_pid)
     assert not (harness.version_dir(exact_pid) / "dense.usearch").exists()  # below the threshold: none
