@@ -59,15 +59,25 @@ def adi_pipeline(live_server, adi_queryset) -> str:
 
 # --- a small synthetic BenchmarkRun for the plots / widgets / report tests -------------------
 
-def _synthetic_module():
-    name = "llamaeval_tests_synthetic_run"
+def _test_module(name: str, relative: str):
+    """A helper module of the tests (``relative`` to tests/), imported once under ``name``."""
     if name not in sys.modules:
-        path = Path(__file__).resolve().parent / "plots" / "synthetic_run.py"
+        path = Path(__file__).resolve().parent / relative
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _synthetic_module():
+    return _test_module("llamaeval_tests_synthetic_run", "plots/synthetic_run.py")
+
+
+@pytest.fixture(scope="session")
+def constructed():
+    """The module tests/metrics/_constructed_runs.py: runs of known truth (draw_ranks, make_run, ...)."""
+    return _test_module("llamaeval_tests_constructed_runs", "metrics/_constructed_runs.py")
 
 
 @pytest.fixture(scope="session")

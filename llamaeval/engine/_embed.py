@@ -262,11 +262,7 @@ class Embedder:
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         """Embed passages: (n, 384) float32, rows L2-normalised; truncated at max_passage_tokens."""
-        texts = _text_list(texts)
-        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        for idx, vectors in self.iter_passage_batches(texts):
-            out[idx] = vectors
-        return out
+        return gather_passages(self, texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query: (384,) float32, L2-normalised; truncated at max_query_tokens."""
@@ -302,6 +298,16 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder(model_name={self.model_name!r}, dimensions={self.dimensions})"
+
+
+def gather_passages(embedder: Any, texts: Any) -> np.ndarray:
+    """Every vector of ``texts`` from ``embedder.iter_passage_batches``, in the texts' order:
+    (n, dimensions) float32."""
+    texts = _text_list(texts)
+    out = np.zeros((len(texts), embedder.dimensions), dtype=np.float32)
+    for idx, vectors in embedder.iter_passage_batches(texts):
+        out[idx] = vectors
+    return out
 
 
 def _text_list(texts: Any) -> list[str]:

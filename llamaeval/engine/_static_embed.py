@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from llamaeval._errors import ConfigurationError
-from llamaeval.engine._embed import files_version
+from llamaeval.engine._embed import _text_list, files_version, gather_passages
 
 __all__ = ["StaticEmbedder", "WORDLLAMA_MODEL_NAME", "FAST_EMBED_EXTRA"]
 
@@ -173,11 +173,7 @@ class StaticEmbedder:
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         """Embed passages: (n, 256) float32, rows L2-normalised."""
-        texts = _text_list(texts)
-        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        for idx, vectors in self.iter_passage_batches(texts):
-            out[idx] = vectors
-        return out
+        return gather_passages(self, texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query: (256,) float32, L2-normalised."""
@@ -194,8 +190,3 @@ class StaticEmbedder:
     def __repr__(self) -> str:
         return f"StaticEmbedder(model_name={self.model_name!r}, dimensions={self.dimensions})"
 
-
-def _text_list(texts: Any) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("embed_passages takes a list of strings")
-    return list(texts)

@@ -179,12 +179,7 @@ class QueuedSyncService(SyncService):
                 log.exception("could not renew the lease of job %s", current)
 
     def _work(self) -> None:
-        try:  # load the model now, off the request path
-            load = getattr(self.embedder, "load", None)
-            if callable(load):
-                load()
-        except Exception:
-            log.exception("could not load the embedding model")
+        self._load_model()
         while not self._stop.is_set():
             try:
                 claimed = self.queue.claim()

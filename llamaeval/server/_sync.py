@@ -392,13 +392,17 @@ class SyncService:
         return self._running > 0
 
     # -- threads --------------------------------------------------------------------------
-    def _work(self) -> None:
-        try:  # load the model now, off the request path: the first sync or query does not pay it
+    def _load_model(self) -> None:
+        """Load the embedding model now, off the request path: the first sync or query does not pay it."""
+        try:
             load = getattr(self.embedder, "load", None)
             if callable(load):
                 load()
         except Exception:
             log.exception("could not load the embedding model")
+
+    def _work(self) -> None:
+        self._load_model()
         while not self._stop.is_set():
             try:
                 job_id = self._queue.get(timeout=1.0)

@@ -4,10 +4,7 @@ half of adi's documents is the planted drop)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,22 +12,12 @@ import pytest
 from llamaeval.cli import main
 
 
-def _constructed():
-    name = "llamaeval_tests_constructed_runs"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "metrics" / "_constructed_runs.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(tmp_path_factory, constructed):
     """Folders: base, rerun (same results, another pipeline id), drop (fast loses 4 places),
     fewer (30 of the 40 queries)."""
-    c = _constructed()
+    c = constructed
     root = tmp_path_factory.mktemp("gate-runs")
     ranks = c.draw_ranks(np.random.default_rng(8), 2, 40)
     worse = ranks.copy()
