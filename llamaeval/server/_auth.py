@@ -97,6 +97,14 @@ class Gatekeeper:
         path: str = scope.get("path", "")
         if not any(path == prefix or path.startswith(prefix + "/") for prefix in self.protected):
             return await self.app(scope, receive, send)
+        load = scope["app"].state.llamaeval.load  # requests in flight: where a search runs (see _offload)
+        load.enter()
+        try:
+            return await self._protected(scope, receive, send, headers, path)
+        finally:
+            load.leave()
+
+    async def _protected(self, scope: dict, receive: Any, send: Any, headers: dict[str, str], path: str) -> None:
         real = bool(self.real_prefix) and (path == self.real_prefix or path.startswith(self.real_prefix + "/"))
         auth = headers.get("authorization", "")
         scheme, _, key = auth.partition(" ")

@@ -205,11 +205,13 @@ def unknown_fields(value: Any, path: str = "") -> list[str]:
     out: list[str] = []
     if isinstance(value, BaseModel):
         out += [f"{path}{key}" for key in (value.model_extra or {})]
-        for name in type(value).model_fields:
-            out += unknown_fields(getattr(value, name), f"{path}{name}.")
+        for name, field_value in value.__dict__.items():  # the model's fields and their values
+            if isinstance(field_value, (BaseModel, list)):
+                out += unknown_fields(field_value, f"{path}{name}.")
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            out += unknown_fields(item, f"{path.removesuffix('.')}[{i}].")
+            if isinstance(item, (BaseModel, list)):
+                out += unknown_fields(item, f"{path.removesuffix('.')}[{i}].")
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 from llamaeval.server._boundary import INT64_MAX, INT64_MIN, text_problem
 from llamaeval.server._config import DataLayout, ServerConfig
 from llamaeval.server._file_store import FileStore, file_store
+from llamaeval.server._offload import RequestLoad
 from llamaeval.server._storage import (
     DataSink,
     DataSource,
@@ -102,6 +103,8 @@ class Services:
     _heavy_free_at: float = field(default=0.0, init=False, repr=False)
     #: searches running at once: the cores, one fewer while a sync runs (set in __post_init__)
     gate: SearchGate | None = None
+    #: API requests in flight, and whether a search runs inline or on a worker thread
+    load: RequestLoad = field(default_factory=RequestLoad)
 
     def __post_init__(self) -> None:
         if self.gate is None:
@@ -592,6 +595,12 @@ class Services:
             raise TooLarge(f"query of {len(query)} characters is longer than the server's limit of {limit} "
                            "characters (see --max-query-chars / LLAMAEVAL_MAX_QUERY_CHARS)")
         return check_text(query, "query")
+
+    async def run_search(self, work: Callable[[], T], query: str) -> T:
+        """Run a retrieve request's blocking ``work()`` (which calls :meth:`search`): inline on the
+        event loop when the request is the only one in flight and ``query`` is not heavy, else on
+        a worker thread (:class:`RequestLoad`)."""
+        return await self.load.run(work, inline=len(query) < self.config.heavy_query_chars)
 
     def search(self, acct: str, pipeline_id: str, query: str, build: Callable[[Any], Any],
                execute: Callable[[Any, Any], Any] | None = None) -> SearchOutcome:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse
 
 from llamaeval.server import _schemas as S
 from llamaeval.server._auth import account_id
@@ -14,7 +13,7 @@ from llamaeval.server._boundary import unknown_fields_warning
 from llamaeval.server._services import InvalidInput, Services
 from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Project, StoredFile
 
-__all__ = ["API_PREFIX", "router", "server_timing"]
+__all__ = ["API_PREFIX", "router", "retrieve_response"]
 
 API_PREFIX = "/api/v1"
 _E400 = {"model": S.ErrorOut, "description": "Bad request: invalid input (message in detail)"}
@@ -48,6 +47,17 @@ def server_timing(timings: dict[str, float], total_s: float) -> str:
     parts = [f"{name};dur={seconds * 1000:.3f}" for name, seconds in timings.items()]
     parts.append(f"total;dur={total_s * 1000:.3f}")
     return ", ".join(parts)
+
+
+def retrieve_response(payload: dict[str, Any], timings: dict[str, float], total_s: float, body: Any) -> Response:
+    """A retrieve answer of either dialect: ``payload`` as JSON (orjson: ~20x faster than
+    ``json.dumps`` on 30 nodes; NaN would become null), the stage ``timings`` and ``total_s``
+    (seconds) in ``Server-Timing``, the request ``body``'s unknown fields named in ``Warning``."""
+    import orjson
+
+    headers = {"Server-Timing": server_timing(timings, total_s), **unknown_fields_warning(body)}
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
+                    headers=headers)
 
 
 # -- wire shapes -------------------------------------------------------------------------------
@@ -168,18 +178,17 @@ def router() -> APIRouter:
 
     @r.post("/pipelines/{pipelineId}/retrieve", operation_id="runSearch", summary="Run search",
             tags=["Retrieval"], response_model=S.RetrievalResponseOut, responses={400: _E400, 404: _E404})
-    def run_search(pipelineId: str, body: S.RetrievalRequest, request: Request,
-                   acct: str = Depends(account_id)) -> Any:
+    async def run_search(pipelineId: str, body: S.RetrievalRequest, request: Request,
+                         acct: str = Depends(account_id)) -> Any:
         from llamaeval.engine import SearchRequest
 
-        outcome = _svc(request).search(
+        svc = _svc(request)
+        outcome = await svc.run_search(lambda: svc.search(
             acct, pipelineId, body.query,
-            lambda config: SearchRequest.preset(body.mode, body.query, body.top_k, config))
+            lambda config: SearchRequest.preset(body.mode, body.query, body.top_k, config)), body.query)
         payload = {"results": [_result_out(h, pipelineId) for h in outcome.response.hits], "mode": body.mode,
                    "top_k": body.top_k, "retrieval_config": outcome.config_summary}
-        return JSONResponse(payload, headers={"Server-Timing": server_timing(outcome.response.timings,
-                                                                             outcome.total_s),
-                                              **unknown_fields_warning(body)})
+        return retrieve_response(payload, outcome.response.timings, outcome.total_s, body)
 
     # Pipeline files
     @r.get("/pipelines/{pipelineId}/files", operation_id="listPipelineFiles", summary="List pipeline files",

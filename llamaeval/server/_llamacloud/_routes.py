@@ -8,16 +8,14 @@ from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from llamaeval.server._auth import account_id
-from llamaeval.server._boundary import unknown_fields_warning
 from llamaeval.server._llamacloud import _retrieve as R
 from llamaeval.server._llamacloud import _schemas as S
 from llamaeval.server._llamacloud import _shapes as W
 from llamaeval.server._llamacloud._shapes import LOCAL_EMBEDDING_TYPE
 from llamaeval.server._services import InvalidInput, NotFound, Services
-from llamaeval.server._simplified import API_PREFIX, server_timing
+from llamaeval.server._simplified import API_PREFIX, retrieve_response
 from llamaeval.server._storage import Pipeline
 from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES
 
@@ -272,8 +270,11 @@ def router() -> APIRouter:
         return _pipeline_out(svc, acct, svc.pipeline(acct, pipeline_id))
 
     @r.post("/pipelines/{pipeline_id}/retrieve", tags=["Retrieval"], summary="Retrieve nodes")
-    def retrieve(pipeline_id: str, body: S.RetrieveRequest, request: Request, acct: str = acct_dep) -> Any:
+    async def retrieve(pipeline_id: str, body: S.RetrieveRequest, request: Request, acct: str = acct_dep) -> Any:
         svc = _svc(request)
+        return await svc.run_search(lambda: _retrieve(svc, acct, pipeline_id, body), body.query)
+
+    def _retrieve(svc: Services, acct: str, pipeline_id: str, body: S.RetrieveRequest) -> Any:
         preset = svc.storage.get_pipeline_attributes(acct, pipeline_id)
         if preset is None:
             raise NotFound("pipeline", pipeline_id)
@@ -328,8 +329,7 @@ def router() -> APIRouter:
             nodes = [W.node_out(entry, score, pipeline_id, entry.file_id, text=_file_text(svc, acct, entry.file_id))
                      for entry, score in chosen]
         payload = _retrieve_payload(pipeline_id, nodes, route, {**response.timings, "total": outcome.total_s})
-        return JSONResponse(payload, headers={"Server-Timing": server_timing(response.timings, outcome.total_s),
-                                              **unknown_fields_warning(body)})
+        return retrieve_response(payload, response.timings, outcome.total_s, body)
 
     # -- pipeline files --------------------------------------------------------------------------
     @r.put("/pipelines/{pipeline_id}/files", tags=["Pipeline Files"],
