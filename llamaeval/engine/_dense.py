@@ -29,6 +29,7 @@ import numpy as np
 __all__ = ["DenseConfig", "Allowed", "DenseSearch", "build_dense", "exact_top"]
 
 GRAPH_FILE = "dense.usearch"
+KEYS_FILE = "dense.keys.npy"  # graph key of each chunk (absent: key = chunk index)
 META_FILE = "dense.json"
 _QUANTIZATIONS = ("f32", "f16", "i8")
 _MAX_PROPOSALS = 16_384  # beyond this many graph candidates, the exact search is cheaper
@@ -44,7 +45,10 @@ class DenseConfig:
     candidates per wanted hit, rescored exactly) trade speed for recall; ``quantization``: how the
     graph stores vectors (``i8``: 1 byte per dimension; scores are always recomputed in float32);
     ``exact_share``: a filter allowing at most this share of the chunks is searched exactly;
-    ``build_threads``: threads building the graph (0 = every core).
+    ``build_threads``: threads building the graph (0 = every core); ``max_removed_share``: a sync
+    that removes or changes files updates the previous graph in place of a rebuild until the
+    entries removed since its build exceed this share of its live ones (removed entries stay in
+    an HNSW graph as tombstones that searches step over).
     """
 
     threshold: int = 100_000
@@ -55,6 +59,7 @@ class DenseConfig:
     quantization: str = "i8"
     exact_share: float = 0.05
     build_threads: int = 0
+    max_removed_share: float = 0.25
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("threshold", 1, 2**40), ("connectivity", 4, 128), ("expansion_add", 8, 4096),
@@ -64,9 +69,10 @@ class DenseConfig:
                 raise ValueError(f"dense {name} must be an integer in {lo}..{hi}, got {v!r}")
         if self.quantization not in _QUANTIZATIONS:
             raise ValueError(f"dense quantization must be one of {', '.join(_QUANTIZATIONS)}, got {self.quantization!r}")
-        v = self.exact_share
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-            raise ValueError(f"dense exact_share must be a number in [0, 1], got {v!r}")
+        for name in ("exact_share", "max_removed_share"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"dense {name} must be a number in [0, 1], got {v!r}")
 
     def approximate(self, num_chunks: int) -> bool:
         """Whether an index of ``num_chunks`` chunks searches the graph."""
@@ -133,11 +139,21 @@ class Allowed:
 
 
 class _Graph:
-    """A usearch HNSW graph over the chunk vectors (key = chunk index)."""
+    """A usearch HNSW graph over the chunk vectors. ``keys[i]`` is the graph key of chunk ``i``:
+    ``i`` itself in a graph built at once; after updates (files removed or changed) the surviving
+    chunks keep the keys they were added under and new chunks get fresh ones (``next_key`` on),
+    so an update never renumbers the graph. ``removed``: entries removed since the graph was built
+    (usearch keeps them as tombstones until a rebuild)."""
 
-    def __init__(self, graph: Any) -> None:
+    def __init__(self, graph: Any, keys: np.ndarray | None = None, next_key: int | None = None,
+                 removed: int = 0) -> None:
         self._graph = graph
         self._lock = threading.Lock()  # one search context per graph: searches take turns (~1 ms each)
+        self.keys = np.arange(int(graph.size), dtype=np.int64) if keys is None else np.asarray(keys, np.int64)
+        self.next_key = int(self.keys.max(initial=-1)) + 1 if next_key is None else int(next_key)
+        self.removed = int(removed)
+        self._position = np.full(self.next_key, -1, dtype=np.int64)  # graph key -> chunk index
+        self._position[self.keys] = np.arange(self.keys.size, dtype=np.int64)
 
     @classmethod
     def build(cls, emb: np.ndarray, config: DenseConfig) -> "_Graph":
@@ -148,39 +164,56 @@ class _Graph:
         return cls(graph)
 
     @classmethod
-    def restore(cls, path: Path, config: DenseConfig) -> "_Graph":
+    def restore(cls, path: Path, config: DenseConfig, keys: np.ndarray | None = None, next_key: int | None = None,
+                removed: int = 0) -> "_Graph":
         graph = _usearch_index().restore(str(path))
         if graph is None:
             raise ValueError(f"unreadable dense graph: {path}")
         graph.expansion_search = config.expansion_search
-        return cls(graph)
+        return cls(graph, keys, next_key, removed)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path) -> dict[str, Any]:
+        """Write the graph to ``path`` and its keys beside it (``dense.keys.npy``); what the
+        metadata file records of them."""
         self._graph.save(str(path))
+        np.save(path.parent / KEYS_FILE, self.keys)
+        return {"next_key": self.next_key, "removed": self.removed}
 
-    def extended(self, emb: np.ndarray, start: int, config: DenseConfig) -> "_Graph":
-        """A copy of this graph with the rows of ``emb`` added under keys ``start``, ``start + 1``, ...
-        (this graph, which may still serve searches, is unchanged)."""
+    def updated(self, emb: np.ndarray, old_of_new: np.ndarray, config: DenseConfig) -> "_Graph":
+        """A copy of this graph for the chunk vectors ``emb`` of a later version: chunk ``i`` of it
+        is this graph's chunk ``old_of_new[i]`` (-1: a new chunk, added under a fresh key); this
+        graph's chunks that no new chunk maps to are removed. This graph, which may still serve
+        searches, is unchanged."""
+        kept = old_of_new >= 0
+        gone = np.ones(self.keys.size, dtype=bool)
+        gone[old_of_new[kept]] = False
         with self._lock:
             graph = self._graph.copy()
         graph.expansion_search = config.expansion_search
-        graph.add(np.arange(start, start + emb.shape[0], dtype=np.uint64), emb, threads=config.build_threads)
-        return _Graph(graph)
+        if gone.any():
+            graph.remove(self.keys[gone].astype(np.uint64))
+        keys = np.empty(old_of_new.size, dtype=np.int64)
+        keys[kept] = self.keys[old_of_new[kept]]
+        fresh = np.flatnonzero(~kept)
+        keys[fresh] = np.arange(self.next_key, self.next_key + fresh.size, dtype=np.int64)
+        if fresh.size:
+            graph.add(keys[fresh].astype(np.uint64), emb[fresh], threads=config.build_threads)
+        return _Graph(graph, keys, self.next_key + fresh.size, self.removed + int(gone.sum()))
 
     @property
     def size(self) -> int:
         return int(self._graph.size)
 
     def memory_bytes(self) -> int:
-        """Bytes usearch holds for the graph and its vectors."""
-        return int(self._graph.memory_usage)
+        """Bytes usearch holds for the graph and its vectors, and the key table."""
+        return int(self._graph.memory_usage) + self.keys.nbytes + self._position.nbytes
 
     def propose(self, qv: np.ndarray, m: int, expansion: int) -> np.ndarray:
         """Up to ``m`` approximate nearest chunk indices (search breadth ``max(expansion, m)``)."""
         with self._lock:
             self._graph.expansion_search = max(expansion, m)
             found = self._graph.search(qv, m, threads=1)
-        return np.asarray(found.keys[: len(found)], dtype=np.int64)
+        return self._position[np.asarray(found.keys[: len(found)], dtype=np.int64)]
 
 
 def _usearch_index() -> Any:
@@ -238,13 +271,13 @@ class DenseSearch:
         when this search is approximate; remove a stale one otherwise. Whether a graph was written."""
         directory = Path(directory)
         if not self.approximate:
-            for name in (GRAPH_FILE, META_FILE):
+            for name in (GRAPH_FILE, KEYS_FILE, META_FILE):
                 (directory / name).unlink(missing_ok=True)
             return False
-        self.graph().save(directory / GRAPH_FILE)
+        keys = self.graph().save(directory / GRAPH_FILE)
         meta = {"library": "usearch", "kind": "hnsw", "metric": "ip", "num_vectors": int(self.emb.shape[0]),
                 "dimensions": int(self.emb.shape[1]), "params": self.config.graph_params(),
-                "fingerprint": _fingerprint(self.emb), "config": asdict(self.config)}
+                "fingerprint": _fingerprint(self.emb), "config": asdict(self.config), "keys": keys}
         (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         return True
 
@@ -256,16 +289,21 @@ class DenseSearch:
                     self._graph = _Graph.build(self.emb, self.config)
         return self._graph
 
-    def extend(self, previous: "DenseSearch") -> bool:
-        """Take ``previous``'s graph and add this search's chunks past its end, instead of building
-        a graph of every chunk: for an index whose vectors begin with exactly ``previous``'s (one that
-        grew by appended files; the caller knows). Only when both are approximate, ``previous`` has
-        its graph and the graph parameters agree; whether it did."""
-        start = previous.emb.shape[0]
-        if (not self.approximate or not previous.approximate or previous._graph is None
-                or previous.config.graph_params() != self.config.graph_params() or start > self.emb.shape[0]):
+    def update(self, previous: "DenseSearch", old_of_new: np.ndarray) -> bool:
+        """Take ``previous``'s graph with the chunks it lost removed and the new ones added, instead
+        of building a graph of every chunk: this search's chunk ``i`` is ``previous``'s chunk
+        ``old_of_new[i]`` (-1: new; the caller knows which chunks a sync kept). Only when both are
+        approximate, ``previous`` has its graph, the graph parameters agree and the removed entries
+        stay within ``max_removed_share`` of the live ones; whether it did."""
+        old = previous._graph
+        if (not self.approximate or not previous.approximate or old is None
+                or previous.config.graph_params() != self.config.graph_params()
+                or old_of_new.shape != (self.emb.shape[0],) or old.keys.size != previous.emb.shape[0]):
             return False
-        self._graph = previous._graph.extended(self.emb[start:], start, self.config)
+        removed = old.removed + (old.keys.size - int(np.count_nonzero(old_of_new >= 0)))
+        if removed > self.config.max_removed_share * self.emb.shape[0]:
+            return False
+        self._graph = old.updated(self.emb, old_of_new, self.config)
         return True
 
     def search(self, qv: np.ndarray, k: int, allowed: Allowed | None = None,
@@ -308,10 +346,13 @@ def _load_graph(directory: Path, emb: np.ndarray, config: DenseConfig) -> _Graph
         meta = json.loads(meta_path.read_text("utf-8"))
         if meta.get("fingerprint") != _fingerprint(emb) or meta.get("params") != config.graph_params():
             return None
-        graph = _Graph.restore(directory / GRAPH_FILE, config)
-    except (OSError, ValueError, RuntimeError, AttributeError):
+        keys_meta = meta.get("keys") or {}
+        keys = np.load(directory / KEYS_FILE) if (directory / KEYS_FILE).is_file() else None  # else key = index
+        graph = _Graph.restore(directory / GRAPH_FILE, config, keys, keys_meta.get("next_key"),
+                               int(keys_meta.get("removed", 0)))
+    except (OSError, ValueError, RuntimeError, AttributeError, IndexError, TypeError):
         return None
-    return graph if graph.size == emb.shape[0] else None
+    return graph if graph.size == emb.shape[0] == graph.keys.size else None
 
 
 def build_dense(emb: np.ndarray, directory: Path, config: DenseConfig) -> bool:

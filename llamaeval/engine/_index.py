@@ -1015,23 +1015,32 @@ class _CosineScores:
 
 def _with_dense(index: "Index", directory: Path, previous: "Index | None" = None) -> "Index":
     """``index`` with the HNSW graph saved in ``directory`` attached; when the index is past
-    ``ann_threshold`` and the directory holds no graph of these vectors: ``previous``'s graph with
-    the appended chunks added when the index only grew by files appended to ``previous``'s (the
-    common sync: O(added chunks), not O(index)), else a graph built now from every chunk."""
+    ``ann_threshold`` and the directory holds no graph of these vectors: ``previous``'s graph
+    updated — the chunks of files the sync removed or changed taken out, the new ones added: O(the
+    change), not O(index) — when ``index`` is a later version of it, else a graph built now from
+    every chunk."""
     if index._dense.approximate and not index._dense.load(directory):
-        if not (_grew_by_appending(previous, index) and index._dense.extend(previous._dense)):
+        old_of_new = _kept_chunks(previous, index)
+        if old_of_new is None or not index._dense.update(previous._dense, old_of_new):
             index._dense.graph()
     return index
 
 
-def _grew_by_appending(previous: "Index | None", index: "Index") -> bool:
-    """Whether ``index``'s segments begin with exactly ``previous``'s (the same loaded objects, in
-    order): its first chunks and vectors are then ``previous``'s, at the same positions."""
+def _kept_chunks(previous: "Index | None", index: "Index") -> np.ndarray | None:
+    """For each chunk of ``index``, its position in ``previous`` when its segment is one of
+    ``previous``'s (the same loaded object: a file the sync kept), else -1; None when either
+    has no segments (a format-1 index)."""
     old = getattr(previous, "_segset", None)
     new = getattr(index, "_segset", None)
-    if old is None or new is None or len(new.segments) < len(old.segments):
-        return False
-    return all(a is b for a, b in zip(old.segments, new.segments))
+    if old is None or new is None:
+        return None
+    old_start = {id(seg): int(start) for seg, start in zip(old.segments, old.starts)}
+    out = np.full(index.num_chunks, -1, dtype=np.int64)
+    for seg, start in zip(new.segments, new.starts):
+        at = old_start.get(id(seg))
+        if at is not None:
+            out[start:start + len(seg)] = np.arange(at, at + len(seg), dtype=np.int64)
+    return out
 
 
 def _top_kept(ids: np.ndarray, values: np.ndarray, n: int, keep: Any = None) -> np.ndarray:

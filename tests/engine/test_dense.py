@@ -161,3 +161,38 @@ def test_a_damaged_graph_file_is_rebuilt_not_fatal(mixed, tmp_path):
     assert not search.load(tmp_path)
     qv = emb[5]
     assert search.search(qv, 1)[0].tolist() == [5]  # built anew on first use
+
+
+def test_an_updated_graph_drops_removed_chunks_adds_new_ones_and_maps_keys_to_positions(mixed, query_vectors,
+                                                                                      tmp_path):
+    _, emb = mixed
+    config = DenseConfig(threshold=1)
+    previous = DenseSearch(emb[:2000], config)
+    previous.graph()
+    # the next version: chunks 100-199 removed, the rest shifted down, 150 new chunks appended
+    old_of_new = np.concatenate([np.arange(100), np.arange(200, 2000), np.full(150, -1)])
+    new_emb = np.concatenate([emb[:100], emb[200:2000], emb[2000:2150]])
+    current = DenseSearch(new_emb, config)
+    assert current.update(previous, old_of_new)
+    graph = current.graph()
+    assert graph.size == new_emb.shape[0] and graph.removed == 100 and graph.next_key == 2150
+    assert previous.graph().size == 2000  # the previous version still serves, unchanged
+    recalls = []
+    for qv in query_vectors:
+        truth, _ = exact_top(new_emb, qv, 50)
+        got, scores = current.search(qv, 50)
+        assert got.max() < new_emb.shape[0] and np.allclose(scores, new_emb[got] @ qv, atol=1e-6)
+        recalls.append(np.intersect1d(truth, got).size / 50)
+    assert np.mean(recalls) >= 0.98
+    # every chunk finds itself first: its key leads back to its own position
+    for pos in (0, 99, 100, 1899, 1900, 2049):
+        assert current.search(new_emb[pos], 1)[0][0] == pos
+    # saved with its keys and read back as it was
+    assert current.save(tmp_path)
+    again = DenseSearch(new_emb, config)
+    assert again.load(tmp_path) and again.graph().keys.tolist() == graph.keys.tolist()
+    assert again.graph().removed == 100
+    # removing more than max_removed_share of the live entries: no update (the caller rebuilds)
+    big_loss = DenseSearch(emb[1000:2000], config)
+    assert not big_loss.update(previous, np.arange(1000, 2000))
+    assert not DenseSearch(new_emb, config).update(previous, old_of_new[:-1])  # a mapping of the wrong length

@@ -173,6 +173,48 @@ def test_a_version_past_the_ann_threshold_keeps_its_graph_and_ranks_as_exact(har
         assert np.allclose([g[2] for g in got], [w[2] for w in want], atol=1e-6)
 
 
+def test_a_change_or_removal_past_the_ann_threshold_updates_the_graph_instead_of_rebuilding(
+        harness, docs, embedder, monkeypatch):
+    from llamaeval.engine import _dense
+
+    builds = []
+    build = _dense._Graph.build.__func__
+    monkeypatch.setattr(_dense._Graph, "build", classmethod(lambda cls, *a: builds.append(1) or build(cls, *a)))
+    pid = harness.services.create_pipeline(harness.acct, harness.project, "ann-churn",
+                                           chunking_config={"chunk_size": 64, "chunk_overlap": 8},
+                                           retrieval_config={"ann_threshold": 1}).id
+    harness.upsert(pid, docs[:12])
+    harness.sync_now(pid)
+    first = harness.index(pid)._dense.graph()
+    assert len(builds) == 1 and first.removed == 0
+    changed = (docs[3][0], docs[13][1] + "\n\nRevised.")
+    harness.upsert(pid, [changed])  # a file changed: its old chunks out, its new ones in
+    harness.sync_now(pid)
+    harness.services.delete_document(harness.acct, pid, docs[7][0])  # a file removed
+    harness.sync_now(pid)
+    assert len(builds) == 1  # both syncs updated the previous graph
+    index = harness.index(pid)
+    graph = index._dense.graph()
+    n = harness.storage.get_pipeline_any(pid).num_chunks
+    assert graph.size == n == graph.keys.size == index.num_chunks
+    assert graph.removed > 0 and graph.keys.max() >= n  # surviving chunks kept their keys, new ones fresh
+    assert (harness.version_dir(pid) / "dense.keys.npy").is_file()
+    final = [changed if d == docs[3][0] else (d, t) for d, t in docs[:12] if d != docs[7][0]]
+    exact_pid = harness.pipeline(final)
+    harness.sync_now(exact_pid)
+    exact = harness.index(exact_pid)
+    for q in QUERIES:  # every chunk's key leads back to its own position: the same hits as exact search
+        got, want = ranking(index, "fast", q), ranking(exact, "fast", q)
+        assert [g[:2] for g in got] == [w[:2] for w in want]
+        assert np.allclose([g[2] for g in got], [w[2] for w in want], atol=1e-6)
+    # a restarted server reads the updated graph and its keys instead of building one
+    from llamaeval.engine import Index
+
+    reloaded = Index.load(harness.version_dir(pid), embedder)
+    assert reloaded._dense.graph().keys.tolist() == graph.keys.tolist() and len(builds) == 1
+    assert ranking(reloaded, "fast", QUERIES[0]) == ranking(index, "fast", QUERIES[0])
+
+
 def test_a_format1_index_is_served_then_replaced_by_segments(harness, docs):
     pid = harness.pipeline(docs[:6])
     harness.sync_now(pid)
