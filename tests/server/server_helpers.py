@@ -36,6 +36,18 @@ def upload(c: httpx.Client, project_id: str, name: str, data: bytes, content_typ
     return c.post("/files", params={"project_id": project_id}, files={"file": (name, data, content_type)})
 
 
+def synced_pipeline(c: httpx.Client, docs: dict[str, str]) -> str:
+    """A new project and pipeline holding ``docs`` (file name -> text), synced: the pipeline id
+    (``c`` on a server's /api/v1)."""
+    project = c.post("/projects", json={"name": "p"}).json()["id"]
+    ids = [upload(c, project, name, text.encode()).json()["id"] for name, text in docs.items()]
+    pipeline = c.post("/pipelines", json={"name": "p", "project_id": project}).json()["id"]
+    assert c.put(f"/pipelines/{pipeline}/files", json=[{"file_id": i} for i in ids]).status_code == 200
+    job = wait_job(c, pipeline, c.post(f"/pipelines/{pipeline}/sync").json()["id"])
+    assert job["status"] == "completed", job
+    return pipeline
+
+
 def database_for(backend: str, request: Any) -> str | None:
     """The ``--database`` of a server on ``backend``: None (SQLite in its data dir) or the URL of a
     fresh PostgreSQL database (fixture ``new_database`` of conftest)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from llamaeval.server._boundary import validation_message as _validation_message
 from llamaeval.server._keys import hash_key
 from llamaeval.server._storage import Pipeline, PipelineFile, utc_now
 from llamaeval.server._sync import resolve_source_dir
+from server_helpers import synced_pipeline
 
 
 def test_keys_create_prints_the_key_alone_on_the_last_line_and_stores_only_a_hash(tmp_path, capsys):
@@ -193,22 +193,11 @@ def test_a_plug_in_reranker_is_used_by_the_indexes(tmp_path):
         ServerConfig(data_dir=tmp_path, reranker="no_such_module_x:make").load_reranker()
     app = create_app(ServerConfig(data_dir=tmp_path / "d", reranker="server_rerank_plugin:make"))
     key, _ = create_api_key_in(tmp_path / "d")
-    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as c:
-        project = c.post("/api/v1/projects", json={"name": "p"}).json()["id"]
-        docs = {"a.txt": "Airships and blimps float with helium.", "b.txt": "A zeppelin is a rigid airship.",
-                "c.txt": "Airships carried mail across the Atlantic."}
-        ids = [c.post("/api/v1/files", params={"project_id": project},
-                      files={"file": (n, t.encode(), "text/plain")}).json()["id"] for n, t in docs.items()]
-        pipeline = c.post("/api/v1/pipelines", json={"name": "p", "project_id": project}).json()["id"]
-        c.put(f"/api/v1/pipelines/{pipeline}/files", json=[{"file_id": i} for i in ids])
-        job = c.post(f"/api/v1/pipelines/{pipeline}/sync").json()
-        for _ in range(600):
-            job = c.get(f"/api/v1/pipelines/{pipeline}/jobs/{job['id']}").json()
-            if job["status"] in ("completed", "failed"):
-                break
-            time.sleep(0.05)
-        assert job["status"] == "completed", job
-        r = c.post(f"/api/v1/pipelines/{pipeline}/retrieve",
+    with TestClient(app, base_url="http://testserver/api/v1", headers={"Authorization": f"Bearer {key}"}) as c:
+        pipeline = synced_pipeline(c, {"a.txt": "Airships and blimps float with helium.",
+                                       "b.txt": "A zeppelin is a rigid airship.",
+                                       "c.txt": "Airships carried mail across the Atlantic."})
+        r = c.post(f"/pipelines/{pipeline}/retrieve",
                    json={"query": "airships floating with helium", "mode": "accurate", "top_k": 3}).json()
         assert r["results"][0]["metadata"]["file_name"] == "b.txt"
         assert "rerank" in r["results"][0]["metadata"]["scores"]
