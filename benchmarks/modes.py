@@ -215,6 +215,15 @@ What was found, and why the shipped configuration is what it is:
   found: neither the agreement of the BM25 and MiniLM top 10s (per-query overlap), nor how much of the
   query the best BM25 chunks cover, nor BM25's normalised strength predicted the better weight within
   or across collections (cosqa's queries look like everybody else's on all three).
+  Per-collection weights calibrated at index time without judgements were studied as well:
+  pseudo-queries cut from 200 chunks (10-20 words, the rarest half of their content words removed),
+  the ratio r of their MRR at dense weight 0.6 and at 0.3 mapped linearly to a weight (fitted
+  leave-one-collection-out; ~2-3 s per index). The best weight per collection would add +0.0067 to
+  the fusion (and accurate - fast at most +0.0091 with it); the estimator, chosen among 90 variants on
+  these same collections, gave accurate - fast +0.0102 on one pseudo-query sample but +0.0060 to
+  +0.0102 on five fresh ones, and +0.0065 when the choice of estimator is itself held out; it tells
+  only cosqa and SciFact from the rest and breaks on a tiny collection (adi, 82 chunks). Not shipped;
+  worth revisiting with ten or more collections of 1,000+ chunks.
 - **accurate** (same 100-candidate pools as fast; ListNet, L2 1000, over 7 per-query features): a
   pool of 300 never helped a held-out collection (cosqa lost 0.011 from the larger pool's fusion alone).
   Rich linear models over normalised scores, ranks, match shares, document maxima and
