@@ -98,7 +98,7 @@ class Gatekeeper:
         if not any(path == prefix or path.startswith(prefix + "/") for prefix in self.protected):
             return await self.app(scope, receive, send)
         load = scope["app"].state.llamaeval.load  # requests in flight: where a search runs (see _offload)
-        load.enter()
+        load.enter(scope.get("client"))
         try:
             return await self._protected(scope, receive, send, headers, path)
         finally:

@@ -7,17 +7,18 @@ import asyncio
 import threading
 
 
-from llamaeval.server._offload import RequestLoad
+from llamaeval.server._offload import ACTIVE_WINDOW_S, RequestLoad
 
 
 def _where() -> int:
     return threading.get_ident()
 
 
-async def _request(load: RequestLoad, work=_where, inline: bool = True) -> tuple[int, object]:
+async def _request(load: RequestLoad, work=_where, inline: bool = True, connection: object = None
+                   ) -> tuple[int, object]:
     """One request as the gatekeeper and a retrieve route make it: (the loop's thread, what
     ``work`` returned or the message of what it raised)."""
-    load.enter()
+    load.enter(connection)
     try:
         return threading.get_ident(), await load.run(work, inline=inline)
     except ValueError as exc:
@@ -43,6 +44,25 @@ def test_requests_that_arrive_together_go_to_worker_threads() -> None:
     # the first yields once before deciding, so the second has counted itself: neither runs inline
     assert all(ran_on != loop_thread for loop_thread, ran_on in results)
     assert (load.inline_runs, load.thread_runs, load.in_flight) == (0, 2, 0)
+
+
+def test_two_clients_taking_turns_go_to_worker_threads_until_one_is_quiet() -> None:
+    now = [100.0]
+    load = RequestLoad(clock=lambda: now[0])
+    a, b = ("127.0.0.1", 50001), ("127.0.0.1", 50002)
+    loop_thread, ran_on = asyncio.run(_request(load, connection=a))
+    assert ran_on == loop_thread  # one client so far: inline
+    now[0] += 0.01
+    # b's request was held up by a's inline search and starts right after it: never both in
+    # flight, yet two clients are active, so b's search (and a's next) goes to a thread
+    for conn in (b, a):
+        loop_thread, ran_on = asyncio.run(_request(load, connection=conn))
+        assert ran_on != loop_thread
+        now[0] += 0.01
+    assert (load.inline_runs, load.thread_runs) == (1, 2)
+    now[0] += ACTIVE_WINDOW_S + 0.5  # b went quiet: a alone again
+    loop_thread, ran_on = asyncio.run(_request(load, connection=a))
+    assert ran_on == loop_thread and load.inline_runs == 2
 
 
 def test_heavy_work_never_runs_inline() -> None:
