@@ -244,6 +244,12 @@ What was found, and why the shipped configuration is what it is:
   fused z-score to the accurate score. Document aggregation: chunk max (a document is as good as its
   best chunk, whatever its length); max + 0.05 x the sum of its other chunks was compared and did not
   gain on held-out collections (it favours long documents).
+  Score propagation over the candidates' similarity graph (the cluster hypothesis: each candidate's
+  z-score plus lambda x the similarity-weighted mean z-score of its m most similar candidates of other
+  documents; 0.3 ms a query) was studied as the advanced stage (2026-12-07): chosen by nested LOCO
+  it gains +0.0049 over accurate (worst -0.0010), but only in place of the feedback stage (on top of
+  it +0.0009, adi -0.0071); the gain rests on the two smallest collections (without adi +0.0036)
+  and SciFact test falls from 0.7237 to 0.7191. Not shipped.
 
 Targets that do not hold, and why: the mean gains are +0.005 (accurate over fast) and +0.003
 (advanced over accurate), short of +0.01 and +0.005. No accurate setting of the grid reached a mean
