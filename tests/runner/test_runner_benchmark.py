@@ -303,6 +303,7 @@ def test_query_subset_and_unknown_ids(fake, tiny_queryset):
 def test_interrupting_the_notebook_thread_cancels_the_worker(tiny_queryset, tmp_path):
     """In Jupyter the run happens on a worker thread; an interrupt of the caller must stop it there too."""
     import _thread
+    import signal
     import time
 
     f = FakeCloud()
@@ -318,10 +319,14 @@ def test_interrupting_the_notebook_thread_cancels_the_worker(tiny_queryset, tmp_
         return run(f, tiny_queryset, handler=handler, out=tmp_path, concurrency=1)
 
     loop = asyncio.new_event_loop()  # a running loop without asyncio.run's own SIGINT handling, like ipykernel's
+    # a kernel handles SIGINT; a process started in the background by a shell without job control
+    # (as `cmd &` in a script) inherits it ignored, and then interrupt_main() does nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             loop.run_until_complete(notebook_cell())
     finally:
+        signal.signal(signal.SIGINT, previous)
         loop.close()
     sent = len(f.log)
     assert 10 <= sent < 45
