@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--file-chunks", type=int, default=60)
     parser.add_argument("--chain", type=int, default=30)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--no-rebuild", action="store_true",
+                        help="time no rebuild per sync (the first full build is the reference; for 1M chunks)")
+    parser.add_argument("--append", action="store_true", help="append the table to --out instead of replacing it")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dense_update.md")
     args = parser.parse_args()
     t_start = time.perf_counter()
@@ -88,7 +91,7 @@ def main() -> None:
         seconds, ok = timed(lambda: search.update(previous, old_of_new))
         if not ok:
             raise SystemExit("the update was refused")
-        rebuild_s, _ = timed(DenseSearch(emb, config).graph)
+        rebuild_s = build_s if args.no_rebuild else timed(DenseSearch(emb, config).graph)[0]
         return search, emb, seconds, rebuild_s
 
     mid = slice(args.size // 2, args.size // 2 + f)
@@ -114,18 +117,27 @@ def main() -> None:
             raise SystemExit("the update was refused")
         chain_s.append(seconds)
         search, emb = nxt, new_emb
-    rebuilt = DenseSearch(emb, config)
-    rebuilt.graph()
-    r_chain, r_fresh = recall(search, emb, queries), recall(rebuilt, emb, queries)
+    r_chain = recall(search, emb, queries)
+    if args.no_rebuild:
+        r_fresh = float("nan")
+    else:
+        rebuilt = DenseSearch(emb, config)
+        rebuilt.graph()
+        r_fresh = recall(rebuilt, emb, queries)
     r_first = recall(first, base, queries)
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["# HNSW graph: updated by a sync vs built again (issue 17)", "",
+    lines = [] if args.append else ["# HNSW graph: updated by a sync vs built again (issue 17)", ""]
+    lines += [f"## {args.size:,} chunks", "",
              f"`OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dense_update.py --size {args.size} --file-chunks {f} "
-             f"--chain {args.chain} --queries {args.queries}` — {now}; {platform.machine()}, {os.cpu_count()} cores "
+             f"--chain {args.chain} --queries {args.queries}{' --no-rebuild' if args.no_rebuild else ''}"
+             f"{' --append' if args.append else ''}` — {now}; {platform.machine()}, {os.cpu_count()} cores "
              f"shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end); "
              f"{(time.perf_counter() - t_start) / 60:.1f} min. Method: see the module docstring. Graph: usearch "
              f"HNSW M={config.connectivity}, ef_construction={config.expansion_add}, {config.quantization}.", "",
+             ("Each update is compared with the first full build (no rebuild per sync at this size)."
+              if args.no_rebuild else "Each update is compared with building the same vectors' graph from scratch."),
+             "",
              "| sync | chunks after | update wall s | build from scratch wall s | update / build |",
              "|---|---:|---:|---:|---:|"]
     for label, n, t, rb in rows:
@@ -138,8 +150,12 @@ def main() -> None:
               f"max {max(chain_s):.3f}; tombstones after it {search.graph().removed:,} "
               f"(a rebuild once they pass `max_removed_share` = {config.max_removed_share:.0%} of the live entries).",
               "", f"Dense recall@100 vs exact ({args.queries} real queries): first graph {r_first:.4f}; after the "
-              f"chain {r_chain:.4f}; a graph built fresh on the same final vectors {r_fresh:.4f}.", ""]
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+              f"chain {r_chain:.4f}" + ("." if args.no_rebuild else
+                                        f"; a graph built fresh on the same final vectors {r_fresh:.4f}."), ""]
+    text = "\n".join(lines) + "\n"
+    if args.append and args.out.exists():
+        text = args.out.read_text(encoding="utf-8") + "\n" + text
+    args.out.write_text(text, encoding="utf-8")
     print("\n".join(lines))
 
 

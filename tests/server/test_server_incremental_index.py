@@ -146,15 +146,31 @@ def test_one_file_syncs_write_one_segment_and_rank_as_a_full_build(harness, docs
             assert ranking(incremental, mode, q) == ranking(fresh, mode, q)
 
 
-def test_a_version_past_the_ann_threshold_keeps_its_graph_and_ranks_as_exact(harness, docs, monkeypatch):
+def _ann_pipeline(harness: Harness, monkeypatch: Any, name: str) -> tuple[str, list[int]]:
+    """A pipeline past its ``ann_threshold`` (1 chunk) and the list that grows by one per HNSW
+    graph built from scratch."""
     from llamaeval.engine import _dense
 
-    builds = []
+    builds: list[int] = []
     build = _dense._Graph.build.__func__
     monkeypatch.setattr(_dense._Graph, "build", classmethod(lambda cls, *a: builds.append(1) or build(cls, *a)))
-    pid = harness.services.create_pipeline(harness.acct, harness.project, "ann",
+    pid = harness.services.create_pipeline(harness.acct, harness.project, name,
                                            chunking_config={"chunk_size": 64, "chunk_overlap": 8},
                                            retrieval_config={"ann_threshold": 1}).id
+    return pid, builds
+
+
+def _ranks_as_exact(ann: Any, exact: Any) -> None:
+    """The graph finds every chunk an exact scan finds (a small collection); cosines are
+    recomputed per pool, hence float rounding."""
+    for q in QUERIES:
+        got, want = ranking(ann, "fast", q), ranking(exact, "fast", q)
+        assert [g[:2] for g in got] == [w[:2] for w in want]
+        assert np.allclose([g[2] for g in got], [w[2] for w in want], atol=1e-6)
+
+
+def test_a_version_past_the_ann_threshold_keeps_its_graph_and_ranks_as_exact(harness, docs, monkeypatch):
+    pid, builds = _ann_pipeline(harness, monkeypatch, "ann")
     harness.upsert(pid, docs[:9])
     harness.sync_now(pid)
     assert len(builds) == 1 and (harness.version_dir(pid) / "dense.usearch").is_file()
@@ -167,22 +183,12 @@ def test_a_version_past_the_ann_threshold_keeps_its_graph_and_ranks_as_exact(har
     assert not (harness.version_dir(exact_pid) / "dense.usearch").exists()  # below the threshold: none
     ann, exact = harness.index(pid), harness.index(exact_pid)
     assert ann._dense.approximate and not exact._dense.approximate
-    for q in QUERIES:  # a small collection: the graph finds every chunk an exact scan finds
-        got, want = ranking(ann, "fast", q), ranking(exact, "fast", q)
-        assert [g[:2] for g in got] == [w[:2] for w in want]  # cosines recomputed per pool: float rounding
-        assert np.allclose([g[2] for g in got], [w[2] for w in want], atol=1e-6)
+    _ranks_as_exact(ann, exact)
 
 
 def test_a_change_or_removal_past_the_ann_threshold_updates_the_graph_instead_of_rebuilding(
         harness, docs, embedder, monkeypatch):
-    from llamaeval.engine import _dense
-
-    builds = []
-    build = _dense._Graph.build.__func__
-    monkeypatch.setattr(_dense._Graph, "build", classmethod(lambda cls, *a: builds.append(1) or build(cls, *a)))
-    pid = harness.services.create_pipeline(harness.acct, harness.project, "ann-churn",
-                                           chunking_config={"chunk_size": 64, "chunk_overlap": 8},
-                                           retrieval_config={"ann_threshold": 1}).id
+    pid, builds = _ann_pipeline(harness, monkeypatch, "ann-churn")
     harness.upsert(pid, docs[:12])
     harness.sync_now(pid)
     first = harness.index(pid)._dense.graph()
@@ -202,11 +208,7 @@ def test_a_change_or_removal_past_the_ann_threshold_updates_the_graph_instead_of
     final = [changed if d == docs[3][0] else (d, t) for d, t in docs[:12] if d != docs[7][0]]
     exact_pid = harness.pipeline(final)
     harness.sync_now(exact_pid)
-    exact = harness.index(exact_pid)
-    for q in QUERIES:  # every chunk's key leads back to its own position: the same hits as exact search
-        got, want = ranking(index, "fast", q), ranking(exact, "fast", q)
-        assert [g[:2] for g in got] == [w[:2] for w in want]
-        assert np.allclose([g[2] for g in got], [w[2] for w in want], atol=1e-6)
+    _ranks_as_exact(index, harness.index(exact_pid))  # every key leads back to its own chunk
     # a restarted server reads the updated graph and its keys instead of building one
     from llamaeval.engine import Index
 
