@@ -54,11 +54,13 @@ class RequestLoad:
         self.in_flight -= 1
 
     def alone(self) -> bool:
-        """Whether this is the only request in flight, from the only connection seen lately."""
+        """Whether this is the only request in flight, from the only connection seen lately (a
+        request whose connection the server does not know, e.g. on a Unix socket, never is)."""
         if self.in_flight > 1:
             return False
         now = self._clock()
-        return sum(1 for t in self._last_seen.values() if now - t <= ACTIVE_WINDOW_S) <= 1
+        active = [c for c, t in self._last_seen.items() if now - t <= ACTIVE_WINDOW_S]
+        return len(active) == 1 and active[0] is not None
 
     async def run(self, work: Callable[[], T], inline: bool = True) -> T:
         """``work()`` inline when ``inline`` allows it and the request is :meth:`alone`, else in a

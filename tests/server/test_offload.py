@@ -14,8 +14,8 @@ def _where() -> int:
     return threading.get_ident()
 
 
-async def _request(load: RequestLoad, work=_where, inline: bool = True, connection: object = None
-                   ) -> tuple[int, object]:
+async def _request(load: RequestLoad, work=_where, inline: bool = True,
+                   connection: object = ("127.0.0.1", 50000)) -> tuple[int, object]:
     """One request as the gatekeeper and a retrieve route make it: (the loop's thread, what
     ``work`` returned or the message of what it raised)."""
     load.enter(connection)
@@ -63,6 +63,12 @@ def test_two_clients_taking_turns_go_to_worker_threads_until_one_is_quiet() -> N
     now[0] += ACTIVE_WINDOW_S + 0.5  # b went quiet: a alone again
     loop_thread, ran_on = asyncio.run(_request(load, connection=a))
     assert ran_on == loop_thread and load.inline_runs == 2
+
+
+def test_a_request_from_an_unknown_connection_never_runs_inline() -> None:
+    load = RequestLoad()
+    loop_thread, ran_on = asyncio.run(_request(load, connection=None))  # e.g. a Unix socket: no client address
+    assert ran_on != loop_thread and load.thread_runs == 1
 
 
 def test_heavy_work_never_runs_inline() -> None:
