@@ -224,6 +224,10 @@ What was found, and why the shipped configuration is what it is:
   +0.0102 on five fresh ones, and +0.0065 when the choice of estimator is itself held out; it tells
   only cosqa and SciFact from the rest and breaks on a tiny collection (adi, 82 chunks). Not shipped;
   worth revisiting with ten or more collections of 1,000+ chunks.
+  A third signal from the static embedder (WordLlama cosine of query and candidate, as a z-scored or
+  rank feature of the second stage or mixed into the anchor; 1.4 s per 10k chunks at index time,
+  0.2 ms a query) did not transfer either: nested LOCO accurate - fast +0.0033 to +0.0049 (shipped
+  +0.0052), cisi -0.0078 with the feature; alone it ranks the pool at .446 nDCG@10 vs MiniLM .542.
 - **accurate** (same 100-candidate pools as fast; ListNet, L2 1000, over 7 per-query features): a
   pool of 300 never helped a held-out collection (cosqa lost 0.011 from the larger pool's fusion alone).
   Rich linear models over normalised scores, ranks, match shares, document maxima and
