@@ -44,8 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from llamaeval.datasets._registry import BUNDLED, bundled_path  # noqa: E402
-from llamaeval.engine import ChunkingConfig, Embedder, Index, IndexEntry, ParsedDocument, RetrievalConfig  # noqa: E402
-from llamaeval.engine import chunk_document  # noqa: E402
+from llamaeval.engine import ChunkingConfig, Embedder, Index, IndexEntry, RetrievalConfig  # noqa: E402
 from llamaeval.engine._embedders import embedder_for  # noqa: E402
 from llamaeval.engine._static_embed import WORDLLAMA_MODEL_NAME  # noqa: E402
 import modes as M  # noqa: E402  (metrics, collapse, MiniLM vector cache)
@@ -88,19 +87,7 @@ def load(name: str) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int
 
 def entries_of(corpus: list[dict], tokenizer: Embedder) -> list[IndexEntry]:
     """Chunks as the server makes them (MiniLM word pieces for every model)."""
-    out = []
-    for doc in corpus:
-        title = (doc.get("title") or "").strip()
-        body = (doc.get("text") or "").strip()
-        text = f"{title}\n\n{body}".strip() if title else body
-        if not text:
-            continue
-        did = str(doc["_id"])
-        for c in chunk_document(ParsedDocument(text=text, title=title or None), ChunkingConfig(), tokenizer):
-            out.append(IndexEntry(chunk_id=f"{did}#{c.chunk_index}", file_id=did, file_name=f"{did}.txt",
-                                  chunk_index=c.chunk_index, start_char=c.start_char, end_char=c.end_char,
-                                  text=c.text, title=title or None, metadata={"doc_id": did}))
-    return out
+    return M.corpus_entries(corpus, tokenizer, ChunkingConfig())
 
 
 # ----------------------------------------------------------------------------- speed

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,8 +66,15 @@ def _natural(s: str):
 
 
 def collection_entries(name: str, embedder: Embedder, chunking: ChunkingConfig) -> list[IndexEntry]:
+    """The chunks of shared collection ``name``, as the server makes them."""
+    return corpus_entries(read_jsonl(DATASETS / name / "corpus.jsonl"), embedder, chunking)
+
+
+def corpus_entries(docs: Any, embedder: Embedder, chunking: ChunkingConfig) -> list[IndexEntry]:
+    """The chunks of BEIR corpus records (``_id``, ``title``, ``text``): title + body, chunked by
+    ``embedder``'s word pieces; empty documents skipped; ``doc_id`` metadata."""
     entries = []
-    for doc in read_jsonl(DATASETS / name / "corpus.jsonl"):
+    for doc in docs:
         title = (doc.get("title") or "").strip()
         body = (doc.get("text") or "").strip()
         text = f"{title}\n\n{body}".strip() if title else body

@@ -19,6 +19,8 @@ import math
 import re
 from typing import Any
 
+from pydantic import BaseModel
+
 __all__ = ["CatchAll", "BadRequest", "check_json_body", "check_text", "text_problem", "validation_message",
            "MAX_DEPTH", "INT64_MIN", "INT64_MAX", "error_body"]
 
@@ -200,8 +202,6 @@ class CatchAll:
 def unknown_fields(value: Any, path: str = "") -> list[str]:
     """Fields a client sent that no request model knows (pydantic models with ``extra="allow"``),
     with their place: ``topk``, ``[0].metdata``."""
-    from pydantic import BaseModel
-
     out: list[str] = []
     if isinstance(value, BaseModel):
         out += [f"{path}{key}" for key in (value.model_extra or {})]

@@ -22,6 +22,8 @@ import asyncio
 import time
 from typing import Any, Callable, Hashable, TypeVar
 
+from starlette.concurrency import run_in_threadpool
+
 __all__ = ["RequestLoad", "ACTIVE_WINDOW_S"]
 
 T = TypeVar("T")
@@ -65,8 +67,6 @@ class RequestLoad:
     async def run(self, work: Callable[[], T], inline: bool = True) -> T:
         """``work()`` inline when ``inline`` allows it and the request is :meth:`alone`, else in a
         worker thread; its result (or its exception)."""
-        from starlette.concurrency import run_in_threadpool
-
         if inline:
             await asyncio.sleep(0)  # requests that arrived with this one count themselves first
             if self.alone():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 
 from llamaeval.server import _schemas as S
@@ -53,8 +54,6 @@ def retrieve_response(payload: dict[str, Any], timings: dict[str, float], total_
     """A retrieve answer of either dialect: ``payload`` as JSON (orjson: ~20x faster than
     ``json.dumps`` on 30 nodes; NaN would become null), the stage ``timings`` and ``total_s``
     (seconds) in ``Server-Timing``, the request ``body``'s unknown fields named in ``Warning``."""
-    import orjson
-
     headers = {"Server-Timing": server_timing(timings, total_s), **unknown_fields_warning(body)}
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
                     headers=headers)
