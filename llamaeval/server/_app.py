@@ -17,6 +17,7 @@ from llamaeval.server import _schemas as S
 from llamaeval.server import _simplified
 from llamaeval.server._auth import Gatekeeper
 from llamaeval.server._boundary import CatchAll, validation_message
+from llamaeval.server._retrieve_lane import LaneRoute, RetrieveLane
 from llamaeval.server._config import DataLayout, ServerConfig
 from llamaeval.server._services import InvalidInput, NotFound, ServiceError, Services, TooLarge, store_inline_models
 from llamaeval.server._storage import Storage
@@ -89,6 +90,8 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
     limited to one thread, the embedder is created and the sync worker starts."""
     from llamaeval import __version__
     from llamaeval.server import _llamacloud
+    from llamaeval.server._llamacloud import _routes as _real_routes
+    from llamaeval.server._llamacloud import _schemas as _real_schemas
 
     real = _llamacloud.create_subapp(__version__)
 
@@ -140,6 +143,11 @@ def create_app(config: ServerConfig, storage: Storage | None = None, embedder: A
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(ServiceError, on_service_error)
+    app.add_middleware(RetrieveLane, routes=(  # inside the Gatekeeper: after its checks
+        LaneRoute(_simplified.API_PREFIX + _simplified.RETRIEVE_PATH, S.RetrievalRequest, _simplified.search_answer,
+                  app.exception_handlers),
+        LaneRoute(REAL_MOUNT + _simplified.API_PREFIX + _real_routes.RETRIEVE_PATH, _real_schemas.RetrieveRequest,
+                  _real_routes.retrieve_answer, real.exception_handlers)))
     app.add_middleware(Gatekeeper, max_upload_bytes=config.max_upload_bytes, max_json_bytes=config.max_json_bytes,
                        protected=(_simplified.API_PREFIX, REAL_MOUNT + _simplified.API_PREFIX),
                        real_prefix=REAL_MOUNT, max_query_chars=config.max_query_chars)

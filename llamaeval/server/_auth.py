@@ -47,6 +47,13 @@ def _mb(n: int) -> str:
     return f"{n / 1024 / 1024:.2f} MB"
 
 
+def _fastapi_reads_json(content_type: str) -> bool:
+    """Whether FastAPI parses a body of this (lower-cased, parameter-less) type as JSON:
+    ``application/json`` or ``application/*+json`` (a body without a type it does not)."""
+    main, _, sub = content_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 class Gatekeeper:
     """ASGI middleware run before FastAPI reads a body, on every path under one of ``protected``
     prefixes (each dialect's API root; ``real_prefix``: the real dialect's, whose refusals are
@@ -146,7 +153,7 @@ class Gatekeeper:
         size = 0
         while True:
             try:
-                message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+                message = await _receive_in_time(receive)
             except asyncio.TimeoutError:
                 return await send_json(send, 408, _stalled(), _CLOSE)
             if message["type"] != "http.request":  # the client went away
@@ -162,10 +169,12 @@ class Gatekeeper:
         body = b"".join(chunks)
         if jsonish and body:
             try:
-                check_json_body(body)
+                parsed = check_json_body(body)
             except BadRequest as exc:
                 status, payload = error_body(real, exc)
                 return await send_json(send, status, payload)
+            if _fastapi_reads_json(content_type):  # the retrieve lane takes it from here (no second parse)
+                scope["state"]["json_body"] = parsed
         return await self.app(scope, _replay(body, receive), send)
 
     @staticmethod
@@ -192,7 +201,7 @@ async def _drain(receive: Any, budget: int) -> bool:
     """Read and drop the rest of a refused body, at most ``budget`` bytes; whether it all came."""
     while budget >= 0:
         try:
-            message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+            message = await _receive_in_time(receive)
         except asyncio.TimeoutError:
             return False
         if message["type"] != "http.request":
@@ -224,7 +233,7 @@ def _counting(receive: Any, limit: int, too_large: Any) -> Any:
     async def counted() -> dict:
         nonlocal size
         try:
-            message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+            message = await _receive_in_time(receive)
         except asyncio.TimeoutError:
             raise HTTPException(408, _stalled(), headers=_CLOSE) from None
         if message["type"] == "http.request":
@@ -234,6 +243,13 @@ def _counting(receive: Any, limit: int, too_large: Any) -> Any:
         return message
 
     return counted
+
+
+async def _receive_in_time(receive: Any) -> dict:
+    """The client's next message, or ``TimeoutError`` after ``BODY_IDLE_TIMEOUT_S`` seconds
+    (``asyncio.timeout``: ``wait_for`` made a task, and a turn of the event loop, per message)."""
+    async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+        return await receive()
 
 
 def _stalled() -> str:

@@ -14,9 +14,11 @@ from llamaeval.server._boundary import unknown_fields_warning
 from llamaeval.server._services import InvalidInput, Services
 from llamaeval.server._storage import DataSource, Job, Pipeline, PipelineFile, Project, StoredFile
 
-__all__ = ["API_PREFIX", "router", "retrieve_response"]
+__all__ = ["API_PREFIX", "RETRIEVE_PATH", "router", "retrieve_response", "search_answer"]
 
 API_PREFIX = "/api/v1"
+#: The retrieve operation's path under the API root (one place for the route and the retrieve lane).
+RETRIEVE_PATH = "/pipelines/{pipelineId}/retrieve"
 _E400 = {"model": S.ErrorOut, "description": "Bad request: invalid input (message in detail)"}
 _E401 = {"model": S.ErrorOut, "description": "Unauthorized - invalid or missing API key"}
 _E404 = {"model": S.ErrorOut, "description": "Not found (or owned by another account)"}
@@ -108,6 +110,19 @@ def _result_out(hit: Any, pipeline_id: str) -> dict[str, Any]:
     return {"text": e.text, "score": float(hit.score), "metadata": metadata}
 
 
+async def search_answer(svc: Services, acct: str, pipeline_id: str, body: S.RetrievalRequest) -> Response:
+    """The answer to ``POST /pipelines/{pipelineId}/retrieve`` (the route's, and the retrieve lane's,
+    :mod:`llamaeval.server._retrieve_lane`): the mode's preset searched inline or on a worker thread."""
+    from llamaeval.engine import SearchRequest
+
+    outcome = await svc.run_search(lambda: svc.search(
+        acct, pipeline_id, body.query,
+        lambda config: SearchRequest.preset(body.mode, body.query, body.top_k, config)), body.query)
+    payload = {"results": [_result_out(h, pipeline_id) for h in outcome.response.hits], "mode": body.mode,
+               "top_k": body.top_k, "retrieval_config": outcome.config_summary}
+    return retrieve_response(payload, outcome.response.timings, outcome.total_s, body)
+
+
 # -- routes ------------------------------------------------------------------------------------
 def router() -> APIRouter:
     r = APIRouter(prefix=API_PREFIX, responses={401: _E401})
@@ -175,19 +190,11 @@ def router() -> APIRouter:
     def sync_pipeline(pipelineId: str, request: Request, acct: str = Depends(account_id)) -> Any:
         return _job_out(_svc(request).request_sync(acct, pipelineId))
 
-    @r.post("/pipelines/{pipelineId}/retrieve", operation_id="runSearch", summary="Run search",
+    @r.post(RETRIEVE_PATH, operation_id="runSearch", summary="Run search",
             tags=["Retrieval"], response_model=S.RetrievalResponseOut, responses={400: _E400, 404: _E404})
     async def run_search(pipelineId: str, body: S.RetrievalRequest, request: Request,
                          acct: str = Depends(account_id)) -> Any:
-        from llamaeval.engine import SearchRequest
-
-        svc = _svc(request)
-        outcome = await svc.run_search(lambda: svc.search(
-            acct, pipelineId, body.query,
-            lambda config: SearchRequest.preset(body.mode, body.query, body.top_k, config)), body.query)
-        payload = {"results": [_result_out(h, pipelineId) for h in outcome.response.hits], "mode": body.mode,
-                   "top_k": body.top_k, "retrieval_config": outcome.config_summary}
-        return retrieve_response(payload, outcome.response.timings, outcome.total_s, body)
+        return await search_answer(_svc(request), acct, pipelineId, body)
 
     # Pipeline files
     @r.get("/pipelines/{pipelineId}/files", operation_id="listPipelineFiles", summary="List pipeline files",

@@ -226,6 +226,10 @@ class SQLStorage:
     def list_all_pipelines(self) -> list[Pipeline]:
         return self._all(Pipeline, f"{_PIPELINE_SELECT} ORDER BY p.created_at, p.id")
 
+    def list_scheduled_pipelines(self) -> list[Pipeline]:
+        """Pipelines with a ``sync_interval`` (the scheduler's once-a-second look decodes no others)."""
+        return self._all(Pipeline, f"{_PIPELINE_SELECT} WHERE p.sync_interval > 0 ORDER BY p.created_at, p.id")
+
     def update_pipeline(self, pipeline_id: str, **changes: Any) -> None:
         self._update("pipelines", "id = ?", (pipeline_id,), changes)
 

@@ -427,9 +427,7 @@ class SyncService:
 
     def _tick(self) -> None:
         now = utc_now()
-        for pipeline in self.storage.list_all_pipelines():
-            if not pipeline.sync_interval:
-                continue
+        for pipeline in self.storage.list_scheduled_pipelines():
             since = pipeline.last_sync_started_at or pipeline.created_at
             if (now - since).total_seconds() < pipeline.sync_interval:
                 continue

@@ -19,7 +19,10 @@ from llamaeval.server._simplified import API_PREFIX, retrieve_response
 from llamaeval.server._storage import Pipeline
 from llamaeval.server._sync import SUPPORTED_SOURCE_TYPES
 
-__all__ = ["router"]
+__all__ = ["router", "retrieve_answer", "RETRIEVE_PATH"]
+
+#: The retrieve operation's path under the API root (one place for the route and the retrieve lane).
+RETRIEVE_PATH = "/pipelines/{pipeline_id}/retrieve"
 
 #: Metadata keys a file's custom metadata may not set here: the server sets them on every node
 #: (``file_name`` and the rest may be custom, as LlamaIndex documents often carry their own).
@@ -108,6 +111,72 @@ def _check_sink(acct: str, svc: Services, sink_id: str | None) -> None:
 def _start_ingestion(svc: Services, acct: str, pipeline_id: str) -> None:
     """The real API ingests as soon as files or documents change: queue a sync."""
     svc.request_sync(acct, pipeline_id, require_content=False)
+
+
+async def retrieve_answer(svc: Services, acct: str, pipeline_id: str, body: S.RetrieveRequest) -> Response:
+    """The answer to ``POST /pipelines/{pipeline_id}/retrieve`` (the route's, and the retrieve lane's,
+    :mod:`llamaeval.server._retrieve_lane`): the search inline or on a worker thread."""
+    return await svc.run_search(lambda: _retrieve(svc, acct, pipeline_id, body), body.query)
+
+
+def _retrieve(svc: Services, acct: str, pipeline_id: str, body: S.RetrieveRequest) -> Response:
+    """The retrieve answer (blocking: the search runs here)."""
+    preset = svc.storage.get_pipeline_attributes(acct, pipeline_id)
+    if preset is None:
+        raise NotFound("pipeline", pipeline_id)
+    params = R.effective_params(body.model_dump(exclude_none=True), preset.get("preset_retrieval_parameters"))
+    if not body.query.strip():
+        raise _unprocessable(["body", "query"], "query must not be blank")
+    svc.check_query(body.query)
+    try:
+        R.parsed_filters(params)
+    except ValueError as exc:
+        raise _unprocessable(["body", "search_filters"], str(exc)) from None
+    route = params["retrieval_mode"]
+    files = route != "chunks"
+    head = svc.storage.get_pipeline_index(acct, pipeline_id)
+    if head is not None and head[1] is None and not svc.storage.list_pipeline_files(pipeline_id):
+        empty = _retrieve_payload(pipeline_id, [], route, {"total": 0.0})  # an empty pipeline finds nothing
+        return retrieve_response(empty, {}, 0.0, body)
+
+    def execute(index: Any, req: Any) -> Any:
+        nonlocal route
+        timings: dict[str, float] = {}
+        if route in ("files_via_metadata", "auto_routed"):
+            t = time.perf_counter()
+            by_meta = index.rank_files_by_metadata(body.query, req.filters)
+            timings["metadata"] = time.perf_counter() - t
+            if route == "auto_routed":
+                route = ("files_via_metadata" if by_meta and by_meta[0][1] >= R.AUTO_ROUTE_METADATA_SHARE
+                         else "chunks")
+                if route == "chunks":
+                    req = R.search_request(body.query, params, index.config)
+        response = index.search(req)
+        response.timings.update(timings)
+        if route == "chunks":
+            return response, None
+        entries = {h.entry.file_id: (h.entry, float(h.score)) for h in reversed(response.hits)}
+        n = int(params["files_top_k"])
+        if route == "files_via_content":
+            chosen = R.best_files(response.hits, n)
+        else:  # metadata share first, then the best chunk's content score
+            ranked = sorted(by_meta, key=lambda fs: (-fs[1], -entries.get(fs[0], (None, -1e9))[1]))
+            chosen = [(entries[f][0] if f in entries else _first_entry(index, f), share)
+                      for f, share in ranked[:n]]
+        return response, chosen
+
+    outcome = svc.search(acct, pipeline_id, body.query,
+                         lambda config: R.search_request(body.query, params, config, files), execute)
+    response, chosen = outcome.response
+    if chosen is None:
+        nodes = [W.node_out(h.entry, float(h.score), pipeline_id, h.entry.file_id,
+                            extra={"scores": {k: float(v) for k, v in h.stage_scores.items()}})
+                 for h in response.hits]
+    else:
+        nodes = [W.node_out(entry, score, pipeline_id, entry.file_id, text=_file_text(svc, acct, entry.file_id))
+                 for entry, score in chosen]
+    payload = _retrieve_payload(pipeline_id, nodes, route, {**response.timings, "total": outcome.total_s})
+    return retrieve_response(payload, response.timings, outcome.total_s, body)
 
 
 def router() -> APIRouter:
@@ -269,67 +338,9 @@ def router() -> APIRouter:
         svc.cancel_sync(acct, pipeline_id)
         return _pipeline_out(svc, acct, svc.pipeline(acct, pipeline_id))
 
-    @r.post("/pipelines/{pipeline_id}/retrieve", tags=["Retrieval"], summary="Retrieve nodes")
+    @r.post(RETRIEVE_PATH, tags=["Retrieval"], summary="Retrieve nodes")
     async def retrieve(pipeline_id: str, body: S.RetrieveRequest, request: Request, acct: str = acct_dep) -> Any:
-        svc = _svc(request)
-        return await svc.run_search(lambda: _retrieve(svc, acct, pipeline_id, body), body.query)
-
-    def _retrieve(svc: Services, acct: str, pipeline_id: str, body: S.RetrieveRequest) -> Any:
-        preset = svc.storage.get_pipeline_attributes(acct, pipeline_id)
-        if preset is None:
-            raise NotFound("pipeline", pipeline_id)
-        params = R.effective_params(body.model_dump(exclude_none=True), preset.get("preset_retrieval_parameters"))
-        if not body.query.strip():
-            raise _unprocessable(["body", "query"], "query must not be blank")
-        svc.check_query(body.query)
-        try:
-            R.parsed_filters(params)
-        except ValueError as exc:
-            raise _unprocessable(["body", "search_filters"], str(exc)) from None
-        route = params["retrieval_mode"]
-        files = route != "chunks"
-        head = svc.storage.get_pipeline_index(acct, pipeline_id)
-        if head is not None and head[1] is None and not svc.storage.list_pipeline_files(pipeline_id):
-            return _retrieve_payload(pipeline_id, [], route, {"total": 0.0})  # an empty pipeline finds nothing
-
-        def execute(index: Any, req: Any) -> Any:
-            nonlocal route
-            timings: dict[str, float] = {}
-            if route in ("files_via_metadata", "auto_routed"):
-                t = time.perf_counter()
-                by_meta = index.rank_files_by_metadata(body.query, req.filters)
-                timings["metadata"] = time.perf_counter() - t
-                if route == "auto_routed":
-                    route = ("files_via_metadata" if by_meta and by_meta[0][1] >= R.AUTO_ROUTE_METADATA_SHARE
-                             else "chunks")
-                    if route == "chunks":
-                        req = R.search_request(body.query, params, index.config)
-            response = index.search(req)
-            response.timings.update(timings)
-            if route == "chunks":
-                return response, None
-            entries = {h.entry.file_id: (h.entry, float(h.score)) for h in reversed(response.hits)}
-            n = int(params["files_top_k"])
-            if route == "files_via_content":
-                chosen = R.best_files(response.hits, n)
-            else:  # metadata share first, then the best chunk's content score
-                ranked = sorted(by_meta, key=lambda fs: (-fs[1], -entries.get(fs[0], (None, -1e9))[1]))
-                chosen = [(entries[f][0] if f in entries else _first_entry(index, f), share)
-                          for f, share in ranked[:n]]
-            return response, chosen
-
-        outcome = svc.search(acct, pipeline_id, body.query,
-                             lambda config: R.search_request(body.query, params, config, files), execute)
-        response, chosen = outcome.response
-        if chosen is None:
-            nodes = [W.node_out(h.entry, float(h.score), pipeline_id, h.entry.file_id,
-                                extra={"scores": {k: float(v) for k, v in h.stage_scores.items()}})
-                     for h in response.hits]
-        else:
-            nodes = [W.node_out(entry, score, pipeline_id, entry.file_id, text=_file_text(svc, acct, entry.file_id))
-                     for entry, score in chosen]
-        payload = _retrieve_payload(pipeline_id, nodes, route, {**response.timings, "total": outcome.total_s})
-        return retrieve_response(payload, response.timings, outcome.total_s, body)
+        return await retrieve_answer(_svc(request), acct, pipeline_id, body)
 
     # -- pipeline files --------------------------------------------------------------------------
     @r.put("/pipelines/{pipeline_id}/files", tags=["Pipeline Files"],
