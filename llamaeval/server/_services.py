@@ -603,14 +603,17 @@ class Services:
         return await self.load.run(work, inline=len(query) < self.config.heavy_query_chars)
 
     def search(self, acct: str, pipeline_id: str, query: str, build: Callable[[Any], Any],
-               execute: Callable[[Any, Any], Any] | None = None) -> SearchOutcome:
+               execute: Callable[[Any, Any], Any] | None = None,
+               head: tuple[str, str | None] | None = None) -> SearchOutcome:
         """Search the pipeline's last completed index for ``query``: ``build(config)`` makes the
         engine request (the pipeline's retrieval config fills what a dialect leaves to it) and
-        ``execute(index, request)`` runs it (default ``index.search(request)``). Queries of at
+        ``execute(index, request)`` runs it (default ``index.search(request)``); ``head``: the
+        pipeline's (status, index version) when the caller has just read it. Queries of at
         least ``config.heavy_query_chars`` characters run one at a time (the heavy lane)."""
         self.check_query(query)
         t0 = time.perf_counter()
-        head = self.storage.get_pipeline_index(acct, pipeline_id)  # no config decoding on the hot path
+        if head is None:
+            head = self.storage.get_pipeline_index(acct, pipeline_id)  # no config decoding on the hot path
         if head is None:
             raise NotFound("pipeline", pipeline_id)
         status, index_version = head

@@ -166,7 +166,7 @@ def _retrieve(svc: Services, acct: str, pipeline_id: str, body: S.RetrieveReques
         return response, chosen
 
     outcome = svc.search(acct, pipeline_id, body.query,
-                         lambda config: R.search_request(body.query, params, config, files), execute)
+                         lambda config: R.search_request(body.query, params, config, files), execute, head)
     response, chosen = outcome.response
     if chosen is None:
         nodes = [W.node_out(h.entry, float(h.score), pipeline_id, h.entry.file_id,
