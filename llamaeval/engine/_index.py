@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,38 @@ class IndexEntry:
     text: str
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def filter_fields(self) -> Mapping[str, Any]:
+        """What a search filter sees of this chunk: its file's ``file_name``, the custom metadata
+        (which may set its own ``file_name``) and ``file_id`` — the fields of the node's ``extra_info``."""
+        return _FilterFields(self)
+
+
+class _FilterFields(Mapping[str, Any]):
+    """A read-only view ``{"file_name": ..., **metadata, "file_id": ...}`` of an entry (no copy)."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: IndexEntry) -> None:
+        self._entry = entry
+
+    def __getitem__(self, key: str) -> Any:
+        e = self._entry
+        if key == "file_id":
+            return e.file_id
+        if key in e.metadata:
+            return e.metadata[key]
+        if key == "file_name":
+            return e.file_name
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        yield "file_name"
+        yield from (k for k in self._entry.metadata if k not in ("file_name", "file_id"))
+        yield "file_id"
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass
@@ -766,7 +799,7 @@ class Index:
         idf = {t: float(self._idf[self._vocab[t]]) if t in self._vocab else math.log(1.0 + (n + 0.5) / 0.5)
                for t in q_terms}
         total = sum(idf.values()) or 1.0
-        allowed = None if filters is None else filters.mask([e.metadata for e in self.entries])
+        allowed = None if filters is None else filters.mask([e.filter_fields() for e in self.entries])
         ranked = []
         for file_id, (i, terms) in self._file_meta_terms.items():
             if allowed is not None and not allowed[self._file_of == self._file_of[i]].any():
@@ -808,7 +841,7 @@ class Index:
         return mask
 
     def _filter_mask(self, filters: Any) -> np.ndarray:
-        return filters.mask([e.metadata for e in self.entries])
+        return filters.mask([e.filter_fields() for e in self.entries])
 
     def _candidates(self, req: SearchRequest, timings: dict[str, float]
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:

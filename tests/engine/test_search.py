@@ -61,6 +61,27 @@ def test_filters_restrict_every_stage(index, adi):
     assert index.search(SearchRequest(q, filters=none, rerank=True, expand=True)).hits == []
 
 
+def test_filters_see_the_file_name_and_id_as_the_nodes_show_them(index, adi):
+    q = adi["queries"]["2"]
+    first = index.entries[0]
+    by_name = parse_filters({"filters": [{"key": "file_name", "value": first.file_name}]})
+    hits = index.search(SearchRequest(q, top_k=30, filters=by_name)).hits
+    assert hits and {h.entry.file_name for h in hits} == {first.file_name}
+    by_id = parse_filters({"filters": [{"key": "file_id", "value": first.file_id, "operator": "!="}]})
+    hits = index.search(SearchRequest(q, top_k=30, filters=by_id)).hits
+    assert hits and first.file_id not in {h.entry.file_id for h in hits}
+
+
+def test_custom_metadata_sets_its_own_file_name_for_filters() -> None:
+    from llamaeval.engine._index import IndexEntry
+
+    plain = IndexEntry("c0", "f0", "a.txt", 0, 0, 5, "hello", metadata={"doc_id": "7"})
+    own = IndexEntry("c1", "f1", "b.txt", 0, 0, 5, "hello", metadata={"file_name": "report.pdf", "file_id": "x"})
+    assert dict(plain.filter_fields()) == {"file_name": "a.txt", "doc_id": "7", "file_id": "f0"}
+    assert dict(own.filter_fields()) == {"file_name": "report.pdf", "file_id": "f1"}  # file_id is always the file's
+    assert plain.filter_fields().get("missing") is None
+
+
 def test_dense_cutoff_drops_dissimilar_chunks(index, adi):
     q = adi["queries"]["2"]
     hits = index.search(SearchRequest(q, top_k=50, dense_cutoff=0.3)).hits

@@ -101,6 +101,19 @@ def test_search_filters_exclude_what_they_should(cloud, adi_synced):
     assert set(doc_ids(nested)) <= {"1", "40"}
 
 
+def test_search_filters_see_file_name_and_file_id_as_extra_info_shows_them(cloud, adi_synced):
+    pid = adi_synced["pipeline_id"]
+    node = retrieve(cloud, pid, enable_reranking=False, dense_similarity_top_k=3)["retrieval_nodes"][1]["node"]
+    name, file_id = node["extra_info"]["file_name"], node["extra_info"]["file_id"]
+    by_name = retrieve(cloud, pid, search_filters={"filters": [{"key": "file_name", "value": name}]})
+    assert by_name["retrieval_nodes"]
+    assert {n["node"]["extra_info"]["file_id"] for n in by_name["retrieval_nodes"]} == {file_id}
+    others = retrieve(cloud, pid, enable_reranking=False, dense_similarity_top_k=3, search_filters={
+        "filters": [{"key": "file_id", "value": file_id, "operator": "!="}]})
+    assert len(others["retrieval_nodes"]) == 3 and file_id not in {
+        n["node"]["extra_info"]["file_id"] for n in others["retrieval_nodes"]}
+
+
 def test_files_via_content_returns_whole_files(cloud, adi_synced, adi_corpus):
     pid = adi_synced["pipeline_id"]
     body = retrieve(cloud, pid, retrieval_mode="files_via_content", files_top_k=2)

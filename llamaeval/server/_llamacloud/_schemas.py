@@ -29,8 +29,9 @@ class RetrievalParams(_In):
     retrieval_mode: RetrievalMode | None = Field(None, description="chunks, whole files by content or metadata, "
                                                                    "or auto_routed.")
     files_top_k: int | None = Field(None, ge=1, le=5, description="Files returned by the files_via_* modes.")
-    search_filters: dict[str, Any] | None = Field(None, description="Metadata filters on the files' custom "
-                                                                    "metadata (MetadataFilters).")
+    search_filters: dict[str, Any] | None = Field(None, description="Metadata filters (MetadataFilters) on "
+                                                                    "the fields of a node's extra_info: the files' "
+                                                                    "custom metadata, file_name and file_id.")
     search_filters_inference_schema: dict[str, Any] | None = Field(
         None, description="Accepted; the local server infers no filters (inferred_search_filters is null).")
     retrieve_image_nodes: bool | None = None
