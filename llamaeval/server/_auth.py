@@ -173,8 +173,8 @@ class Gatekeeper:
             except BadRequest as exc:
                 status, payload = error_body(real, exc)
                 return await send_json(send, status, payload)
-            if _fastapi_reads_json(content_type):  # the retrieve lane takes it from here (no second parse)
-                scope["state"]["json_body"] = parsed
+            if path.endswith("/retrieve") and _fastapi_reads_json(content_type):
+                scope["state"]["json_body"] = parsed  # the retrieve lane takes it from here (no second parse)
         return await self.app(scope, _replay(body, receive), send)
 
     @staticmethod

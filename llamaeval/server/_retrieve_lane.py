@@ -1,6 +1,6 @@
 """The retrieve lane: a well-formed retrieve request of either dialect answered without FastAPI's
-routing, dependency and body machinery, which cost ~0.6 ms CPU a request here (a fifth of what
-HTTP added to an in-process ``fast`` search; ``benchmarks/http_overhead.py``).
+routing, dependency and body machinery, which cost ~0.8 ms CPU a request here (a quarter of what
+HTTP added to an in-process ``fast`` search; ``benchmarks/results/http_overhead.md``).
 
 It runs inside the :class:`~llamaeval.server._auth.Gatekeeper` — the key, the URL, the body's size
 and its JSON already checked, the parsed body left in ``scope["state"]["json_body"]`` — and calls
