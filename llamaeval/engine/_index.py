@@ -62,6 +62,9 @@ class IndexEntry:
         return _FilterFields(self)
 
 
+_ABSENT = object()
+
+
 class _FilterFields(Mapping[str, Any]):
     """A read-only view ``{"file_name": ..., **metadata, "file_id": ...}`` of an entry (no copy)."""
 
@@ -70,15 +73,20 @@ class _FilterFields(Mapping[str, Any]):
     def __init__(self, entry: IndexEntry) -> None:
         self._entry = entry
 
-    def __getitem__(self, key: str) -> Any:
+    def get(self, key: str, default: Any = None) -> Any:  # what filters call: no KeyError round trip
         e = self._entry
         if key == "file_id":
             return e.file_id
-        if key in e.metadata:
-            return e.metadata[key]
-        if key == "file_name":
-            return e.file_name
-        raise KeyError(key)
+        value = e.metadata.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        return e.file_name if key == "file_name" else default
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _ABSENT)
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         yield "file_name"
@@ -369,6 +377,7 @@ class Index:
         self._chunk_terms: dict[int, list[str]] = {}
         self._chunk_numbers: dict[int, frozenset[str]] = {}
         self._file_meta_terms: dict[str, tuple[int, frozenset[str]]] | None = None
+        self._filter_fields: list[Mapping[str, Any]] | None = None  # what filters see, per chunk (lazily)
         self._stores = () if model_store is None else (model_store,)
         self._dense = DenseSearch(self._emb, config.dense_config())  # exact, or HNSW past ann_threshold
         self._set_model(config)
@@ -799,7 +808,7 @@ class Index:
         idf = {t: float(self._idf[self._vocab[t]]) if t in self._vocab else math.log(1.0 + (n + 0.5) / 0.5)
                for t in q_terms}
         total = sum(idf.values()) or 1.0
-        allowed = None if filters is None else filters.mask([e.filter_fields() for e in self.entries])
+        allowed = None if filters is None else self._filter_mask(filters)
         ranked = []
         for file_id, (i, terms) in self._file_meta_terms.items():
             if allowed is not None and not allowed[self._file_of == self._file_of[i]].any():
@@ -841,7 +850,9 @@ class Index:
         return mask
 
     def _filter_mask(self, filters: Any) -> np.ndarray:
-        return filters.mask([e.filter_fields() for e in self.entries])
+        if self._filter_fields is None:
+            self._filter_fields = [e.filter_fields() for e in self.entries]
+        return filters.mask(self._filter_fields)
 
     def _candidates(self, req: SearchRequest, timings: dict[str, float]
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
