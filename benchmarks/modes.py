@@ -246,6 +246,14 @@ What was found, and why the shipped configuration is what it is:
   when the fused ranking is sure of its top, and (b) lexical structure in [0, 1]: proximity, phrase,
   title and verbatim number matches. Coordinate ascent on J itself was tried as well (more aligned with
   nDCG) and generalised worse than ListNet with strong L2 shrinking towards the fused order.
+  MiniLM over sub-windows of each chunk (MaxP: 128 word pieces, stride 64, for the chunks longer than
+  128, which are 58-78% of the pools on cf, cisi, cranfield, med and SciFact) was studied as a feature
+  and as part of the anchor (2026-12-07): the first signal of these studies whose gain survives nested
+  LOCO, but a small one: accurate - fast +0.0058 to +0.0060 (shipped +0.0052; worst +0.0011 to +0.0021),
+  of which the windows themselves (vs the same anchor built from the plain chunk cosine) give +0.0013
+  to +0.0019, on cf and SciFact; SciFact test 0.7234-0.7251 (shipped 0.7203, intervals straddle 0).
+  It would cost 1.5 extra vectors per chunk (2.2 on SciFact) and about twice the indexing time. Not
+  shipped; smaller chunks at index time might give a similar effect without a second vector store.
 - **advanced**: pseudo-relevance feedback (RM3 on BM25, Rocchio on the query vector, 5 chunks, 20
   terms) helps classic collections (cranfield +0.01) and hurts others when always on (adi -0.015);
   it is therefore **gated**: the query is expanded only when the accurate ranking of the pool is
