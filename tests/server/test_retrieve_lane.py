@@ -1,6 +1,6 @@
 """The retrieve lane (``llamaeval/server/_retrieve_lane.py``) answers exactly as the FastAPI routes
-do: every request below is sent twice, once as it is (the lane takes it) and once with a query
-string (the lane leaves those to FastAPI), and the two answers must be the same."""
+do: every request below is sent twice, once as it is (the lane takes the well-formed ones, counted)
+and once with a query string (the lane leaves those to FastAPI), and the two answers must be the same."""
 
 from __future__ import annotations
 
@@ -41,8 +41,6 @@ def _comparable(r: Any) -> tuple[int, Any, dict[str, str]]:
     body = r.json()
     if isinstance(body, dict):
         body.pop("retrieval_latency", None)
-        for node in body.get("retrieval_nodes", []):
-            node.get("node", {}).get("extra_info", {}).get("scores", {}).pop("_timings", None)
     headers = {k: v for k, v in r.headers.items() if k not in ("server-timing", "content-length", "date")}
     return r.status_code, body, headers
 
