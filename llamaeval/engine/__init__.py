@@ -51,7 +51,7 @@ Search requests and modes
 rerank, rerank_depth, expand, aggregate, documents_first, filters))`` runs one composition
 of stages (see ``llamaeval.engine._search``); ``filters`` come from
 ``parse_filters({"filters": [{"key", "value", "operator"}], "condition": "and"})`` over the
-file's custom metadata. ``Index.search(query, mode, top_k)`` runs a mode: a row of
+file's custom metadata, ``file_name`` and ``file_id`` (``IndexEntry.filter_fields``). ``Index.search(query, mode, top_k)`` runs a mode: a row of
 ``PRESETS`` (fast: no second stage; accurate: rerank + documents_first; advanced: + expand
 and aggregate) with pools and ``alpha`` = ``dense_weight`` from the pipeline config.
 
