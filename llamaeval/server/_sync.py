@@ -366,7 +366,7 @@ class SyncService:
                     now = utc_now()  # the job and (when nothing runs) the pipeline's status, together
                     self.storage.update_job_and_pipeline(
                         job.id, {"status": "failed", "error": CANCELLED, "completed_at": now}, pipeline.id,
-                        {} if running else self._settled(pipeline.id, now))
+                        {} if running else self._settled(pipeline.id, now, exclude=job.id))
                     n += 1
         return n
 

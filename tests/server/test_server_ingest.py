@@ -169,6 +169,20 @@ def test_files_complete_window_by_window_and_a_cancel_stops_between_batches(harn
     assert [pf.status for pf in harness.storage.list_pipeline_files(pid)] == ["completed"] * 10
 
 
+def test_cancelling_a_queued_sync_settles_the_pipeline(harness, adi_docs):
+    acct = harness.account()
+    pid = harness.pipeline(acct, adi_docs[:2])
+    queued = harness.services.request_sync(acct, pid)  # nothing runs it: still pending when cancelled
+    assert harness.storage.get_pipeline_any(pid).status == "syncing"
+    assert harness.sync.cancel(harness.storage.get_pipeline_any(pid)) == 1
+    assert harness.storage.get_job(queued.id).error == CANCELLED
+    assert harness.storage.get_pipeline_any(pid).status == "idle"  # no index yet, nothing waiting
+    assert harness.sync_now(acct, pid).status == "completed"
+    harness.services.request_sync(acct, pid)
+    harness.sync.cancel(harness.storage.get_pipeline_any(pid))
+    assert harness.storage.get_pipeline_any(pid).status == "active"  # its index is still served
+
+
 def test_a_second_pipeline_over_the_same_files_embeds_nothing_and_gets_the_same_vectors(harness, adi_docs):
     acct = harness.account()
     first = harness.pipeline(acct, adi_docs)
